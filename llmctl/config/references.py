@@ -1,0 +1,115 @@
+"""Checks across sections: unique names, references that resolve, fields that only make sense together.
+
+They run on the raw YAML data, beside schema validation, so that a file with a type error and a dangling
+reference reports both at once. Values of the wrong type are left to the schema's errors.
+"""
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from typing import Any
+
+from llmctl.config.schema import DEFAULT_TARGET, SECTIONS
+from llmctl.config.sources import parse_source
+from llmctl.errors import did_you_mean
+
+DataPath = tuple[str | int, ...]
+Problem = tuple[DataPath, str]
+
+# Fields that describe infrastructure; a hosted api:// model has none.
+_INFRA_FIELDS = ("engine", "engine_args", "target", "gpu", "instance_type", "replicas", "autoscale", "context_length")
+# model field -> the section its value names
+_SINGLE_REFS = {"prompt": "prompts", "slo": "slos", "budget": "budgets"}
+_TEMPLATE_VARIABLE = re.compile(r"\{\{\s*([A-Za-z_][A-Za-z0-9_]*)\s*\}\}")
+
+
+def check_references(data: dict[str, Any]) -> list[Problem]:
+    names = {section: _names(data, section) for section in SECTIONS}
+    targets = data.get("targets")
+    names["targets"] = ([str(key) for key in targets] if isinstance(targets, dict) else []) + [DEFAULT_TARGET]
+    problems = [problem for section in SECTIONS for problem in _duplicates(data, section)]
+    for index, model in _items(data, "models"):
+        problems += _model_problems(model, ("models", index), names)
+    for index, prompt in _items(data, "prompts"):
+        problems += _prompt_problems(prompt, ("prompts", index))
+    return problems
+
+
+def _items(data: dict[str, Any], section: str) -> Iterator[tuple[int, dict[str, Any]]]:
+    items = data.get(section)
+    if isinstance(items, list):
+        for index, item in enumerate(items):
+            if isinstance(item, dict):
+                yield index, item
+
+
+def _names(data: dict[str, Any], section: str) -> list[str]:
+    return [item["name"] for _, item in _items(data, section) if isinstance(item.get("name"), str)]
+
+
+def _duplicates(data: dict[str, Any], section: str) -> Iterator[Problem]:
+    first: dict[str, int] = {}
+    for index, item in _items(data, section):
+        name = item.get("name")
+        if not isinstance(name, str):
+            continue
+        if name in first:
+            yield (section, index, "name"), (
+                f"duplicate {SECTIONS[section]} name '{name}' (also {section}[{first[name]}]): names must be unique"
+            )
+        else:
+            first[name] = index
+
+
+def _dangling(value: Any, kind: str, declared: list[str], where: str) -> str | None:
+    if not isinstance(value, str) or value in declared:
+        return None
+    listed = ", ".join(sorted(declared)) or "none"
+    return f"{where} names {kind} '{value}', which is not declared{did_you_mean(value, declared)} (declared: {listed})"
+
+
+def _model_problems(model: dict[str, Any], at: DataPath, names: dict[str, list[str]]) -> list[Problem]:
+    label = f"model '{model.get('name', at[1])}'"
+    problems: list[Problem] = []
+    for field, section in _SINGLE_REFS.items():
+        message = _dangling(model.get(field), SECTIONS[section], names[section], label)
+        if message:
+            problems.append((at + (field,), message))
+    guardrails = model.get("guardrails")
+    for index, guardrail in enumerate(guardrails if isinstance(guardrails, list) else []):
+        message = _dangling(guardrail, "guardrail", names["guardrails"], label)
+        if message:
+            problems.append((at + ("guardrails", index), message))
+
+    try:
+        hosted = isinstance(model.get("source"), str) and parse_source(model["source"]).hosted
+    except ValueError:
+        hosted = False  # the schema reports the source itself
+    if hosted:
+        problems += [
+            (at + (field,), f"{label} is hosted (api://): remove '{field}', it has no infrastructure")
+            for field in _INFRA_FIELDS
+            if field in model
+        ]
+        return problems
+    message = _dangling(model.get("target"), "target", names["targets"], label)
+    if message:
+        problems.append((at + ("target",), message))
+    if "engine" not in model and "source" in model:
+        problems.append((at, f"{label} needs an engine: llama-cpp, vllm or tgi"))
+    if "gpu" in model and "instance_type" in model:
+        problems.append((at + ("instance_type",), f"{label}: set gpu or instance_type, not both"))
+    if "autoscale" in model and not isinstance(model.get("replicas"), dict):
+        problems.append((at + ("autoscale",), f"{label}: autoscale needs replicas as {{min, max}}"))
+    return problems
+
+
+def _prompt_problems(prompt: dict[str, Any], at: DataPath) -> list[Problem]:
+    template, declared = prompt.get("template"), prompt.get("variables", [])
+    if not isinstance(template, str) or not isinstance(declared, list):
+        return []
+    return [
+        (at + ("template",), f"prompt '{prompt.get('name')}' uses {{{{ {variable} }}}}, which is not in its variables")
+        for variable in dict.fromkeys(_TEMPLATE_VARIABLE.findall(template))
+        if variable not in declared
+    ]

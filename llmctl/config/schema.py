@@ -1,0 +1,252 @@
+"""The llmops.yaml contract as pydantic models: the single definition of the config.
+
+`schemas/llmops.schema.json` is generated from `Config`; cross-references between sections are checked in
+`references.py`, after these models have validated each value on its own.
+"""
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any, Literal, Union
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    NonNegativeInt,
+    PositiveFloat,
+    PositiveInt,
+    StringConstraints,
+    Tag,
+    field_validator,
+    model_validator,
+)
+
+from llmctl.config.sources import parse_source
+
+Name = Annotated[
+    str,
+    StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$", max_length=63),
+    Field(description="Letters, digits, '.', '_' and '-'; starts with a letter or digit; at most 63 characters."),
+]
+Duration = Annotated[
+    str,
+    StringConstraints(pattern=r"^[0-9]+(\.[0-9]+)?(ms|s|m|h)$"),
+    Field(description="A duration such as 500ms, 20s, 2m or 1h."),
+]
+Fraction = Annotated[float, Field(ge=0, le=1)]
+
+DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def duration_seconds(value: str) -> float:
+    number, unit = re.fullmatch(r"([0-9.]+)(ms|s|m|h)", value).groups()  # type: ignore[union-attr]
+    return float(number) * DURATION_UNITS[unit]
+
+
+class Strict(BaseModel):
+    # Unknown keys are errors: a typo must never be silently ignored.
+    model_config = ConfigDict(extra="forbid")
+
+
+# --- targets -----------------------------------------------------------------------------------------------
+
+
+class LocalTarget(Strict):
+    """Processes on this machine."""
+
+    provider: Literal["local"]
+
+
+class AwsTarget(Strict):
+    """EC2 GPU instances provisioned through Pulumi."""
+
+    provider: Literal["aws"]
+    region: str
+    spot: bool = Field(False, description="Spot instances first, on-demand as fallback.")
+
+
+class KubernetesTarget(Strict):
+    """Deployments on an existing cluster through Pulumi."""
+
+    provider: Literal["kubernetes"]
+    context: str | None = Field(None, description="kubeconfig context; the current context when omitted.")
+    namespace: str = "default"
+
+
+Target = Annotated[Union[LocalTarget, AwsTarget, KubernetesTarget], Field(discriminator="provider")]
+PROVIDERS = ("local", "aws", "kubernetes")
+# A model with no `target` runs here; it needs no declaration.
+DEFAULT_TARGET = "local"
+
+# --- models --------------------------------------------------------------------------------------------------
+
+
+class GpuSpec(Strict):
+    type: str = Field(description="GPU model, e.g. A10G, L4, A100-80GB.")
+    count: PositiveInt = 1
+
+
+class ReplicaRange(Strict):
+    min: PositiveInt
+    max: PositiveInt
+
+    @model_validator(mode="after")
+    def _ordered(self) -> "ReplicaRange":
+        if self.max < self.min:
+            raise ValueError(f"max ({self.max}) must be at least min ({self.min})")
+        return self
+
+
+def _replicas_kind(value: Any) -> str:
+    return "range" if isinstance(value, (dict, ReplicaRange)) else "count"
+
+
+Replicas = Annotated[
+    Union[Annotated[PositiveInt, Tag("count")], Annotated[ReplicaRange, Tag("range")]],
+    Discriminator(_replicas_kind),
+    Field(description="A fixed count, or {min, max} for autoscaling targets."),
+]
+
+
+class Autoscale(Strict):
+    metric: Literal["concurrency", "rps", "gpu_utilization"]
+    target: PositiveFloat
+
+
+class Traffic(Strict):
+    """Expected load: drives cost estimates and capacity checks."""
+
+    requests_per_day: NonNegativeInt
+    input_tokens: PositiveInt
+    output_tokens: PositiveInt
+
+
+Engine = Literal["llama-cpp", "vllm", "tgi"]
+EngineArg = Union[bool, int, float, str]
+
+
+class Model(Strict):
+    name: Name
+    source: str = Field(
+        description="hf://ORG/REPO[@REVISION], pkg://PACKAGE/PATH, file://PATH or a path relative to the config, "
+        "or api://PROVIDER/MODEL for a hosted model."
+    )
+    engine: Engine | None = Field(None, description="Serving engine; required unless the source is api://.")
+    engine_args: dict[str, EngineArg] = Field(default_factory=dict, description="Passed to the engine as --KEY VALUE.")
+    target: Name | None = Field(None, description=f"A key of `targets`; defaults to the built-in '{DEFAULT_TARGET}'.")
+    gpu: GpuSpec | None = None
+    instance_type: str | None = None
+    replicas: Replicas = 1
+    autoscale: Autoscale | None = None
+    context_length: PositiveInt | None = None
+    prompt: Name | None = None
+    guardrails: list[Name] = Field(default_factory=list)
+    slo: Name | None = None
+    budget: Name | None = None
+    traffic: Traffic | None = None
+
+    @field_validator("source")
+    @classmethod
+    def _source_parses(cls, value: str) -> str:
+        parse_source(value)
+        return value
+
+
+# --- prompts, guardrails, budgets, slos ------------------------------------------------------------------------
+
+
+class Prompt(Strict):
+    name: Name
+    version: PositiveInt = 1
+    system: str | None = None
+    template: str
+    variables: list[str] = Field(default_factory=list)
+
+
+def _compiles(patterns: list[str]) -> list[str]:
+    for pattern in patterns:
+        try:
+            re.compile(pattern)
+        except re.error as exc:
+            raise ValueError(f"{pattern!r} is not a valid regular expression: {exc}") from None
+    return patterns
+
+
+PiiAction = Literal["off", "redact", "block"]
+
+
+class OutputGuard(Strict):
+    max_tokens: PositiveInt | None = None
+    pii: PiiAction = "off"
+    deny_patterns: list[str] = Field(default_factory=list)
+
+    _patterns = field_validator("deny_patterns")(_compiles)
+
+
+class InputGuard(OutputGuard):
+    prompt_injection: Literal["off", "flag", "block"] = "off"
+
+
+class Guardrail(Strict):
+    name: Name
+    input: InputGuard = Field(default_factory=InputGuard)
+    output: OutputGuard = Field(default_factory=OutputGuard)
+
+
+class Budget(Strict):
+    name: Name
+    limit_usd: PositiveFloat
+    period: Literal["day", "week", "month"] = "month"
+    alert_at: list[Annotated[float, Field(gt=0, le=10)]] = Field(
+        default_factory=list, description="Fractions of limit_usd at which to alert, e.g. [0.5, 0.8, 1.0]."
+    )
+    on_exceed: Literal["warn", "block"] = "warn"
+    notify: list[str] = Field(default_factory=list)
+
+
+class LoadTest(Strict):
+    users: PositiveInt = 4
+    spawn_rate: PositiveFloat = 2
+    duration: Duration = "20s"
+    max_tokens: PositiveInt = 64
+    prompts_file: str | None = Field(None, description="JSONL of prompts, relative to the config file.")
+
+
+class Slo(Strict):
+    name: Name
+    ttft_p95_ms: PositiveFloat | None = None
+    latency_p95_ms: PositiveFloat | None = None
+    error_rate: Fraction | None = None
+    min_rps: PositiveFloat | None = None
+    loadtest: LoadTest = Field(default_factory=LoadTest)
+    on_violation: Literal["rollback", "warn"] = "rollback"
+
+
+# --- the document ------------------------------------------------------------------------------------------------
+
+
+class Config(Strict):
+    """An llmops.yaml document."""
+
+    model_config = ConfigDict(extra="forbid", title="llmops.yaml")
+
+    version: Literal[1]
+    project: Name
+    environment: Name = Field("default", description="One state per (project, environment).")
+    targets: dict[Name, Target] = Field(default_factory=dict)
+    models: list[Model] = Field(default_factory=list)
+    prompts: list[Prompt] = Field(default_factory=list)
+    guardrails: list[Guardrail] = Field(default_factory=list)
+    budgets: list[Budget] = Field(default_factory=list)
+    slos: list[Slo] = Field(default_factory=list)
+
+
+# The named-list sections and the address prefix of their entries in plans and state.
+SECTIONS: dict[str, str] = {
+    "models": "model",
+    "prompts": "prompt",
+    "guardrails": "guardrail",
+    "budgets": "budget",
+    "slos": "slo",
+}

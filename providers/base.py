@@ -1,0 +1,103 @@
+"""The one small interface every provider implements, and the resource record they share with state.
+
+Providers are found through the entry-point group `llmctl.providers` (see `llmctl/providers.py`), so a third party
+can add one. A provider gets the Desired config and the name of one of its targets; it never reads YAML.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+from pydantic import BaseModel, Field
+
+from llmctl.desired import Desired
+from llmctl.plan.model import Check, ResourceChange
+
+
+class Resource(BaseModel):
+    """A thing a provider created for a model: a process, a cloud resource."""
+
+    address: str = Field(description="TYPE.NAME[INDEX], e.g. local_process.assistant[0]")
+    type: str
+    owner: str = Field(description="The object it serves, e.g. model.assistant")
+    provider: str
+    target: str
+    spec: dict[str, Any] = Field(description="What the config asks of it; a different spec means replacing it.")
+    attrs: dict[str, Any] = Field(default_factory=dict, description="What exists: pid, port, log, endpoint...")
+
+
+@dataclass
+class ApplyContext:
+    """What a provider needs from the engine while it applies."""
+
+    work_dir: Path  # .llmctl/ beside the config: logs and provider files go under it
+    # Called after every step with every resource that now exists for this target, so a crash mid-apply
+    # leaves a state that says which resources exist.
+    persist: Callable[[list[Resource]], None]
+    # (address, status text) for the progress display; status "ready", "stopped", "failed: ..." end a line.
+    progress: Callable[[str, str], None] = lambda address, status: None
+    ready_timeout: float = 300.0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class ProviderError(Exception):
+    """A provider could not do what was asked; the message names the resource and what to do."""
+
+
+@runtime_checkable
+class Provider(Protocol):
+    name: str
+
+    def check(self, desired: Desired, target: str) -> list[Check]:
+        """Problems planning would hit for the models on `target` (engine not installed, file missing...)."""
+
+    def resources(self, desired: Desired, target: str) -> list[Resource]:
+        """The resources the models on `target` need."""
+
+    def refresh(self, resources: list[Resource]) -> list[Resource]:
+        """The recorded resources that still exist, with what is observed now; gone ones are left out."""
+
+    def plan(self, desired: list[Resource], current: list[Resource]) -> list[ResourceChange]:
+        """What apply would do to turn `current` (refreshed) into `desired`."""
+
+    def apply(self, changes: list[ResourceChange], desired: list[Resource], current: list[Resource],
+              ctx: ApplyContext) -> list[Resource]:
+        """Carry out `changes`; returns every resource that now exists on the target."""
+
+    def destroy(self, resources: list[Resource], ctx: ApplyContext) -> None:
+        """Remove every resource given; nothing may be left running."""
+
+    def health(self, resource: Resource) -> str:
+        """'healthy', 'unhealthy: why' or 'gone'."""
+
+
+def diff_resources(desired: list[Resource], current: list[Resource],
+                   gone: dict[str, Resource] | None = None) -> list[ResourceChange]:
+    """Create what is missing, replace what differs in spec, delete what is no longer wanted.
+
+    `gone` holds resources recorded in state that no longer exist (drift): they are re-created with that reason.
+    """
+    gone = gone or {}
+    have = {r.address: r for r in current}
+    changes: list[ResourceChange] = []
+    for want in desired:
+        old = have.get(want.address)
+        common = dict(address=want.address, owner=want.owner, provider=want.provider, target=want.target)
+        if old is None:
+            reason = gone[want.address].attrs.get("gone_reason", "no longer exists") if want.address in gone else None
+            changes.append(ResourceChange(**common, action="create", reason=reason and f"drift: {reason}",
+                                          after=want.spec))
+        elif old.spec != want.spec:
+            changed = sorted(k for k in set(old.spec) | set(want.spec) if old.spec.get(k) != want.spec.get(k))
+            changes.append(ResourceChange(**common, action="replace", reason=f"{', '.join(changed)} changed",
+                                          before=old.spec, after=want.spec))
+    wanted = {r.address for r in desired}
+    changes += [
+        ResourceChange(address=r.address, owner=r.owner, provider=r.provider, target=r.target, action="delete",
+                       before=r.spec)
+        for r in current
+        if r.address not in wanted
+    ]
+    return changes
