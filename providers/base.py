@@ -32,7 +32,7 @@ class Resource(BaseModel):
 class ApplyContext:
     """What a provider needs from the engine while it applies."""
 
-    work_dir: Path  # .llmctl/ beside the config: logs and provider files go under it
+    run_dir: Path  # this (project, environment)'s directory under .llmctl/: logs and provider files go here
     # Called after every step with every resource that now exists for this target, so a crash mid-apply
     # leaves a state that says which resources exist.
     persist: Callable[[list[Resource]], None]
@@ -56,11 +56,11 @@ class Provider(Protocol):
     def resources(self, desired: Desired, target: str) -> list[Resource]:
         """The resources the models on `target` need."""
 
-    def refresh(self, resources: list[Resource]) -> list[Resource]:
-        """The recorded resources that still exist, with what is observed now; gone ones are left out."""
+    def refresh(self, resources: list[Resource]) -> tuple[list[Resource], dict[str, str]]:
+        """The recorded resources that still exist, with what is observed now, and {address: why} for gone ones."""
 
-    def plan(self, desired: list[Resource], current: list[Resource]) -> list[ResourceChange]:
-        """What apply would do to turn `current` (refreshed) into `desired`."""
+    def plan(self, desired: list[Resource], current: list[Resource], gone: dict[str, str]) -> list[ResourceChange]:
+        """What apply would do to turn `current` (refreshed) into `desired`; `gone` is drift to repair."""
 
     def apply(self, changes: list[ResourceChange], desired: list[Resource], current: list[Resource],
               ctx: ApplyContext) -> list[Resource]:
@@ -73,22 +73,19 @@ class Provider(Protocol):
         """'healthy', 'unhealthy: why' or 'gone'."""
 
 
-def diff_resources(desired: list[Resource], current: list[Resource],
-                   gone: dict[str, Resource] | None = None) -> list[ResourceChange]:
+def diff_resources(desired: list[Resource], current: list[Resource], gone: dict[str, str]) -> list[ResourceChange]:
     """Create what is missing, replace what differs in spec, delete what is no longer wanted.
 
     `gone` holds resources recorded in state that no longer exist (drift): they are re-created with that reason.
     """
-    gone = gone or {}
-    have = {r.address: r for r in current}
+    have = {r.address: r for r in current if not r.attrs.get("deposed")}
     changes: list[ResourceChange] = []
     for want in desired:
         old = have.get(want.address)
         common = dict(address=want.address, owner=want.owner, provider=want.provider, target=want.target)
         if old is None:
-            reason = gone[want.address].attrs.get("gone_reason", "no longer exists") if want.address in gone else None
-            changes.append(ResourceChange(**common, action="create", reason=reason and f"drift: {reason}",
-                                          after=want.spec))
+            reason = f"drift: {gone[want.address]}" if want.address in gone else None
+            changes.append(ResourceChange(**common, action="create", reason=reason, after=want.spec))
         elif old.spec != want.spec:
             changed = sorted(k for k in set(old.spec) | set(want.spec) if old.spec.get(k) != want.spec.get(k))
             changes.append(ResourceChange(**common, action="replace", reason=f"{', '.join(changed)} changed",
@@ -96,8 +93,9 @@ def diff_resources(desired: list[Resource], current: list[Resource],
     wanted = {r.address for r in desired}
     changes += [
         ResourceChange(address=r.address, owner=r.owner, provider=r.provider, target=r.target, action="delete",
-                       before=r.spec)
+                       before=r.spec, deposed=deposed,
+                       reason="left behind by an interrupted replace" if deposed else None)
         for r in current
-        if r.address not in wanted
+        if (deposed := bool(r.attrs.get("deposed"))) or r.address not in wanted
     ]
     return changes

@@ -43,6 +43,7 @@ class ResourceChange(BaseModel):
     target: str
     action: Action
     reason: str | None = None
+    deposed: bool = Field(False, description="The old object of a replace that an interrupted apply left behind.")
     before: dict[str, Any] | None = None
     after: dict[str, Any] | None = None
 

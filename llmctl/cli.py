@@ -1,0 +1,199 @@
+"""The llmctl command line: parse, call the engine, render, exit. No logic lives here."""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Literal
+
+import click
+import typer
+
+from llmctl import console
+from llmctl.apply import apply_plan, destroy, destroy_plan
+from llmctl.config.errors import ConfigError
+from llmctl.config.load import LoadedConfig, load
+from llmctl.desired import Desired
+from llmctl.errors import LlmctlError
+from llmctl.plan.model import Plan
+from llmctl.plan.planner import make_plan
+from llmctl.plan.render import render
+from llmctl.providers import get_provider
+from llmctl.scaffold import scaffold
+from llmctl.schemas import config_schema, plan_schema
+from llmctl.status import render_status_text, status
+from llmctl.workspace import Workspace
+
+app = typer.Typer(
+    name="llmctl", no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
+    help="Terraform for LLM operations: plan and apply models, prompts, guardrails, budgets and SLOs.",
+)
+
+ConfigFile = Annotated[Path, typer.Option("-f", "--file", help="The llmops.yaml to use.", show_default=True)]
+Env = Annotated[str | None, typer.Option("--env", help="Override the file's `environment`.")]
+LockTimeout = Annotated[float, typer.Option("--lock-timeout", help="Seconds to wait for the state lock.")]
+AutoApprove = Annotated[bool, typer.Option("--auto-approve", help="Do not ask for confirmation.")]
+PlanFormat = Literal["text", "json", "markdown"]
+DEFAULT_FILE = Path("llmops.yaml")
+
+
+def _workspace(loaded: LoadedConfig) -> Workspace:
+    return Workspace(loaded.path, loaded.config.project, loaded.config.environment)
+
+
+def _confirm(question: str) -> bool:
+    console.note(f"\n{question}\n  Only 'yes' will be accepted to approve.\n")
+    try:
+        answer = input("  Enter a value: ")
+    except EOFError:
+        raise LlmctlError("no answer could be read (no terminal?): pass --auto-approve to apply without asking")
+    return answer.strip() == "yes"
+
+
+@app.command()
+def init(directory: Annotated[Path, typer.Argument(help="Where to write llmops.yaml.")] = Path(".")) -> None:
+    """Scaffold an llmops.yaml that runs on the local target."""
+    written = scaffold(directory)
+    console.note(f"Wrote {written}. Next: cd {directory} && llmctl plan")
+
+
+@app.command()
+def validate(file: ConfigFile = DEFAULT_FILE, env: Env = None,
+             format: Annotated[Literal["text", "json"], typer.Option("--format")] = "text") -> None:
+    """Check the config: schema and references; every problem as FILE:LINE:COL: message."""
+    try:
+        loaded = load(file, env)
+    except ConfigError as exc:
+        if format == "json":
+            console.out(json.dumps({"valid": False, "diagnostics": [d.__dict__ for d in exc.diagnostics]}, indent=2))
+            raise typer.Exit(1)
+        raise
+    if format == "json":
+        console.out(json.dumps({"valid": True, "diagnostics": []}, indent=2))
+    else:
+        config = loaded.config
+        console.out(f"{file}: valid ({config.project}/{config.environment}: {len(config.models)} models, "
+                    f"{len(config.prompts)} prompts, {len(config.targets)} targets)")
+
+
+@app.command()
+def plan(file: ConfigFile = DEFAULT_FILE, env: Env = None,
+         out: Annotated[Path | None, typer.Option("--out", help="Save the plan for `llmctl apply PLAN`.")] = None,
+         format: Annotated[PlanFormat, typer.Option("--format")] = "text",
+         detailed_exitcode: Annotated[bool, typer.Option("--detailed-exitcode",
+                                                         help="Exit 2 when there are changes.")] = False,
+         lock_timeout: LockTimeout = 30.0) -> None:
+    """Show what apply would change."""
+    loaded = load(file, env)
+    workspace = _workspace(loaded)
+    backend = workspace.backend()
+    with backend.lock(lock_timeout, "llmctl plan"):
+        result = make_plan(Desired.from_config(loaded), backend.read(), loaded.path, get_provider)
+    console.out(render(result, format))
+    if out:
+        out.write_text(result.model_dump_json(indent=2) + "\n")
+        console.note(f"Saved the plan to {out}; apply it with: llmctl apply {out}")
+    if result.errors:
+        raise typer.Exit(1)
+    if detailed_exitcode and result.has_changes:
+        raise typer.Exit(2)
+
+
+@app.command()
+def apply(saved: Annotated[Path | None, typer.Argument(metavar="[PLAN]", help="A plan saved with --out.")] = None,
+          file: ConfigFile = DEFAULT_FILE, env: Env = None, auto_approve: AutoApprove = False,
+          lock_timeout: LockTimeout = 30.0,
+          ready_timeout: Annotated[float, typer.Option("--ready-timeout",
+                                                       help="Seconds a model server may take to answer.")] = 300.0
+          ) -> None:
+    """Make the deployment match the config (or carry out a saved plan)."""
+    if saved is not None:
+        result = _read_plan(saved)
+        workspace = Workspace(Path(result.config_path), result.project, result.environment)
+    else:
+        loaded = load(file, env)
+        workspace = _workspace(loaded)
+    backend = workspace.backend()
+    with backend.lock(lock_timeout, "llmctl apply"):
+        if saved is None:
+            result = make_plan(Desired.from_config(loaded), backend.read(), loaded.path, get_provider)
+            console.out(render(result, "text"))
+            if result.errors:
+                raise typer.Exit(1)
+            if not result.has_changes:
+                return
+            if not auto_approve and not _confirm("Do you want to perform these actions?"):
+                console.note("Apply cancelled.")
+                raise typer.Exit(1)
+        with console.progress("Applying") as update:
+            state = apply_plan(result, workspace, get_provider, update, ready_timeout)
+    summary = result.summary
+    console.note(f"\nApply complete! {summary.add} added, {summary.change} changed, {summary.destroy} destroyed "
+                 f"(state serial {state.serial}).")
+    for model, urls in state.endpoints.items():
+        console.note(f"  {model}: {', '.join(urls)}")
+
+
+@app.command("destroy")
+def destroy_command(file: ConfigFile = DEFAULT_FILE, env: Env = None, auto_approve: AutoApprove = False,
+                    lock_timeout: LockTimeout = 30.0) -> None:
+    """Stop and remove everything recorded in state."""
+    workspace = _workspace(load(file, env))
+    backend = workspace.backend()
+    with backend.lock(lock_timeout, "llmctl destroy"):
+        preview = destroy_plan(backend.read(), workspace)
+        console.out(render(preview, "text"))
+        if not preview.has_changes:
+            return
+        if not auto_approve and not _confirm("Do you really want to destroy all resources?"):
+            console.note("Destroy cancelled.")
+            raise typer.Exit(1)
+        with console.progress("Destroying") as update:
+            state = destroy(workspace, get_provider, update)
+    console.note(f"\nDestroy complete! {preview.summary.destroy} destroyed (state serial {state.serial}).")
+
+
+@app.command("status")
+def status_command(file: ConfigFile = DEFAULT_FILE, env: Env = None,
+                   format: Annotated[Literal["text", "json"], typer.Option("--format")] = "text") -> None:
+    """What is deployed: endpoints, pids, health. Exits 1 when a replica is not healthy."""
+    report = status(_workspace(load(file, env)).backend().read(), get_provider)
+    console.out(report.model_dump_json(indent=2) if format == "json" else render_status_text(report))
+    if not report.healthy:
+        raise typer.Exit(1)
+
+
+@app.command()
+def schema(out: Annotated[Path | None, typer.Option("--out", help="Write here instead of stdout.")] = None,
+           kind: Annotated[Literal["config", "plan"], typer.Option("--kind")] = "config") -> None:
+    """Write the JSON schema of llmops.yaml (or of the JSON plan)."""
+    text = config_schema() if kind == "config" else plan_schema()
+    if out is None:
+        sys.stdout.write(text)
+    else:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(text)
+
+
+def _read_plan(path: Path) -> Plan:
+    try:
+        return Plan.model_validate_json(path.read_text())
+    except OSError as exc:
+        raise LlmctlError(f"{path}: cannot read the saved plan: {exc.strerror}") from None
+    except ValueError as exc:
+        raise LlmctlError(f"{path}: not a plan saved by `llmctl plan --out` ({str(exc).splitlines()[0]})") from None
+
+
+def main() -> None:
+    try:
+        code = app(standalone_mode=False)
+    except click.exceptions.UsageError as exc:
+        exc.show()
+        code = 1  # 2 means "changes" for plan --detailed-exitcode; a typo must not look like that
+    except (click.exceptions.Abort, KeyboardInterrupt):
+        console.err("Interrupted.")
+        code = 1
+    except LlmctlError as exc:
+        console.err(str(exc) if isinstance(exc, ConfigError) else f"Error: {exc}")
+        code = exc.exit_code
+    sys.exit(code or 0)

@@ -1,0 +1,119 @@
+"""The planner: state + desired config → Plan (changes, resource changes, checks, summary)."""
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from llmctl.config.schema import SECTIONS
+from llmctl.desired import Desired
+from llmctl.errors import LlmctlError
+from llmctl.plan.diff import diff_object
+from llmctl.plan.model import Change, Check, Plan, ResourceChange, Summary
+from llmctl.state import State
+from providers.base import Provider, Resource
+
+# Plans list targets first, then the sections in the order the config declares them.
+_KIND_ORDER = ["target", *SECTIONS.values()]
+
+
+@dataclass
+class TargetView:
+    """One target as the planner saw it: what it wants, what exists, what is gone."""
+
+    provider: Provider
+    desired: list[Resource]
+    current: list[Resource]
+    gone: dict[str, str] = field(default_factory=dict)
+
+
+def make_plan(desired: Desired, state: State, config_path: Path,
+              get_provider: Callable[[str], Provider]) -> Plan:
+    before: dict[str, dict[str, Any]] = (state.desired or {}).get("objects", {})
+    after = desired.objects()
+    changes = [change for address in before.keys() | after.keys()
+               if (change := _change(address, before.get(address), after.get(address)))]
+
+    checks: list[Check] = []
+    resource_changes: list[ResourceChange] = []
+    for target, view in _targets(desired, state, get_provider, checks).items():
+        checks += view.provider.check(desired, target) if target in desired.targets else []
+        resource_changes += view.provider.plan(view.desired, view.current, view.gone)
+    changes += _drift_changes(changes, resource_changes, after)
+
+    return Plan(
+        project=desired.project,
+        environment=desired.environment,
+        config_path=str(config_path),
+        created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        state_serial=state.serial,
+        state_lineage=state.lineage,
+        changes=sorted(changes, key=lambda c: _sort_key(c.address)),
+        resource_changes=resource_changes,
+        summary=_summary(changes),
+        checks=checks,
+        desired=desired.to_json(),
+    )
+
+
+def refreshed_targets(desired: Desired, state: State, get_provider: Callable[[str], Provider]) -> dict[str, TargetView]:
+    """Every target that is declared or still has resources in state, refreshed against what exists."""
+    checks: list[Check] = []
+    views = _targets(desired, state, get_provider, checks)
+    if checks:
+        raise LlmctlError("\n".join(check.message for check in checks))
+    return views
+
+
+def _targets(desired: Desired, state: State, get_provider: Callable[[str], Provider],
+             checks: list[Check]) -> dict[str, TargetView]:
+    providers = {name: target.provider for name, target in desired.targets.items()}
+    providers.update({r.target: r.provider for r in state.resources if r.target not in providers})
+    views = {}
+    for target, provider_name in sorted(providers.items()):
+        try:
+            provider = get_provider(provider_name)
+        except LlmctlError as exc:
+            checks.append(Check(severity="error", address=f"target.{target}", message=str(exc)))
+            continue
+        wanted = provider.resources(desired, target) if target in desired.targets else []
+        current, gone = provider.refresh(state.resources_of(target))
+        views[target] = TargetView(provider, wanted, current, gone)
+    return views
+
+
+def _change(address: str, before: dict[str, Any] | None, after: dict[str, Any] | None) -> Change | None:
+    if before == after:
+        return None
+    if before is None:
+        return Change(address=address, action="create", after=after)
+    if after is None:
+        return Change(address=address, action="delete", before=before)
+    diff = diff_object(address.split(".", 1)[0], before, after)
+    action = "replace" if any(entry.forces_replacement for entry in diff) else "update"
+    return Change(address=address, action=action, before=before, after=after, diff=diff)
+
+
+def _drift_changes(changes: list[Change], resource_changes: list[ResourceChange],
+                   after: dict[str, dict[str, Any]]) -> list[Change]:
+    """An object whose config is unchanged but whose resources drifted is updated, with the drift as reason."""
+    changed = {change.address for change in changes}
+    drift: dict[str, list[str]] = {}
+    for rc in resource_changes:
+        if rc.owner not in changed and rc.owner in after:
+            drift.setdefault(rc.owner, []).append(f"{rc.address} {rc.reason or rc.action}")
+    return [Change(address=owner, action="update", before=after[owner], after=after[owner], reason="; ".join(why))
+            for owner, why in drift.items()]
+
+
+def _summary(changes: list[Change]) -> Summary:
+    count = {action: sum(1 for c in changes if c.action == action) for action in ("create", "update", "replace", "delete")}
+    return Summary(add=count["create"] + count["replace"], change=count["update"],
+                   destroy=count["delete"] + count["replace"])
+
+
+def _sort_key(address: str) -> tuple[int, str]:
+    kind, _, name = address.partition(".")
+    return (_KIND_ORDER.index(kind) if kind in _KIND_ORDER else len(_KIND_ORDER), name)

@@ -1,0 +1,77 @@
+"""What is deployed now: every replica with its endpoint, pid and health, and the hosted models."""
+from __future__ import annotations
+
+import io
+from collections.abc import Callable
+
+from pydantic import BaseModel
+from rich.console import Console
+from rich.table import Table
+
+from llmctl.config.sources import parse_source
+from llmctl.state import State
+from providers.base import Provider
+
+
+class Replica(BaseModel):
+    address: str
+    model: str
+    target: str
+    endpoint: str | None
+    pid: int | None
+    health: str
+    log: str | None
+
+
+class HostedModel(BaseModel):
+    model: str
+    source: str
+
+
+class StatusReport(BaseModel):
+    project: str
+    environment: str
+    serial: int
+    updated_at: str | None
+    last_change: str | None
+    replicas: list[Replica]
+    hosted: list[HostedModel]
+
+    @property
+    def healthy(self) -> bool:
+        return all(replica.health == "healthy" for replica in self.replicas)
+
+
+def status(state: State, get_provider: Callable[[str], Provider]) -> StatusReport:
+    objects = (state.desired or {}).get("objects", {})
+    hosted = [HostedModel(model=address.split(".", 1)[1], source=obj["source"])
+              for address, obj in objects.items()
+              if address.startswith("model.") and parse_source(obj["source"]).hosted]
+    replicas = [
+        Replica(address=r.address, model=r.owner.split(".", 1)[1], target=r.target, endpoint=r.attrs.get("endpoint"),
+                pid=r.attrs.get("pid"), health=get_provider(r.provider).health(r), log=r.attrs.get("log"))
+        for r in state.resources
+    ]
+    return StatusReport(project=state.project, environment=state.environment, serial=state.serial,
+                        updated_at=state.updated_at, last_change=state.history_note, replicas=replicas, hosted=hosted)
+
+
+def render_status_text(report: StatusReport) -> str:
+    lines = [f"{report.project}/{report.environment}: state serial {report.serial}"
+             f"{f', last change: {report.last_change}' if report.last_change else ''}"
+             f"{f' at {report.updated_at}' if report.updated_at else ''}"]
+    if not report.replicas and not report.hosted:
+        lines.append("Nothing is deployed.")
+    if report.replicas:
+        table = Table(box=None, pad_edge=False)
+        for column in ("MODEL", "REPLICA", "ENDPOINT", "PID", "HEALTH"):
+            table.add_column(column)
+        for replica in report.replicas:
+            table.add_row(replica.model, replica.address, replica.endpoint or "-", str(replica.pid or "-"),
+                          replica.health)
+        console = Console(width=200, no_color=True, highlight=False, file=io.StringIO())
+        with console.capture() as captured:
+            console.print(table)
+        lines.append(captured.get().rstrip())
+    lines += [f"{model.model}: hosted ({model.source}), no infrastructure" for model in report.hosted]
+    return "\n".join(lines)

@@ -1,0 +1,113 @@
+"""Server processes on this machine: start detached, wait until they answer, observe, stop with nothing left behind."""
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+import psutil
+
+HOST = "127.0.0.1"
+# Process creation times are floats read back from /proc; equal within this, it is the same process.
+_SAME_PROCESS = 0.5
+
+
+@dataclass(frozen=True)
+class Started:
+    pid: int
+    create_time: float
+    port: int
+    log: Path
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((HOST, 0))
+        return int(sock.getsockname()[1])
+
+
+def start(cmd: list[str], port: int, log: Path, env: dict[str, str] | None = None) -> Started:
+    """Start `cmd` in its own session so it outlives llmctl and can be stopped as a group."""
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with log.open("ab") as out:
+        proc = subprocess.Popen(
+            cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
+            env={**os.environ, **(env or {})},
+        )
+    return Started(proc.pid, psutil.Process(proc.pid).create_time(), port, log)
+
+
+def find(pid: int, create_time: float) -> psutil.Process | None:
+    """The process if it still runs: the same pid with the same start time (pids are reused)."""
+    try:
+        proc = psutil.Process(pid)
+        if abs(proc.create_time() - create_time) > _SAME_PROCESS or proc.status() == psutil.STATUS_ZOMBIE:
+            return None
+        return proc
+    except (psutil.NoSuchProcess, psutil.AccessDenied):
+        return None
+
+
+def answers(port: int, timeout: float = 2.0) -> str | None:
+    """None when GET /v1/models answers 200, else why not."""
+    try:
+        with urllib.request.urlopen(f"http://{HOST}:{port}/v1/models", timeout=timeout) as response:
+            return None if response.status == 200 else f"HTTP {response.status}"
+    except urllib.error.HTTPError as exc:
+        return f"HTTP {exc.code}"
+    except (urllib.error.URLError, OSError) as exc:
+        return f"no answer on port {port} ({getattr(exc, 'reason', exc)})"
+
+
+def stop(pid: int, create_time: float, grace: float = 10.0) -> None:
+    """SIGTERM the process group, then SIGKILL whatever is left after `grace` seconds; reaps our own children."""
+    proc = find(pid, create_time)
+    if proc is None:
+        _reap(pid)
+        return
+    family = [proc, *proc.children(recursive=True)]
+    _signal_group(pid, signal.SIGTERM)
+    for member in family:
+        _quietly(member.terminate)
+    _, alive = psutil.wait_procs(family, timeout=grace)
+    if alive:
+        _signal_group(pid, signal.SIGKILL)
+        for member in alive:
+            _quietly(member.kill)
+        psutil.wait_procs(alive, timeout=grace)
+    _reap(pid)
+
+
+def log_tail(log: Path, lines: int = 15) -> str:
+    try:
+        text = log.read_text(errors="replace").splitlines()
+    except OSError:
+        return ""
+    return "\n".join(text[-lines:])
+
+
+def _signal_group(pid: int, sig: signal.Signals) -> None:
+    try:
+        os.killpg(pid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def _quietly(action: object) -> None:
+    try:
+        action()  # type: ignore[operator]
+    except psutil.NoSuchProcess:
+        pass
+
+
+def _reap(pid: int) -> None:
+    """A child of this very process stays a zombie until waited for."""
+    try:
+        os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        pass

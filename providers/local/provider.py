@@ -1,0 +1,181 @@
+"""The local provider: every replica of a model is a real server process on this machine."""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+from llmctl.config.schema import Model
+from llmctl.config.sources import SourceNotFound, local_path, parse_source
+from llmctl.desired import Desired
+from llmctl.plan.model import Check, ResourceChange
+from providers.base import ApplyContext, ProviderError, Resource, diff_resources
+from providers.local import process
+from providers.local.engines import command, missing
+
+RESOURCE_TYPE = "local_process"
+_POLL_SECONDS = 0.25
+
+
+class LocalProvider:
+    name = "local"
+
+    def check(self, desired: Desired, target: str) -> list[Check]:
+        checks = []
+        for model in desired.models_on(target):
+            address = f"model.{model.name}"
+            problem = missing(model.engine or "")
+            if problem:
+                checks.append(Check(severity="error", address=address, message=problem))
+            source = parse_source(model.source)
+            if model.engine == "llama-cpp":
+                if source.scheme == "hf":
+                    checks.append(Check(severity="error", address=address, message=(
+                        "llama-cpp on a local target serves a GGUF file: use pkg://, file:// or a path as source")))
+                else:
+                    try:
+                        local_path(source, desired.config_dir)
+                    except SourceNotFound as exc:
+                        checks.append(Check(severity="error", address=address, message=str(exc)))
+            if model.gpu or model.instance_type:
+                checks.append(Check(severity="warning", address=address,
+                                    message="gpu and instance_type are ignored on a local target"))
+        return checks
+
+    def resources(self, desired: Desired, target: str) -> list[Resource]:
+        resources = []
+        for model in desired.models_on(target):
+            count = model.replicas if isinstance(model.replicas, int) else model.replicas.min
+            spec = _spec(model, desired.config_dir)
+            resources += [
+                Resource(address=f"{RESOURCE_TYPE}.{model.name}[{index}]", type=RESOURCE_TYPE,
+                         owner=f"model.{model.name}", provider=self.name, target=target, spec=spec)
+                for index in range(count)
+            ]
+        return resources
+
+    def refresh(self, resources: list[Resource]) -> tuple[list[Resource], dict[str, str]]:
+        current, gone = [], {}
+        for resource in resources:
+            if process.find(resource.attrs["pid"], resource.attrs["create_time"]):
+                current.append(resource)
+            elif not resource.attrs.get("deposed"):
+                gone[resource.address] = f"pid {resource.attrs['pid']} is no longer running"
+        return current, gone
+
+    def plan(self, desired: list[Resource], current: list[Resource], gone: dict[str, str]) -> list[ResourceChange]:
+        return diff_resources(desired, current, gone)
+
+    def apply(self, changes: list[ResourceChange], desired: list[Resource], current: list[Resource],
+              ctx: ApplyContext) -> list[Resource]:
+        wanted = {resource.address: resource for resource in desired}
+        live = list(current)
+
+        # New processes start beside the ones they replace; the old ones stop only once the new ones answer.
+        starting: list[Resource] = []
+        for change in changes:
+            if change.action not in ("create", "replace"):
+                continue
+            if change.action == "replace":
+                live = [_deposed(r) if r.address == change.address else r for r in live]
+            new = self._start(wanted[change.address], ctx)
+            starting.append(new)
+            live.append(new)
+            ctx.persist(live)
+
+        failed = self._await_ready(starting, ctx)
+        for resource in failed:
+            process.stop(resource.attrs["pid"], resource.attrs["create_time"])
+            # A replacement that failed leaves the old process serving.
+            live = [_kept(r) if r.address == resource.address else r for r in live if r is not resource]
+        ctx.persist(live)
+
+        ready = {r.address for r in starting if r not in failed}
+        deletes = {(c.address, c.deposed) for c in changes if c.action == "delete"}
+        for resource in [r for r in live if _stops(r, ready, deletes)]:
+            ctx.progress(resource.address, "stopping" + (" (replaced)" if resource.attrs.get("deposed") else ""))
+            process.stop(resource.attrs["pid"], resource.attrs["create_time"])
+            live.remove(resource)
+            ctx.persist(live)
+            ctx.progress(resource.address, "stopped")
+
+        if failed:
+            raise ProviderError("\n\n".join(resource.attrs["failure"] for resource in failed))
+        return live
+
+    def destroy(self, resources: list[Resource], ctx: ApplyContext) -> None:
+        remaining = list(resources)
+        for resource in resources:
+            ctx.progress(resource.address, "stopping")
+            process.stop(resource.attrs["pid"], resource.attrs["create_time"])
+            remaining.remove(resource)
+            ctx.persist(remaining)
+            ctx.progress(resource.address, "stopped")
+
+    def health(self, resource: Resource) -> str:
+        if not process.find(resource.attrs["pid"], resource.attrs["create_time"]):
+            return f"gone: pid {resource.attrs['pid']} is no longer running"
+        why = process.answers(resource.attrs["port"])
+        return "healthy" if why is None else f"unhealthy: {why}"
+
+    def _start(self, resource: Resource, ctx: ApplyContext) -> Resource:
+        port = process.free_port()
+        log = ctx.run_dir / "logs" / f"{resource.address.removeprefix(RESOURCE_TYPE + '.').replace('[', '-').rstrip(']')}.log"
+        cmd = command(resource.spec, port)
+        started = process.start(cmd, port, log)
+        ctx.progress(resource.address, f"starting (pid {started.pid}, port {port})")
+        attrs: dict[str, Any] = {"pid": started.pid, "create_time": started.create_time, "port": port,
+                                 "log": str(log), "endpoint": f"http://{process.HOST}:{port}/v1", "command": cmd}
+        return resource.model_copy(update={"attrs": attrs})
+
+    def _await_ready(self, starting: list[Resource], ctx: ApplyContext) -> list[Resource]:
+        """Wait until each new process answers GET /v1/models; returns those that died or timed out."""
+        pending, failed = list(starting), []
+        deadline = time.monotonic() + ctx.ready_timeout
+        while pending:
+            for resource in list(pending):
+                attrs = resource.attrs
+                why = None
+                if not process.find(attrs["pid"], attrs["create_time"]):
+                    why = f"{resource.address} exited before it was ready"
+                elif process.answers(attrs["port"], timeout=1.0) is None:
+                    pending.remove(resource)
+                    ctx.progress(resource.address, "ready")
+                    continue
+                elif time.monotonic() > deadline:
+                    why = f"{resource.address} did not answer on port {attrs['port']} within {ctx.ready_timeout:.0f}s"
+                if why:
+                    attrs["failure"] = f"{why}; last lines of {attrs['log']}:\n{process.log_tail(Path(attrs['log']))}"
+                    pending.remove(resource)
+                    failed.append(resource)
+                    ctx.progress(resource.address, f"failed: {why}")
+            if pending:
+                time.sleep(_POLL_SECONDS)
+        return failed
+
+
+def _spec(model: Model, config_dir: Path) -> dict[str, Any]:
+    source = parse_source(model.source)
+    try:
+        ref = str(local_path(source, config_dir)) if source.scheme in ("pkg", "file") else source.location
+    except SourceNotFound:
+        ref = model.source  # check() reports it; the plan still shows the model
+    spec: dict[str, Any] = {"engine": model.engine, "model": ref, "served_name": model.name,
+                            "context_length": model.context_length, "engine_args": model.engine_args}
+    if source.revision:
+        spec["revision"] = source.revision
+    return spec
+
+
+def _stops(resource: Resource, ready: set[str], deletes: set[tuple[str, bool]]) -> bool:
+    """Deleted, or deposed by a replacement that is now ready."""
+    deposed = bool(resource.attrs.get("deposed"))
+    return (resource.address, deposed) in deletes or (deposed and resource.address in ready)
+
+
+def _deposed(resource: Resource) -> Resource:
+    return resource.model_copy(update={"attrs": {**resource.attrs, "deposed": True}})
+
+
+def _kept(resource: Resource) -> Resource:
+    return resource.model_copy(update={"attrs": {k: v for k, v in resource.attrs.items() if k != "deposed"}})
