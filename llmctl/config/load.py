@@ -33,10 +33,10 @@ def load(path: Path, environment: str | None = None) -> LoadedConfig:
     """Load and check `path`; raise ConfigError with every problem found. `environment` overrides the file's."""
     shown = str(path)
     text = _read(path, shown)
-    data, positions = _parse(text, shown)
+    data, positions, duplicates = _parse(text, shown)
     if environment is not None:
         data["environment"] = environment
-    problems = [_diagnostic(shown, positions, data, error) for error in _validation_errors(data)]
+    problems = duplicates + [_diagnostic(shown, positions, data, error) for error in _validation_errors(data)]
     problems += [
         Diagnostic(shown, *_position(positions, where), message) for where, message in check_references(data)
     ]
@@ -63,7 +63,7 @@ def _read(path: Path, shown: str) -> str:
     return text
 
 
-def _parse(text: str, shown: str) -> tuple[dict[str, Any], Positions]:
+def _parse(text: str, shown: str) -> tuple[dict[str, Any], Positions, list[Diagnostic]]:
     loader = yaml.SafeLoader(text)
     try:
         node = loader.get_single_node()
@@ -76,35 +76,53 @@ def _parse(text: str, shown: str) -> tuple[dict[str, Any], Positions]:
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
-        problem = " ".join(part for part in (exc.context, exc.problem) if part)
+        context = exc.context
+        if context and exc.context_mark and exc.context_mark is not mark:
+            # e.g. where an unclosed bracket or quote was opened
+            context += f" (from line {exc.context_mark.line + 1}, column {exc.context_mark.column + 1}):"
+        problem = " ".join(part for part in (context, exc.problem) if part)
         raise ConfigError([Diagnostic(shown, line, col, f"YAML syntax error: {problem}")]) from None
     except yaml.YAMLError as exc:
         raise ConfigError([Diagnostic(shown, 1, 1, f"YAML error: {exc}")]) from None
     finally:
         loader.dispose()
-    if duplicates:
-        raise ConfigError(duplicates)
     if not isinstance(data, dict):
         raise ConfigError([Diagnostic(shown, 1, 1, "the top level must be a mapping with version, project, models...")])
-    return data, positions
+    return data, positions, duplicates
 
 
-def _index(node: yaml.Node, path: DataPath, positions: Positions, duplicates: list[Diagnostic], shown: str) -> None:
+def _index(
+    node: yaml.Node,
+    path: DataPath,
+    positions: Positions,
+    duplicates: list[Diagnostic],
+    shown: str,
+    parents: tuple[yaml.Node, ...] = (),
+) -> None:
     """Record the position of every mapping key and sequence item; PyYAML would silently keep the last duplicate."""
+    if any(node is parent for parent in parents):
+        return  # an alias to an enclosing node (`&a [*a]`): already indexed, and endless
+    parents += (node,)
     if isinstance(node, yaml.MappingNode):
+        first: dict[str, int] = {}
         for key_node, value_node in node.value:
+            if not isinstance(key_node, yaml.ScalarNode):
+                continue  # a list or mapping as a key: the constructor reports it as unhashable
             key = key_node.value
             here = (key_node.start_mark.line + 1, key_node.start_mark.column + 1)
-            if path + (key,) in positions:
-                first = positions[path + (key,)][0]
-                duplicates.append(Diagnostic(shown, *here, f"duplicate key '{key}' (first at line {first})"))
-                continue
+            if key in first:
+                duplicates.append(Diagnostic(shown, *here, f"duplicate key '{key}' (first at line {first[key]})"))
+                # PyYAML keeps the last value: index it in place of the earlier one
+                for stale in [p for p in positions if p[: len(path) + 1] == path + (key,)]:
+                    del positions[stale]
+            else:
+                first[key] = here[0]
             positions[path + (key,)] = here
-            _index(value_node, path + (key,), positions, duplicates, shown)
+            _index(value_node, path + (key,), positions, duplicates, shown, parents)
     elif isinstance(node, yaml.SequenceNode):
         for index, item in enumerate(node.value):
             positions[path + (index,)] = (item.start_mark.line + 1, item.start_mark.column + 1)
-            _index(item, path + (index,), positions, duplicates, shown)
+            _index(item, path + (index,), positions, duplicates, shown, parents)
 
 
 def _validation_errors(data: dict[str, Any]) -> list[dict[str, Any]]:
@@ -175,7 +193,8 @@ def _diagnostic(shown: str, positions: Positions, data: dict[str, Any], error: d
         message = f"{where}: missing required field 'provider' (one of: local, aws, kubernetes)"
     elif kind == "literal_error":
         expected = [option.strip(" '") for option in str(ctx.get("expected", "")).replace(" or ", ",").split(",")]
-        hint = did_you_mean(str(got), expected) if isinstance(got, str) else ""
+        # no hint when the text matches but the type does not (version: "1")
+        hint = did_you_mean(got, [option for option in expected if option != got]) if isinstance(got, str) else ""
         message = f"{where}: {_value(got)} is not allowed{hint} (expected {ctx.get('expected')})"
     else:
         msg = str(error["msg"]).removeprefix("Value error, ")

@@ -83,8 +83,8 @@ def _model_problems(model: dict[str, Any], at: DataPath, names: dict[str, list[s
 
     try:
         hosted = isinstance(model.get("source"), str) and parse_source(model["source"]).hosted
-    except ValueError:
-        hosted = False  # the schema reports the source itself
+    except ValueError:  # the schema reports the source itself; a malformed api:// is still a hosted model
+        hosted = model["source"].lower().startswith("api://")
     if hosted:
         problems += [
             (at + (field,), f"{label} is hosted (api://): remove '{field}', it has no infrastructure")

