@@ -20,7 +20,7 @@ from llmctl.plan.planner import make_plan
 from llmctl.plan.render import render
 from llmctl.providers import get_provider
 from llmctl.scaffold import scaffold
-from llmctl.schemas import config_schema, plan_schema
+from llmctl.schemas import config_reference, config_schema, plan_schema
 from llmctl.status import render_status_text, status
 from llmctl.workspace import Workspace
 
@@ -165,9 +165,11 @@ def status_command(file: ConfigFile = DEFAULT_FILE, env: Env = None,
 
 @app.command()
 def schema(out: Annotated[Path | None, typer.Option("--out", help="Write here instead of stdout.")] = None,
-           kind: Annotated[Literal["config", "plan"], typer.Option("--kind")] = "config") -> None:
-    """Write the JSON schema of llmops.yaml (or of the JSON plan)."""
-    text = config_schema() if kind == "config" else plan_schema()
+           kind: Annotated[Literal["config", "plan", "reference"], typer.Option(
+               "--kind", help="config: llmops.yaml's JSON schema; plan: the JSON plan's; reference: Markdown tables.")
+           ] = "config") -> None:
+    """Write the JSON schema of llmops.yaml (or of the JSON plan, or the config reference)."""
+    text = {"config": config_schema, "plan": plan_schema, "reference": config_reference}[kind]()
     if out is None:
         sys.stdout.write(text)
     else:

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from llmctl.scaffold import template
-from llmctl.schemas import config_schema, plan_schema
+from llmctl.schemas import config_reference, config_schema, plan_schema
 from support import QUICKSTART, REPO
 
 MODELINE = "# yaml-language-server: $schema="
@@ -27,3 +27,10 @@ def test_examples_carry_a_modeline_to_the_committed_schema(example: Path) -> Non
 
 def test_the_quickstart_is_what_llmctl_init_writes() -> None:
     assert QUICKSTART.read_text() == template("../../schemas/llmops.schema.json")
+
+
+def test_the_readme_config_reference_is_current() -> None:
+    readme = (REPO / "README.md").read_text()
+    start, end = "<!-- config-reference:start -->\n", "<!-- config-reference:end -->"
+    section = readme[readme.index(start) + len(start):readme.index(end)]
+    assert section == config_reference(), "README config reference is stale: llmctl schema --kind reference"
