@@ -25,7 +25,9 @@ _REPORTS = {
 
 def diff_object(kind: str, before: dict[str, Any], after: dict[str, Any]) -> list[DiffEntry]:
     """The changed values, one entry per changed field; a changed list is shown whole, prompt text by line."""
-    tree = DeepDiff(before, after, view="tree")
+    # threshold 0: always report the keys that differ, never a whole dict (or the whole object, which has no
+    # path) as replaced because few of its keys are shared.
+    tree = DeepDiff(before, after, view="tree", threshold_to_diff_deeper=0)
     entries: dict[str, DiffEntry] = {}
     for report, op in _REPORTS.items():
         for level in tree.get(report, []):

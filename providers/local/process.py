@@ -15,6 +15,8 @@ import psutil
 HOST = "127.0.0.1"
 # Process creation times are floats read back from /proc; equal within this, it is the same process.
 _SAME_PROCESS = 0.5
+# The servers are on this machine: a user's http_proxy/HTTPS_PROXY must not be asked for them.
+_DIRECT = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
 
 @dataclass(frozen=True)
@@ -56,7 +58,7 @@ def find(pid: int, create_time: float) -> psutil.Process | None:
 def answers(port: int, timeout: float = 2.0) -> str | None:
     """None when GET /v1/models answers 200, else why not."""
     try:
-        with urllib.request.urlopen(f"http://{HOST}:{port}/v1/models", timeout=timeout) as response:
+        with _DIRECT.open(f"http://{HOST}:{port}/v1/models", timeout=timeout) as response:
             return None if response.status == 200 else f"HTTP {response.status}"
     except urllib.error.HTTPError as exc:
         return f"HTTP {exc.code}"
@@ -70,7 +72,11 @@ def stop(pid: int, create_time: float, grace: float = 10.0) -> None:
     if proc is None:
         _reap(pid)
         return
-    family = [proc, *proc.children(recursive=True)]
+    try:
+        family = [proc, *proc.children(recursive=True)]
+    except psutil.NoSuchProcess:  # it exited since find()
+        _reap(pid)
+        return
     _signal_group(pid, signal.SIGTERM)
     for member in family:
         _quietly(member.terminate)
