@@ -7,7 +7,7 @@ import pytest
 
 from llmctl.scaffold import template
 from llmctl.schemas import config_reference, config_schema, plan_schema
-from support import QUICKSTART, REPO
+from support import EXAMPLE_CONTRACT, QUICKSTART, REPO, SHARED_CONTRACT
 
 MODELINE = "# yaml-language-server: $schema="
 
@@ -34,3 +34,8 @@ def test_the_readme_config_reference_is_current() -> None:
     start, end = "<!-- config-reference:start -->\n", "<!-- config-reference:end -->"
     section = readme[readme.index(start) + len(start):readme.index(end)]
     assert section == config_reference(), "README config reference is stale: llmctl schema --kind reference"
+
+
+@pytest.mark.skipif(not SHARED_CONTRACT.exists(), reason="no shared/ beside this checkout to compare with")
+def test_the_committed_contract_is_the_shared_one() -> None:
+    assert EXAMPLE_CONTRACT.read_text() == SHARED_CONTRACT.read_text(), "copy shared/llmops.example.yaml to tests/data/"

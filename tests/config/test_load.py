@@ -14,8 +14,9 @@ from llmctl.config.load import LoadedConfig, load
 from llmctl.config.schema import LocalTarget
 from llmctl.desired import Desired
 from llmctl.errors import LlmctlError
+from support import EXAMPLE_CONTRACT
 
-EXAMPLE = Path(__file__).parents[2].parent / "shared" / "llmops.example.yaml"
+EXAMPLE = EXAMPLE_CONTRACT
 
 Expected = list[tuple[int, int, list[str]]]
 
