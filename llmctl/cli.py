@@ -41,13 +41,18 @@ def _workspace(loaded: LoadedConfig) -> Workspace:
     return Workspace(loaded.path, loaded.config.project, loaded.config.environment)
 
 
-def _confirm(question: str) -> bool:
+def _approve(auto_approve: bool, question: str, cancelled: str) -> None:
+    """Ask, unless --auto-approve; anything but `yes` cancels with exit 1."""
+    if auto_approve:
+        return
     console.note(f"\n{question}\n  Only 'yes' will be accepted to approve.\n")
     try:
         answer = input("  Enter a value: ")
     except EOFError:
-        raise LlmctlError("no answer could be read (no terminal?): pass --auto-approve to apply without asking")
-    return answer.strip() == "yes"
+        raise LlmctlError("no answer could be read (no terminal?): pass --auto-approve to go ahead without asking")
+    if answer.strip() != "yes":
+        console.note(cancelled)
+        raise typer.Exit(1)
 
 
 @app.command()
@@ -122,9 +127,7 @@ def apply(saved: Annotated[Path | None, typer.Argument(metavar="[PLAN]", help="A
                 raise typer.Exit(1)
             if not result.has_changes:
                 return
-            if not auto_approve and not _confirm("Do you want to perform these actions?"):
-                console.note("Apply cancelled.")
-                raise typer.Exit(1)
+            _approve(auto_approve, "Do you want to perform these actions?", "Apply cancelled.")
         with console.progress("Applying") as update:
             state = apply_plan(result, workspace, get_provider, update, ready_timeout)
     summary = result.summary
@@ -145,9 +148,7 @@ def destroy_command(file: ConfigFile = DEFAULT_FILE, env: Env = None, auto_appro
         console.out(render(preview, "text"))
         if not preview.has_changes:
             return
-        if not auto_approve and not _confirm("Do you really want to destroy all resources?"):
-            console.note("Destroy cancelled.")
-            raise typer.Exit(1)
+        _approve(auto_approve, "Do you really want to destroy all resources?", "Destroy cancelled.")
         with console.progress("Destroying") as update:
             state = destroy(workspace, get_provider, update)
     console.note(f"\nDestroy complete! {preview.summary.destroy} destroyed (state serial {state.serial}).")

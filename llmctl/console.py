@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 from rich.console import Console
@@ -46,7 +46,7 @@ def note(text: str) -> None:
 
 
 @contextmanager
-def progress(title: str) -> Iterator[callable]:  # type: ignore[valid-type]
+def progress(title: str) -> Iterator[Callable[[str, str], None]]:
     """A live table of (address, status) on a terminal; one line per update otherwise."""
     if not sys.stderr.isatty():
         def line(address: str, status: str) -> None:

@@ -122,6 +122,12 @@ def test_apply_asks_and_accepts_only_yes(llmctl: Run, quickstart: Path) -> None:
     assert accepted.returncode == 0, accepted.stderr
     assert llmctl("plan", "-f", str(quickstart), "--detailed-exitcode").returncode == 0
 
+    kept = llmctl("destroy", "-f", str(quickstart), input="no\n")
+    assert kept.returncode == 1 and "Destroy cancelled" in kept.stderr
+    assert llmctl("plan", "-f", str(quickstart), "--detailed-exitcode").returncode == 0  # still applied
+    assert llmctl("destroy", "-f", str(quickstart), input="yes\n").returncode == 0
+    assert llmctl("plan", "-f", str(quickstart), "--detailed-exitcode").returncode == 2
+
 
 def test_a_second_apply_waits_for_the_lock_then_names_the_holder(llmctl: Run, quickstart: Path) -> None:
     holder = subprocess.Popen(
