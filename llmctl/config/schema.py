@@ -221,10 +221,13 @@ class LoadTest(Strict):
 
 class Slo(Strict):
     name: Name
-    ttft_p95_ms: PositiveFloat | None = None
-    latency_p95_ms: PositiveFloat | None = None
-    error_rate: Fraction | None = None
-    min_rps: PositiveFloat | None = None
+    ttft_p95_ms: PositiveFloat | None = Field(None, description="95th percentile time to first token.")
+    latency_p95_ms: PositiveFloat | None = Field(None, description="95th percentile end-to-end request latency.")
+    itl_p95_ms: PositiveFloat | None = Field(None, description="95th percentile gap between streamed tokens.")
+    error_rate: Fraction | None = Field(None, description="Highest share of failed requests.")
+    min_rps: PositiveFloat | None = Field(None, description="Lowest completed requests per second.")
+    min_goodput: Fraction | None = Field(
+        None, description="Lowest share of requests that succeed within every per-request target above.")
     loadtest: LoadTest = Field(default_factory=LoadTest)
     on_violation: Literal["rollback", "warn"] = "rollback"
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import importlib.util
+import os
 import shutil
 import sys
 from typing import Any
@@ -36,6 +37,10 @@ def command(spec: dict[str, Any], port: int) -> list[str]:
                "--host", HOST, "--port", str(port), "--interrupt_requests", "False"]
         if spec.get("context_length"):
             cmd += ["--n_ctx", str(spec["context_length"])]
+        if "n_threads_batch" not in args:
+            # The server's default prefill threads is every core while decode uses half; with replicas side by
+            # side, spinning llama.cpp threads oversubscribe the cores and time to first token jumps to seconds.
+            cmd += ["--n_threads_batch", str(max((os.cpu_count() or 2) // 2, 1))]
         return cmd + [item for key, value in args.items() for item in (f"--{key}", str(value))]
     cmd = [shutil.which("vllm") or "vllm", "serve", spec["model"], "--served-model-name", spec["served_name"],
            "--host", HOST, "--port", str(port)]
