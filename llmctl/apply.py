@@ -2,14 +2,16 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import TypeVar
 
 from llmctl.desired import Desired
-from llmctl.errors import LlmctlError
+from llmctl.errors import LlmctlError, VerificationFailed
 from llmctl.plan.model import Change, Plan, ResourceChange, Summary
 from llmctl.plan.planner import refreshed_targets
 from llmctl.state import LocalBackend, State
+from llmctl.verify.model import ModelVerification, VerificationReport
 from llmctl.workspace import Workspace
 from providers.base import ApplyContext, Provider, ProviderError, Resource
 
@@ -17,9 +19,19 @@ Progress = Callable[[str, str], None]
 T = TypeVar("T", Resource, ResourceChange)
 
 
+Verify = Callable[[Desired, dict[str, list[str]], list[str]], VerificationReport]
+
+
+@dataclass
+class ApplyOutcome:
+    state: State
+    report: VerificationReport | None = None
+
+
 def apply_plan(plan: Plan, workspace: Workspace, get_provider: Callable[[str], Provider], progress: Progress,
-               ready_timeout: float = 300.0) -> State:
-    """Carry out `plan`. The caller holds the state lock."""
+               ready_timeout: float = 300.0, verify: Verify | None = None) -> ApplyOutcome:
+    """Carry out `plan`, load-test the changed models against their SLOs, then record the new state, or roll
+    back to the previous one and raise VerificationFailed. The caller holds the state lock."""
     backend = workspace.backend()
     state = backend.read()
     if state.serial == plan.state_serial == 0:
@@ -35,17 +47,15 @@ def apply_plan(plan: Plan, workspace: Workspace, get_provider: Callable[[str], P
         raise LlmctlError("the plan has errors; fix them and plan again:\n" +
                           "\n".join(f"  {check.address or ''}: {check.message}" for check in plan.errors))
     if not plan.has_changes:
-        return state
+        return ApplyOutcome(state)
 
     desired = Desired.from_json(plan.desired)
-    views = refreshed_targets(desired, state, get_provider)
-    new = state.model_copy(deep=True, update={"serial": state.serial + 1, "history_note": "apply in progress"})
+    # Progress is written under the current serial (1 for a first apply): only a verified apply moves it, so a
+    # rolled-back one leaves the serial where it was and saved plans made against it stay valid.
+    new = state.model_copy(deep=True, update={"serial": max(state.serial, 1), "history_note": "apply in progress"})
     try:
-        for target, changes in _by_target(plan.resource_changes).items():
-            view = views[target]
-            ctx = ApplyContext(run_dir=workspace.run_dir, persist=_persister(backend, new, target), progress=progress,
-                               ready_timeout=ready_timeout)
-            ctx.persist(view.provider.apply(changes, view.desired, view.current, ctx))
+        _apply_changes(desired, new, _by_target(plan.resource_changes), workspace, get_provider, progress,
+                       ready_timeout)
     except ProviderError as exc:
         new.history_note = f"apply failed: {exc}"
         backend.write(new)
@@ -53,10 +63,71 @@ def apply_plan(plan: Plan, workspace: Workspace, get_provider: Callable[[str], P
             f"apply failed; state serial {new.serial} records what exists now, "
             f"and `llmctl plan` shows how to converge:\n{exc}"
         ) from None
+
+    report = None
+    models = _models_to_verify(plan, desired, new.endpoints)
+    if verify and models:
+        try:
+            report = verify(desired, new.endpoints, models)
+        except LlmctlError as exc:
+            _roll_back(state, new, workspace, get_provider, progress, ready_timeout, f"load test did not run: {exc}")
+            raise LlmctlError(f"{exc}\nThe SLOs could not be checked, so the change was rolled back.") from None
+        new.verification = {**new.verification, **report.for_state()}
+        missed = [r for r in report.results if not r.passed]
+        blocking = [r for r in missed if desired.slos[r.slo].on_violation == "rollback"]
+        if blocking:
+            why = "; ".join(_missed(result) for result in blocking)
+            _roll_back(state, new, workspace, get_provider, progress, ready_timeout, f"SLO missed: {why}")
+            raise VerificationFailed(f"SLO missed, the change was rolled back (state serial {new.serial}): {why}",
+                                     report)
+        if missed:
+            new.history_note = "apply; SLO missed (on_violation: warn): " + "; ".join(_missed(r) for r in missed)
+    new.serial = state.serial + 1
     new.desired = plan.desired
-    new.history_note = "apply"
+    new.history_note = new.history_note if new.history_note.startswith("apply;") else "apply"
     backend.write(new)
-    return new
+    return ApplyOutcome(new, report)
+
+
+def _apply_changes(desired: Desired, new: State, changes: dict[str, list[ResourceChange]], workspace: Workspace,
+                   get_provider: Callable[[str], Provider], progress: Progress, ready_timeout: float) -> None:
+    """Each target's provider carries out its changes; `new` is persisted after every step."""
+    views = refreshed_targets(desired, new, get_provider)
+    backend = workspace.backend()
+    for target, target_changes in changes.items():
+        view = views[target]
+        ctx = ApplyContext(run_dir=workspace.run_dir, persist=_persister(backend, new, target), progress=progress,
+                           ready_timeout=ready_timeout)
+        ctx.persist(view.provider.apply(target_changes, view.desired, view.current, ctx))
+
+
+def _roll_back(previous: State, new: State, workspace: Workspace, get_provider: Callable[[str], Provider],
+               progress: Progress, ready_timeout: float, why: str) -> None:
+    """Converge the resources back to the previously applied config and record why, under the old serial."""
+    before = (Desired.from_json(previous.desired) if previous.desired else
+              Desired.empty(previous.project, previous.environment, workspace.config_path.resolve().parent))
+    views = refreshed_targets(before, new, get_provider)
+    changes = {target: view.provider.plan(view.desired, view.current, view.gone) for target, view in views.items()}
+    _apply_changes(before, new, {t: c for t, c in changes.items() if c}, workspace, get_provider, progress,
+                   ready_timeout)
+    new.desired = previous.desired
+    new.history_note = f"apply rolled back: {why}"
+    workspace.backend().write(new)
+
+
+def _models_to_verify(plan: Plan, desired: Desired, endpoints: dict[str, list[str]]) -> list[str]:
+    """Models with an SLO and an endpoint that this plan created or changed, or whose SLO or prompt it changed."""
+    touched = {c.address for c in plan.changes if c.action != "delete"}
+    touched |= {rc.owner for rc in plan.resource_changes if rc.action != "delete"}
+    return [name for name, model in desired.models.items()
+            if model.slo and endpoints.get(name) and touched & {f"model.{name}", f"slo.{model.slo}",
+                                                                 f"prompt.{model.prompt}"}]
+
+
+def _missed(result: ModelVerification) -> str:
+    failed = [f"{c.target} {'n/a' if c.measured is None else round(c.measured, 3)} (limit {c.comparison} {c.limit:g})"
+              for c in result.checks if not c.passed]
+    return f"model {result.model}: " + ", ".join(failed)
 
 
 def destroy_plan(state: State, workspace: Workspace) -> Plan:

@@ -3,8 +3,10 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 import click
 import typer
@@ -14,7 +16,7 @@ from llmctl.apply import apply_plan, destroy, destroy_plan
 from llmctl.config.errors import ConfigError
 from llmctl.config.load import LoadedConfig, load
 from llmctl.desired import Desired
-from llmctl.errors import LlmctlError
+from llmctl.errors import LlmctlError, VerificationFailed
 from llmctl.plan.model import Plan
 from llmctl.plan.planner import make_plan
 from llmctl.plan.render import render
@@ -22,6 +24,9 @@ from llmctl.providers import get_provider
 from llmctl.scaffold import scaffold
 from llmctl.schemas import config_reference, config_schema, plan_schema
 from llmctl.status import render_status_text, status
+from llmctl.verify.report import render as render_report
+from llmctl.verify.report import write_report_dir
+from llmctl.verify.run import Overrides, deployed, parse_overrides, record, verify
 from llmctl.workspace import Workspace
 
 app = typer.Typer(
@@ -107,11 +112,14 @@ def plan(file: ConfigFile = DEFAULT_FILE, env: Env = None,
 @app.command()
 def apply(saved: Annotated[Path | None, typer.Argument(metavar="[PLAN]", help="A plan saved with --out.")] = None,
           file: ConfigFile = DEFAULT_FILE, env: Env = None, auto_approve: AutoApprove = False,
+          skip_verify: Annotated[bool, typer.Option("--skip-verify",
+                                                    help="Do not load-test changed models against their SLOs.")
+                                 ] = False,
           lock_timeout: LockTimeout = 30.0,
           ready_timeout: Annotated[float, typer.Option("--ready-timeout",
                                                        help="Seconds a model server may take to answer.")] = 300.0
           ) -> None:
-    """Make the deployment match the config (or carry out a saved plan)."""
+    """Make the deployment match the config (or carry out a saved plan), then verify the SLOs."""
     if saved is not None:
         result = _read_plan(saved)
         workspace = Workspace(Path(result.config_path), result.project, result.environment)
@@ -129,12 +137,54 @@ def apply(saved: Annotated[Path | None, typer.Argument(metavar="[PLAN]", help="A
                 return
             _approve(auto_approve, "Do you want to perform these actions?", "Apply cancelled.")
         with console.progress("Applying") as update:
-            state = apply_plan(result, workspace, get_provider, update, ready_timeout)
+            check = None if skip_verify else partial(verify, progress=_loadtest_progress(update), overrides=Overrides())
+            try:
+                outcome = apply_plan(result, workspace, get_provider, update, ready_timeout, check)
+            except VerificationFailed as exc:
+                console.out(render_report(exc.report, "text"))  # type: ignore[arg-type]
+                raise
+    if outcome.report:
+        console.out(render_report(outcome.report, "text"))
     summary = result.summary
     console.note(f"\nApply complete! {summary.add} added, {summary.change} changed, {summary.destroy} destroyed "
-                 f"(state serial {state.serial}).")
-    for model, urls in state.endpoints.items():
+                 f"(state serial {outcome.state.serial}).")
+    for model, urls in outcome.state.endpoints.items():
         console.note(f"  {model}: {', '.join(urls)}")
+
+
+@app.command()
+def loadtest(file: ConfigFile = DEFAULT_FILE, env: Env = None,
+             model: Annotated[list[str] | None, typer.Option("--model", help="Test this model (repeatable).")] = None,
+             users: Annotated[int | None, typer.Option("--users", help="Override the SLO's loadtest users.")] = None,
+             duration: Annotated[str | None, typer.Option("--duration", help="Override its duration, e.g. 30s.")
+                                 ] = None,
+             format: Annotated[PlanFormat, typer.Option("--format")] = "text",
+             report_dir: Annotated[Path | None, typer.Option("--report", help="Also write report.json, report.md "
+                                                             "and a PNG chart per model here.")] = None,
+             lock_timeout: LockTimeout = 30.0) -> None:
+    """Run the SLO load test against what is deployed. Exits 4 when an SLO is missed."""
+    backend = _workspace(load(file, env)).backend()
+    desired, models = deployed(backend.read(), model)
+    overrides = parse_overrides(users, duration)
+    with console.progress("Load test") as update:
+        report = verify(desired, backend.read().endpoints, models, _loadtest_progress(update), overrides)
+    with backend.lock(lock_timeout, "llmctl loadtest"):
+        record(backend, report)
+    console.out(render_report(report, format))
+    if report_dir is not None:
+        for path in write_report_dir(report, report_dir):
+            console.note(f"Wrote {path}")
+    if not report.passed:
+        raise typer.Exit(VerificationFailed.exit_code)
+
+
+def _loadtest_progress(update: Callable[[str, str], None]) -> Callable[[str, dict[str, Any]], None]:
+    def show(model: str, fields: dict[str, Any]) -> None:
+        p95 = "-" if fields.get("p95_ms") is None else f"{fields['p95_ms']:.0f} ms"
+        update(f"loadtest {model}", f"{fields['elapsed_s']:.0f}s, {fields['requests']} requests "
+                                    f"({fields['failures']} failed), latency p95 {p95}")
+
+    return show
 
 
 @app.command("destroy")

@@ -61,6 +61,10 @@ class Desired:
             slos={s.name: s for s in config.slos},
         )
 
+    @classmethod
+    def empty(cls, project: str, environment: str, config_dir: Path) -> "Desired":
+        return cls(project, environment, config_dir, {}, {}, {}, {}, {}, {})
+
     def objects(self) -> dict[str, dict[str, Any]]:
         """Every declared object by plan address (`model.assistant`), as plain JSON data."""
         objects = {f"target.{name}": _data(target) for name, target in self.targets.items()}

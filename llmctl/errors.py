@@ -16,7 +16,13 @@ class BudgetExceeded(LlmctlError):
 
 
 class VerificationFailed(LlmctlError):
+    """An SLO was missed; `report` is what the load test measured, for rendering."""
+
     exit_code = 4
+
+    def __init__(self, message: str, report: object) -> None:
+        super().__init__(message)
+        self.report = report
 
 
 def did_you_mean(word: str, options: Iterable[str]) -> str:

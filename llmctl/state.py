@@ -41,6 +41,7 @@ class State(BaseModel):
     endpoints: dict[str, list[str]] = Field(default_factory=dict)
     updated_at: str | None = None
     history_note: str | None = None
+    verification: dict[str, Any] = Field(default_factory=dict)  # model -> its last SLO load-test result
 
     def resources_of(self, target: str) -> list[Resource]:
         return [r for r in self.resources if r.target == target]

@@ -10,6 +10,7 @@ from rich.table import Table
 
 from llmctl.config.sources import parse_source
 from llmctl.state import State
+from llmctl.verify.model import ModelVerification
 from providers.base import Provider
 
 
@@ -36,6 +37,7 @@ class StatusReport(BaseModel):
     last_change: str | None
     replicas: list[Replica]
     hosted: list[HostedModel]
+    verification: dict[str, ModelVerification]
 
     @property
     def healthy(self) -> bool:
@@ -53,7 +55,9 @@ def status(state: State, get_provider: Callable[[str], Provider]) -> StatusRepor
         for r in state.resources
     ]
     return StatusReport(project=state.project, environment=state.environment, serial=state.serial,
-                        updated_at=state.updated_at, last_change=state.history_note, replicas=replicas, hosted=hosted)
+                        updated_at=state.updated_at, last_change=state.history_note, replicas=replicas, hosted=hosted,
+                        verification={model: ModelVerification.model_validate(result)
+                                      for model, result in state.verification.items()})
 
 
 def render_status_text(report: StatusReport) -> str:
@@ -74,4 +78,8 @@ def render_status_text(report: StatusReport) -> str:
             console.print(table)
         lines.append(captured.get().rstrip())
     lines += [f"{model.model}: hosted ({model.source}), no infrastructure" for model in report.hosted]
+    for model, result in report.verification.items():
+        measured = ", ".join(f"{c.target} {'n/a' if c.measured is None else f'{c.measured:g}'}" for c in result.checks)
+        lines.append(f"{model}: last load test {result.at}: SLO {result.slo} {'passed' if result.passed else 'MISSED'}"
+                     f"{f' ({measured})' if measured else ''}, {result.summary.rps:g} req/s")
     return "\n".join(lines)

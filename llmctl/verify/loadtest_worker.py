@@ -14,6 +14,8 @@ import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import gevent  # noqa: E402
+import requests  # noqa: E402
+import urllib3  # noqa: E402
 from locust import HttpUser, constant, task  # noqa: E402
 from locust.env import Environment  # noqa: E402
 
@@ -43,6 +45,9 @@ def _stream(user: HttpUser, spec: LoadSpec, endpoint: str, messages: list[dict[s
         with user.client.post(f"{endpoint}/chat/completions", json=body, headers=headers, stream=True,
                               timeout=(5, spec.request_timeout_s), catch_response=True, name=spec.model) as response:
             if response.status_code == 0:  # Locust's session turns connection errors into status 0
+                if isinstance(response.error, requests.ReadTimeout):  # connected, but no response headers came
+                    response.failure("no response")
+                    return failed(f"no response within {spec.request_timeout_s:g}s")
                 response.failure("no connection")
                 return failed(f"no connection: {response.error}")
             if response.status_code != 200:
@@ -88,6 +93,9 @@ def _stream(user: HttpUser, spec: LoadSpec, endpoint: str, messages: list[dict[s
                               else f"no complete answer within {spec.request_timeout_s:g}s")
             response.success()
     except Exception as exc:  # connection refused, reset, timeout: each is a failed request with its reason
+        if _timed_out(exc):
+            return failed(f"no token within {spec.request_timeout_s:g}s" if not chunk_times
+                          else f"no complete answer within {spec.request_timeout_s:g}s")
         return failed(f"{type(exc).__name__}: {str(exc)[:160]}")
     end = time.perf_counter()
     return Sample(
@@ -97,6 +105,12 @@ def _stream(user: HttpUser, spec: LoadSpec, endpoint: str, messages: list[dict[s
         output_tokens=usage_tokens if usage_tokens is not None else len(chunk_times),
         tokens_from_usage=usage_tokens is not None,
     )
+
+
+def _timed_out(exc: Exception) -> bool:
+    """A read timeout; mid-stream, requests reports one as a ConnectionError wrapping urllib3's ReadTimeoutError."""
+    return isinstance(exc, requests.ReadTimeout) or any(
+        isinstance(arg, urllib3.exceptions.ReadTimeoutError) for arg in exc.args)
 
 
 def run(spec: LoadSpec) -> WorkerResult:

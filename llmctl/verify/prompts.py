@@ -40,6 +40,8 @@ def _from_file(path: Path, prompt: Prompt | None) -> list[list[Message]]:
         lines = path.read_text(encoding="utf-8").splitlines()
     except OSError as exc:
         raise LlmctlError(f"{path}: cannot read the load-test prompts_file: {exc.strerror}") from None
+    except UnicodeDecodeError as exc:
+        raise LlmctlError(f"{path}: the load-test prompts_file is not UTF-8 text (byte {exc.start})") from None
     prompts = []
     for number, line in enumerate(lines, start=1):
         if not line.strip():
@@ -48,6 +50,8 @@ def _from_file(path: Path, prompt: Prompt | None) -> list[list[Message]]:
             item = json.loads(line)
             if "messages" in item:
                 messages = [{"role": str(m["role"]), "content": str(m["content"])} for m in item["messages"]]
+                if not messages:
+                    raise ValueError("an empty conversation")  # every request would be rejected
             elif "prompt" in item:
                 messages = [{"role": "user", "content": str(item["prompt"])}]
             elif "variables" in item and prompt is not None:

@@ -1,7 +1,9 @@
 """Run the SLO load test for deployed models: spec → worker subprocess → samples → summary → SLO checks."""
 from __future__ import annotations
 
+import json
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -12,11 +14,10 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-import json
-
 from llmctl.config.schema import LoadTest, Slo, duration_seconds
 from llmctl.desired import Desired
 from llmctl.errors import LlmctlError
+from llmctl.state import LocalBackend, State
 from llmctl.verify.model import LoadSpec, ModelVerification, VerificationReport, WorkerResult
 from llmctl.verify.prompts import load_prompts
 from llmctl.verify.slo import evaluate, meets_targets
@@ -70,6 +71,9 @@ def run_worker(spec: LoadSpec, progress: Callable[[dict[str, Any]], None]) -> Wo
                 code = proc.wait()
             finally:
                 timer.cancel()
+                if proc.poll() is None:  # we are leaving early (an exception, Ctrl-C): the load must stop too
+                    proc.kill()
+                    proc.wait()
         if code != 0 or not result_path.exists():
             why = f"was stopped after its {deadline:.0f}s deadline" if code == -9 else f"died (exit code {code})"
             tail = "\n".join(log_path.read_text(errors="replace").splitlines()[-12:])
@@ -95,3 +99,35 @@ def verify(desired: Desired, endpoints: dict[str, list[str]], models: list[str],
             summary=summary, at=datetime.now(timezone.utc).isoformat(timespec="seconds")))
         report.samples[model] = result.samples
     return report
+
+
+def deployed(state: State, names: list[str] | None) -> tuple[Desired, list[str]]:
+    """What is deployed, and which of its models to test: those named, else every one with an SLO."""
+    if not state.desired or not state.endpoints:
+        raise LlmctlError("nothing is deployed in this environment: run `llmctl apply` first")
+    desired = Desired.from_json(state.desired)
+    if not names:
+        models = [name for name, model in desired.models.items() if model.slo and state.endpoints.get(name)]
+        if not models:
+            raise LlmctlError("no deployed model declares an SLO: name one with --model to measure it anyway")
+        return desired, models
+    unknown = [name for name in names if not state.endpoints.get(name)]
+    if unknown:
+        raise LlmctlError(f"model {', '.join(unknown)} has no endpoint in state (deployed: "
+                          f"{', '.join(sorted(state.endpoints)) or 'none'})")
+    return desired, names
+
+
+def record(backend: LocalBackend, report: VerificationReport) -> None:
+    """Keep each model's last result in state; results are observations, so the serial does not move."""
+    state = backend.read()
+    state.verification = {**state.verification, **report.for_state()}
+    backend.write(state)
+
+
+def parse_overrides(users: int | None, duration: str | None) -> Overrides:
+    if duration is not None and not re.fullmatch(r"[0-9]+(\.[0-9]+)?(ms|s|m|h)", duration):
+        raise LlmctlError(f"--duration {duration!r} must look like 30s, 2m or 1h")
+    if users is not None and users < 1:
+        raise LlmctlError("--users must be at least 1")
+    return Overrides(users=users, duration=duration)
