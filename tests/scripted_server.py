@@ -2,7 +2,7 @@
 
 It is not a model server. It exists so that tests and benchmarks can give the load tester inputs a real engine
 cannot be made to produce on demand: known time to first token and inter-token gaps, HTTP 500s, a JSON (not
-streamed) answer, malformed SSE, or a stream that never sends a token.
+streamed) answer, malformed SSE, a stream that never sends a token, or no response at all (`hang`).
 
     with ScriptedServer(mode="stream", ttft_s=0.2, itl_s=0.02, tokens=20) as server:
         server.base_url  # http://127.0.0.1:PORT/v1
@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Literal
 
-Mode = Literal["stream", "error500", "json", "malformed", "silent", "no_done"]
+Mode = Literal["stream", "error500", "json", "malformed", "silent", "no_done", "hang"]
 
 
 @dataclass
@@ -58,6 +58,9 @@ class ScriptedServer:
         self._httpd.server_close()
 
     def _answer(self, handler: BaseHTTPRequestHandler) -> None:
+        if self.mode == "hang":
+            time.sleep(3600)  # connection accepted, request read, never a response (not even headers)
+            return
         if self.mode == "error500":
             self._send(handler, 500, "application/json", b'{"error": {"message": "scripted failure"}}')
             return

@@ -126,8 +126,9 @@ def record(backend: LocalBackend, report: VerificationReport) -> None:
 
 
 def parse_overrides(users: int | None, duration: str | None) -> Overrides:
-    if duration is not None and not re.fullmatch(r"[0-9]+(\.[0-9]+)?(ms|s|m|h)", duration):
-        raise LlmctlError(f"--duration {duration!r} must look like 30s, 2m or 1h")
+    if duration is not None and (not re.fullmatch(r"[0-9]+(\.[0-9]+)?(ms|s|m|h)", duration)
+                                 or duration_seconds(duration) <= 0):
+        raise LlmctlError(f"--duration {duration!r} must be a positive duration such as 30s, 2m or 1h")
     if users is not None and users < 1:
         raise LlmctlError("--users must be at least 1")
     return Overrides(users=users, duration=duration)
