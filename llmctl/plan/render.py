@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from llmctl.plan.model import Action, Change, Check, DiffEntry, Plan, ResourceChange, Summary
+from llmctl.textfmt import clean, md_cell, plural
 
 Format = Literal["text", "json", "markdown"]
 
@@ -33,19 +34,12 @@ _TEXT_LINE_INDENT = " " * 10  # two deeper than the attribute name the line diff
 _BLOCK_END = "    }"
 
 # Prompt text and provider messages are user data: a stray escape sequence must not drive the reviewer's terminal.
-_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f-\x9f]")
-
-
 # --- shared pieces ---------------------------------------------------------------------------------------------
-
-
-def _clean(text: str) -> str:
-    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
 
 
 def _literal(value: Any) -> str:
     # One line whatever the value: newlines inside strings come out as \n, which keeps the block aligned.
-    return _clean(json.dumps(value, ensure_ascii=False, default=str))
+    return clean(json.dumps(value, ensure_ascii=False, default=str))
 
 
 def _symbol(symbol: str) -> str:
@@ -54,19 +48,15 @@ def _symbol(symbol: str) -> str:
 
 def _opener(address: str) -> str:
     kind, dot, name = address.partition(".")
-    return f"{_clean(kind)} {_literal(name)}" if dot else _clean(address)
+    return f"{clean(kind)} {_literal(name)}" if dot else clean(address)
 
 
 def _where(plan: Plan) -> str:
-    return f"{_clean(plan.project)}/{_clean(plan.environment)}, state serial {plan.state_serial}"
+    return f"{clean(plan.project)}/{clean(plan.environment)}, state serial {plan.state_serial}"
 
 
 def _counts(summary: Summary) -> str:
     return f"{summary.add} to add, {summary.change} to change, {summary.destroy} to destroy"
-
-
-def _plural(n: int, noun: str) -> str:
-    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
 
 
 def _money(amount: float) -> str:
@@ -95,9 +85,9 @@ def _cost(plan: Plan) -> str | None:
 
 def _check(check: Check) -> str:
     label = _SEVERITY_LABEL[check.severity]
-    where = f"[{_clean(check.address)}] " if check.address else ""
+    where = f"[{clean(check.address)}] " if check.address else ""
     # Multi-line messages (a list of config errors) stay readable: continuation lines are indented under the label.
-    message = "\n  ".join(_clean(line) for line in check.message.splitlines() or [""])
+    message = "\n  ".join(clean(line) for line in check.message.splitlines() or [""])
     return f"{label}: {where}{message}"
 
 
@@ -144,17 +134,17 @@ def _attrs(change: Change) -> list[_Attr]:
 
 
 def _attr_lines(attrs: list[_Attr]) -> list[str]:
-    width = max((len(_clean(attr.path)) for attr in attrs), default=0)
+    width = max((len(clean(attr.path)) for attr in attrs), default=0)
     lines: list[str] = []
     for attr in attrs:
-        path = _clean(attr.path)
+        path = clean(attr.path)
         head = f"{_ATTR_INDENT}{_symbol(attr.symbol)} "
         forces = " # forces replacement" if attr.forces_replacement else ""
         if attr.lines is None:
             lines.append(f"{head}{path:<{width}} = {attr.value}{forces}")
         else:
             lines.append(f"{head}{path}{forces}")
-            lines.extend(f"{_TEXT_LINE_INDENT}{_clean(line)}" for line in attr.lines)
+            lines.extend(f"{_TEXT_LINE_INDENT}{clean(line)}" for line in attr.lines)
     return lines
 
 
@@ -165,16 +155,16 @@ def _resource_name(rc: ResourceChange) -> str:
 
 def _resource_lines(resource_changes: list[ResourceChange]) -> list[str]:
     return [
-        f"{_ATTR_INDENT}{_symbol(_SYMBOL[rc.action])} {_clean(_resource_name(rc))}"
-        + (f"  # {_clean(rc.reason)}" if rc.reason else "")
+        f"{_ATTR_INDENT}{_symbol(_SYMBOL[rc.action])} {clean(_resource_name(rc))}"
+        + (f"  # {clean(rc.reason)}" if rc.reason else "")
         for rc in resource_changes
     ]
 
 
 def _change_block(change: Change, resource_changes: list[ResourceChange]) -> _Block:
-    lines = [f"  # {_clean(change.address)} {_HEADLINE[change.action]}"]
+    lines = [f"  # {clean(change.address)} {_HEADLINE[change.action]}"]
     if change.reason:
-        lines.append(f"  # ({_clean(change.reason)})")
+        lines.append(f"  # ({clean(change.reason)})")
     lines.append(f"{_symbol(_SYMBOL[change.action])} {_opener(change.address)} {{")
     lines += _attr_lines(_attrs(change))
     lines += _resource_lines(resource_changes)
@@ -184,7 +174,7 @@ def _change_block(change: Change, resource_changes: list[ResourceChange]) -> _Bl
 
 def _resources_only_block(owner: str, resource_changes: list[ResourceChange]) -> _Block:
     # The object itself is unchanged, so its opener carries no symbol (Terraform's unchanged-context style).
-    lines = [f"  # {_clean(owner)} has resource changes", f"{_symbol('')} {_opener(owner)} {{"]
+    lines = [f"  # {clean(owner)} has resource changes", f"{_symbol('')} {_opener(owner)} {{"]
     lines += _resource_lines(resource_changes)
     lines.append(_BLOCK_END)
     return _Block(owner, "resource changes", None, resource_changes, lines)
@@ -236,16 +226,11 @@ _TABLE_HEADER = ["| Address | Action | Details |", "|---|---|---|"]
 _SECTIONS_SEP = "\n\n"
 
 
-def _cell(text: str) -> str:
-    # A raw | ends the cell and a newline ends the row; GFM honours \| even inside code spans.
-    return _clean(text.replace("\r\n", " ").replace("\n", " ")).replace("|", "\\|")
-
-
 def _code(text: str) -> str:
     return f"`{text}`" if text else ""
 
 
-def _details_cell(block: _Block) -> str:
+def _detailsmd_cell(block: _Block) -> str:
     change, parts = block.change, list[str]()
     if change is not None:
         if change.action in ("update", "replace") and change.diff:
@@ -259,7 +244,7 @@ def _details_cell(block: _Block) -> str:
 
 
 def _row(block: _Block) -> str:
-    return f"| {_cell(_code(block.address))} | {_cell(block.action)} | {_cell(_details_cell(block))} |"
+    return f"| {md_cell(_code(block.address))} | {md_cell(block.action)} | {md_cell(_detailsmd_cell(block))} |"
 
 
 def _fence(lines: list[str]) -> str:
@@ -269,7 +254,7 @@ def _fence(lines: list[str]) -> str:
 
 
 def _summary(block: _Block) -> str:
-    return f"<details><summary>{html.escape(_clean(block.address))} — {html.escape(block.action)}</summary>"
+    return f"<details><summary>{html.escape(clean(block.address))} — {html.escape(block.action)}</summary>"
 
 
 def _section(block: _Block) -> str:
@@ -279,20 +264,20 @@ def _section(block: _Block) -> str:
 
 
 def _collapsed_section(block: _Block) -> str:
-    omitted = _plural(len(block.lines), "line")
+    omitted = plural(len(block.lines), "line")
     return f"{_summary(block)}\n\n_{omitted} omitted; run llmctl plan locally for the full diff_\n\n</details>"
 
 
 def _sections_omitted(n: int) -> str:
-    return f"_{_plural(n, 'more change')} not shown; run llmctl plan locally for the full plan_"
+    return f"_{plural(n, 'more change')} not shown; run llmctl plan locally for the full plan_"
 
 
 def _rows_omitted(n: int) -> str:
-    return f"| _{_plural(n, 'row')} omitted; run llmctl plan locally for the full plan_ | | |"
+    return f"| _{plural(n, 'row')} omitted; run llmctl plan locally for the full plan_ | | |"
 
 
 def _checks_omitted(n: int) -> str:
-    return f"- _{_plural(n, 'more check')} not shown; run llmctl plan locally for all of them_"
+    return f"- _{plural(n, 'more check')} not shown; run llmctl plan locally for all of them_"
 
 
 def _keep_prefix(items: list[str], sep: str, room: int, overflow: Callable[[int], str]) -> list[str]:

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
 from llmctl.verify.model import LoadSummary, ModelVerification, Percentiles, Sample, SloCheck, VerificationReport
+from llmctl.textfmt import clean, md_cell, plural
 
 if TYPE_CHECKING:  # only for hints: importing this module must never import matplotlib
     from matplotlib.axes import Axes
@@ -30,25 +31,14 @@ _INDENT = "  "
 _FAILURES_LABEL = "failures: "
 
 # Error messages come from servers: a stray escape sequence must not drive the reader's terminal.
-_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f-\x9f]")
-
-
 # --- shared pieces ---------------------------------------------------------------------------------------------
 # render.py has equivalents of _clean and _plural, but they are private there; these are small enough to repeat.
 
 
-def _clean(text: str) -> str:
-    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
-
-
 def _one_line(text: str, limit: int = _MAX_REASON_CHARS) -> str:
     # Newlines become spaces (not \x0a) because a multi-line error reads better run together than escaped.
-    flat = _clean(" ".join(text.split()))
+    flat = clean(" ".join(text.split()))
     return flat if len(flat) <= limit else flat[: limit - 1] + "…"
-
-
-def _plural(n: int, noun: str) -> str:
-    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
 
 
 def _plain(value: float) -> str:
@@ -74,11 +64,11 @@ def _verdict(result: ModelVerification) -> str:
     # A model with no SLO has no checks: it was measured, and there was nothing for it to pass or fail.
     if not result.checks:
         return "measured (no SLO)"
-    return f"SLO {_clean(result.slo)}: {'PASS' if result.passed else 'FAIL'}"
+    return f"SLO {clean(result.slo)}: {'PASS' if result.passed else 'FAIL'}"
 
 
 def _load(summary: LoadSummary) -> str:
-    return (f"{_plural(summary.users, 'user')}, {summary.duration_s:.1f} s, {_plural(summary.requests, 'request')}, "
+    return (f"{plural(summary.users, 'user')}, {summary.duration_s:.1f} s, {plural(summary.requests, 'request')}, "
             f"{summary.failures} failed")
 
 
@@ -106,7 +96,7 @@ def _reasons(summary: LoadSummary) -> tuple[list[tuple[int, str]], str | None]:
     rest = ordered[_MAX_REASONS:]
     if not rest:
         return shown, None
-    return shown, f"… and {_plural(len(rest), 'more reason')} ({_plural(sum(c for _, c in rest), 'request')})"
+    return shown, f"… and {plural(len(rest), 'more reason')} ({plural(sum(c for _, c in rest), 'request')})"
 
 
 def _miss(check: SloCheck) -> str:
@@ -122,7 +112,7 @@ def _failed(report: VerificationReport) -> str:
         if result.passed:
             continue
         misses = ", ".join(_miss(check) for check in result.checks if not check.passed)
-        parts.append(f"{_clean(result.model)} ({misses})" if misses else _clean(result.model))
+        parts.append(f"{clean(result.model)} ({misses})" if misses else clean(result.model))
     return "; ".join(parts)
 
 
@@ -152,7 +142,7 @@ def _text_failures(summary: LoadSummary) -> list[str]:
 
 
 def _text_model(result: ModelVerification) -> list[str]:
-    lines = [f"model {_clean(result.model)} — {_verdict(result)}   ({_load(result.summary)})"]
+    lines = [f"model {clean(result.model)} — {_verdict(result)}   ({_load(result.summary)})"]
     if result.checks:
         lines += _table(result.checks)
     lines += [_INDENT + line for line in _figures(result.summary)]
@@ -163,7 +153,7 @@ def _text_model(result: ModelVerification) -> list[str]:
 def render_text(report: VerificationReport) -> str:
     """One block per model, then the overall verdict; plain text (colour, if any, is the caller's business)."""
     if not report.results:
-        return f"No models were load-tested ({_clean(report.project)}/{_clean(report.environment)})."
+        return f"No models were load-tested ({clean(report.project)}/{clean(report.environment)})."
     out: list[str] = []
     for result in report.results:
         out += [*_text_model(result), ""]
@@ -194,8 +184,7 @@ def _code(text: str) -> str:
 
 
 def _cell(text: str) -> str:
-    # A raw | ends the cell even inside a code span; GFM honours \| there too.
-    return _one_line(text, limit=10_000).replace("|", "\\|")
+    return md_cell(_one_line(text, limit=10_000))
 
 
 def _markdown_row(check: SloCheck) -> str:
@@ -211,7 +200,7 @@ def _markdown_failures(summary: LoadSummary) -> str | None:
     # Each reason goes in a code span: it is server text, and inside a span neither markdown nor a stray
     # </details> in it can change the comment's structure.
     items = [f"- {count} × {_code(_one_line(reason))}" for count, reason in shown] + ([f"- {rest}"] if rest else [])
-    head = f"<details><summary>{_plural(summary.failures, 'failed request')}</summary>"
+    head = f"<details><summary>{plural(summary.failures, 'failed request')}</summary>"
     return "\n".join([head, "", *items, "", "</details>"])
 
 
