@@ -27,6 +27,7 @@ class ScriptedServer:
     tokens: int = 8
     usage: bool = True
     requests: int = field(default=0, init=False)
+    connections: int = field(default=0, init=False)
     _httpd: ThreadingHTTPServer | None = field(default=None, init=False, repr=False)
 
     @property
@@ -42,6 +43,10 @@ class ScriptedServer:
 
             def log_message(self, *args: object) -> None:
                 pass
+
+            def setup(self) -> None:  # once per TCP connection, however many requests it carries
+                super().setup()
+                script.connections += 1
 
             def do_POST(self) -> None:
                 self.rfile.read(int(self.headers.get("content-length", 0)))
@@ -115,6 +120,8 @@ class ScriptedServer:
 
 class _QuietServer(ThreadingHTTPServer):
     daemon_threads = True
+    # The default backlog of 5 makes a sixth simultaneous client wait a second to retry its connect.
+    request_queue_size = 128
 
     def handle_error(self, request: object, client_address: object) -> None:
         pass  # clients hanging up mid-stream is what these tests do

@@ -7,6 +7,7 @@ the only module that imports locust. Progress goes to stdout as `PROGRESS {json}
 import locust  # noqa: F401  (first: gevent's monkey-patching must precede every other import)
 
 import itertools  # noqa: E402
+from collections.abc import Iterator  # noqa: E402
 import json  # noqa: E402
 import signal  # noqa: E402
 import sys  # noqa: E402
@@ -56,8 +57,9 @@ def _stream(user: HttpUser, spec: LoadSpec, endpoint: str, messages: list[dict[s
             if "text/event-stream" not in response.headers.get("content-type", ""):
                 response.failure("not streamed")
                 return failed(f"not streamed (content-type {response.headers.get('content-type', 'none')})")
-            buffer, done = b"", False
-            for data in response.iter_content(chunk_size=None):
+            buffer, done, finished = b"", False, 0.0
+            chunks = response.iter_content(chunk_size=None)
+            for data in chunks:
                 arrived = time.perf_counter()
                 buffer += data
                 *lines, buffer = buffer.split(b"\n")
@@ -67,7 +69,7 @@ def _stream(user: HttpUser, spec: LoadSpec, endpoint: str, messages: list[dict[s
                         continue  # blank separators, comments, event names
                     payload = line[5:].strip()
                     if payload == b"[DONE]":
-                        done = True
+                        done, finished = True, arrived
                         break
                     try:
                         event = json.loads(payload)
@@ -92,12 +94,13 @@ def _stream(user: HttpUser, spec: LoadSpec, endpoint: str, messages: list[dict[s
                 return failed("stream ended without [DONE]" if time.perf_counter() - start <= spec.request_timeout_s
                               else f"no complete answer within {spec.request_timeout_s:g}s")
             response.success()
+            _drain(chunks)
     except Exception as exc:  # connection refused, reset, timeout: each is a failed request with its reason
         if _timed_out(exc):
             return failed(f"no token within {spec.request_timeout_s:g}s" if not chunk_times
                           else f"no complete answer within {spec.request_timeout_s:g}s")
         return failed(f"{type(exc).__name__}: {str(exc)[:160]}")
-    end = time.perf_counter()
+    end = finished
     return Sample(
         start_s=start - t0, endpoint=endpoint, ok=True, ttft_ms=(chunk_times[0] - start) * 1000,
         latency_ms=(end - start) * 1000,
@@ -111,6 +114,16 @@ def _timed_out(exc: Exception) -> bool:
     """A read timeout; mid-stream, requests reports one as a ConnectionError wrapping urllib3's ReadTimeoutError."""
     return isinstance(exc, requests.ReadTimeout) or any(
         isinstance(arg, urllib3.exceptions.ReadTimeoutError) for arg in exc.args)
+
+
+def _drain(chunks: Iterator[bytes]) -> None:
+    """Read the rest of the chunked body after [DONE], from the same iterator: a connection left mid-body is
+    discarded, and the next request would pay a new TCP connect inside its time to first token."""
+    try:
+        for _ in chunks:
+            pass
+    except Exception:  # the answer is complete; a server that then misbehaves costs only the connection
+        pass
 
 
 def run(spec: LoadSpec) -> WorkerResult:

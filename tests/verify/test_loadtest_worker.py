@@ -119,3 +119,15 @@ def test_progress_arrives_while_the_test_runs(measured: dict[str, Any]) -> None:
     progress: list[dict[str, Any]] = measured["progress"]
     assert progress and set(progress[-1]) == {"elapsed_s", "requests", "failures", "p95_ms"}
     assert progress[-1]["requests"] >= 1 and progress[-1]["failures"] == 0
+
+
+def test_connections_are_reused_so_ttft_has_no_connect_in_it() -> None:
+    # Stopping at [DONE] without reading the end of the chunked body makes the client drop the connection,
+    # and every following request would pay a TCP connect inside its time to first token.
+    with ScriptedServer(mode="stream", ttft_s=0.02, itl_s=0.002, tokens=4) as server:
+        spec = LoadSpec(model="m", served_name="m", endpoints=[server.base_url], users=2, spawn_rate=10,
+                        duration_s=1.5, max_tokens=4, prompts=[[{"role": "user", "content": "hi"}]],
+                        request_timeout_s=5)
+        result = run_worker(spec, lambda fields: None)
+    assert len(result.samples) >= 10 and all(sample.ok for sample in result.samples)
+    assert server.connections == 2, f"{server.connections} connections for {len(result.samples)} requests"
