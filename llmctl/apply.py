@@ -43,6 +43,10 @@ def apply_plan(plan: Plan, workspace: Workspace, get_provider: Callable[[str], P
             f"{state.serial}{'' if state.lineage == plan.state_lineage else ' of another lineage'}: "
             "run `llmctl plan` again and apply the new plan"
         )
+    if _interrupted_since(state, plan):
+        raise LlmctlError(
+            f"an apply after this plan was made did not finish ({state.history_note.split(':')[0]}), so the "
+            "resources differ from what the plan saw: run `llmctl plan` again and apply the new plan")
     if plan.errors:
         raise LlmctlError("the plan has errors; fix them and plan again:\n" +
                           "\n".join(f"  {check.address or ''}: {check.message}" for check in plan.errors))
@@ -64,7 +68,7 @@ def apply_plan(plan: Plan, workspace: Workspace, get_provider: Callable[[str], P
             f"and `llmctl plan` shows how to converge:\n{exc}"
         ) from None
 
-    report = None
+    report, note = None, "apply"
     models = _models_to_verify(plan, desired, new.endpoints)
     if verify and models:
         try:
@@ -81,10 +85,8 @@ def apply_plan(plan: Plan, workspace: Workspace, get_provider: Callable[[str], P
             raise VerificationFailed(f"SLO missed, the change was rolled back (state serial {new.serial}): {why}",
                                      report)
         if missed:
-            new.history_note = "apply; SLO missed (on_violation: warn): " + "; ".join(_missed(r) for r in missed)
-    new.serial = state.serial + 1
-    new.desired = plan.desired
-    new.history_note = new.history_note if new.history_note.startswith("apply;") else "apply"
+            note = "apply; SLO missed (on_violation: warn): " + "; ".join(_missed(r) for r in missed)
+    new.serial, new.desired, new.history_note = state.serial + 1, plan.desired, note
     backend.write(new)
     return ApplyOutcome(new, report)
 
@@ -115,6 +117,13 @@ def _roll_back(previous: State, new: State, workspace: Workspace, get_provider: 
     workspace.backend().write(new)
 
 
+def _interrupted_since(state: State, plan: Plan) -> bool:
+    """A failed or interrupted apply rewrote the resources under the same serial after `plan` was made."""
+    unfinished = (state.history_note or "").startswith(("apply failed", "apply in progress"))
+    return unfinished and state.updated_at is not None and (
+        datetime.fromisoformat(state.updated_at) >= datetime.fromisoformat(plan.created_at))
+
+
 def _models_to_verify(plan: Plan, desired: Desired, endpoints: dict[str, list[str]]) -> list[str]:
     """Models with an SLO and an endpoint that this plan created or changed, or whose SLO or prompt it changed."""
     touched = {c.address for c in plan.changes if c.action != "delete"}
@@ -136,7 +145,7 @@ def destroy_plan(state: State, workspace: Workspace) -> Plan:
     changes = [Change(address=address, action="delete", before=before) for address, before in objects.items()]
     return Plan(
         project=state.project, environment=state.environment, config_path=str(workspace.config_path),
-        created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        created_at=datetime.now(timezone.utc).isoformat(timespec="milliseconds"),
         state_serial=state.serial, state_lineage=state.lineage, changes=changes,
         resource_changes=[
             ResourceChange(address=r.address, owner=r.owner, provider=r.provider, target=r.target, action="delete",

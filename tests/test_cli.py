@@ -188,3 +188,23 @@ def test_colours_on_a_terminal_and_none_with_no_color_or_a_pipe(llmctl: Run, qui
     assert "\x1b[" in coloured and '+ model "assistant"' in coloured
     assert "\x1b[" not in _on_terminal(["plan", "-f", str(quickstart)], {"TERM": "xterm-256color", "NO_COLOR": "1"})
     assert "\x1b[" not in llmctl("plan", "-f", str(quickstart)).stdout
+
+
+def test_a_saved_plan_is_refused_after_an_apply_that_did_not_finish(llmctl: Run, quickstart: Path) -> None:
+    quickstart.write_text("version: 1\nproject: qs\nprompts:\n  - name: p\n    template: hi\n")
+    assert llmctl("apply", "-f", str(quickstart), "--auto-approve").returncode == 0  # serial 1
+    # llama.cpp refuses a file that is not GGUF: the server exits and the apply fails, leaving serial 1.
+    (quickstart.parent / "junk.gguf").write_bytes(b"not a model")
+    quickstart.write_text(quickstart.read_text() + "models:\n  - name: m\n    source: junk.gguf\n"
+                          "    engine: llama-cpp\n")
+    saved = quickstart.parent / "saved.plan"
+    assert llmctl("plan", "-f", str(quickstart), "--out", str(saved)).returncode == 0
+    failed = llmctl("apply", "-f", str(quickstart), "--auto-approve")
+    assert failed.returncode == 1 and "exited before it was ready" in failed.stderr
+
+    refused = llmctl("apply", str(saved))
+    assert refused.returncode == 1
+    assert "did not finish (apply failed)" in refused.stderr and "run `llmctl plan` again" in refused.stderr
+    # A plan made now is accepted (and fails the same way, for the same reason).
+    assert llmctl("plan", "-f", str(quickstart), "--out", str(saved)).returncode == 0
+    assert "did not finish" not in llmctl("apply", str(saved)).stderr
