@@ -7,7 +7,7 @@ from datetime import datetime, timezone
 from typing import TypeVar
 
 from llmctl.desired import Desired
-from llmctl.errors import LlmctlError, VerificationFailed
+from llmctl.errors import BudgetExceeded, LlmctlError, VerificationFailed
 from llmctl.plan.model import Change, Plan, ResourceChange, Summary
 from llmctl.plan.planner import refreshed_targets
 from llmctl.state import LocalBackend, State
@@ -47,6 +47,9 @@ def apply_plan(plan: Plan, workspace: Workspace, get_provider: Callable[[str], P
         raise LlmctlError(
             f"an apply after this plan was made did not finish ({state.history_note.split(':')[0]}), so the "
             "resources differ from what the plan saw: run `llmctl plan` again and apply the new plan")
+    if plan.budget_blocked:
+        raise BudgetExceeded(f"the plan exceeds budget {', '.join(plan.budget_blocked)} (on_exceed: block): lower "
+                             "the cost, or plan again with --allow-over-budget")
     if plan.errors:
         raise LlmctlError("the plan has errors; fix them and plan again:\n" +
                           "\n".join(f"  {check.address or ''}: {check.message}" for check in plan.errors))

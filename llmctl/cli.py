@@ -15,14 +15,20 @@ from llmctl import console
 from llmctl.apply import apply_plan, destroy, destroy_plan
 from llmctl.config.errors import ConfigError
 from llmctl.config.load import LoadedConfig, load
+from llmctl.cost.catalog import refresh_snapshot
+from llmctl.cost.estimate import estimate
+from llmctl.cost.pricing import pricing_for
+from llmctl.cost.render import render_cost
 from llmctl.desired import Desired
-from llmctl.errors import LlmctlError, VerificationFailed
+from llmctl.errors import BudgetExceeded, LlmctlError, VerificationFailed
+from llmctl.lock import lock_path
 from llmctl.plan.model import Plan
 from llmctl.plan.planner import make_plan
 from llmctl.plan.render import render
 from llmctl.providers import get_provider
 from llmctl.scaffold import scaffold
 from llmctl.schemas import config_reference, config_schema, plan_schema
+from llmctl.state import LocalBackend
 from llmctl.status import render_status_text, status
 from llmctl.verify.report import render as render_report
 from llmctl.verify.report import write_report_dir
@@ -38,6 +44,9 @@ ConfigFile = Annotated[Path, typer.Option("-f", "--file", help="The llmops.yaml 
 Env = Annotated[str | None, typer.Option("--env", help="Override the file's `environment`.")]
 LockTimeout = Annotated[float, typer.Option("--lock-timeout", help="Seconds to wait for the state lock.")]
 AutoApprove = Annotated[bool, typer.Option("--auto-approve", help="Do not ask for confirmation.")]
+AllowOverBudget = Annotated[bool, typer.Option("--allow-over-budget",
+                                               help="Go ahead although a budget with on_exceed: block is exceeded; "
+                                                    "the plan records that it was used.")]
 PlanFormat = Literal["text", "json", "markdown"]
 DEFAULT_FILE = Path("llmops.yaml")
 
@@ -92,21 +101,30 @@ def plan(file: ConfigFile = DEFAULT_FILE, env: Env = None,
          format: Annotated[PlanFormat, typer.Option("--format")] = "text",
          detailed_exitcode: Annotated[bool, typer.Option("--detailed-exitcode",
                                                          help="Exit 2 when there are changes.")] = False,
+         allow_over_budget: AllowOverBudget = False,
          lock_timeout: LockTimeout = 30.0) -> None:
-    """Show what apply would change."""
+    """Show what apply would change and what it will cost."""
     loaded = load(file, env)
     workspace = _workspace(loaded)
     backend = workspace.backend()
     with backend.lock(lock_timeout, "llmctl plan"):
-        result = make_plan(Desired.from_config(loaded), backend.read(), loaded.path, get_provider)
+        result = _plan(loaded, backend, allow_over_budget)
     console.out(render(result, format))
     if out:
         out.write_text(result.model_dump_json(indent=2) + "\n")
         console.note(f"Saved the plan to {out}; apply it with: llmctl apply {out}")
     if result.errors:
         raise typer.Exit(1)
+    if result.budget_blocked:
+        raise typer.Exit(BudgetExceeded.exit_code)
     if detailed_exitcode and result.has_changes:
         raise typer.Exit(2)
+
+
+def _plan(loaded: LoadedConfig, backend: LocalBackend, allow_over_budget: bool) -> Plan:
+    desired = Desired.from_config(loaded)
+    pricing = pricing_for(loaded.path, desired, allow_over_budget)
+    return make_plan(desired, backend.read(), loaded.path, get_provider, pricing)
 
 
 @app.command()
@@ -115,6 +133,7 @@ def apply(saved: Annotated[Path | None, typer.Argument(metavar="[PLAN]", help="A
           skip_verify: Annotated[bool, typer.Option("--skip-verify",
                                                     help="Do not load-test changed models against their SLOs.")
                                  ] = False,
+          allow_over_budget: AllowOverBudget = False,
           lock_timeout: LockTimeout = 30.0,
           ready_timeout: Annotated[float, typer.Option("--ready-timeout",
                                                        help="Seconds a model server may take to answer.")] = 300.0
@@ -129,7 +148,7 @@ def apply(saved: Annotated[Path | None, typer.Argument(metavar="[PLAN]", help="A
     backend = workspace.backend()
     with backend.lock(lock_timeout, "llmctl apply"):
         if saved is None:
-            result = make_plan(Desired.from_config(loaded), backend.read(), loaded.path, get_provider)
+            result = _plan(loaded, backend, allow_over_budget)
             console.out(render(result, "text"))
             if result.errors:
                 raise typer.Exit(1)
@@ -212,6 +231,48 @@ def status_command(file: ConfigFile = DEFAULT_FILE, env: Env = None,
     console.out(report.model_dump_json(indent=2) if format == "json" else render_status_text(report))
     if not report.healthy:
         raise typer.Exit(1)
+
+
+@app.command()
+def cost(file: ConfigFile = DEFAULT_FILE, env: Env = None,
+         format: Annotated[PlanFormat, typer.Option("--format")] = "text") -> None:
+    """The cost breakdown and budget headroom of the config. Exits 3 when a blocking budget is exceeded."""
+    loaded = load(file, env)
+    desired = Desired.from_config(loaded)
+    pricing = pricing_for(loaded.path, desired)
+    report, checks = estimate(desired, pricing.catalog, pricing.lock)
+    console.out(render_cost(report, format))
+    for check in [*pricing.notes, *checks]:
+        console.note(f"{check.severity.capitalize()}: [{check.address}] {check.message}")
+    if any(check.severity == "error" for check in checks):
+        raise typer.Exit(1)
+    if any(b.exceeded and b.on_exceed == "block" for b in report.budgets):
+        raise typer.Exit(BudgetExceeded.exit_code)
+
+
+@app.command("lock")
+def lock_command(file: ConfigFile = DEFAULT_FILE, env: Env = None,
+                 update: Annotated[bool, typer.Option("--update", help="Re-resolve every model, not only new ones.")
+                                   ] = False) -> None:
+    """Pin model revisions, sizes, prompt hashes and the price catalog in llmops.lock."""
+    loaded = load(file, env)
+    pricing = pricing_for(loaded.path, Desired.from_config(loaded), update=update)
+    console.note(f"Wrote {lock_path(loaded.path)} ({len(pricing.lock.models) if pricing.lock else 0} models, "
+                 f"prices {pricing.catalog.version}).")
+    for check in pricing.notes:
+        console.note(check.message)
+
+
+pricing_app = typer.Typer(help="The GPU and API price catalog.", no_args_is_help=True)
+app.add_typer(pricing_app, name="pricing")
+
+
+@pricing_app.command("refresh")
+def pricing_refresh(out: Annotated[Path, typer.Option("--out", help="Where to write the snapshot.")],
+                    provider: Annotated[list[str], typer.Option("--provider")] = ["aws"]) -> None:  # noqa: B006
+    """Fetch gpuhunt's live catalog (needs network) and write a snapshot usable with GPUHUNT_CATALOG_DIR."""
+    catalog = refresh_snapshot(out, provider)
+    console.note(f"Wrote {out}: catalog {catalog.version}, as of {catalog.as_of}.")
 
 
 @app.command()

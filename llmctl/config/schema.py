@@ -57,6 +57,7 @@ class LocalTarget(Strict):
     """Processes on this machine."""
 
     provider: Literal["local"]
+    gpu_hour_usd: PositiveFloat | None = Field(None, description="What a GPU hour here costs; $0 when omitted.")
 
 
 class AwsTarget(Strict):
@@ -73,6 +74,7 @@ class KubernetesTarget(Strict):
     provider: Literal["kubernetes"]
     context: str | None = Field(None, description="kubeconfig context; the current context when omitted.")
     namespace: str = "default"
+    gpu_hour_usd: PositiveFloat | None = Field(None, description="What one GPU hour on this cluster costs.")
 
 
 Target = Annotated[Union[LocalTarget, AwsTarget, KubernetesTarget], Field(discriminator="provider")]

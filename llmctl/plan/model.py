@@ -73,13 +73,21 @@ class Plan(BaseModel):
     changes: list[Change]
     resource_changes: list[ResourceChange]
     summary: Summary
-    cost: dict[str, Any] | None = Field(None, description="Cost estimate; absent until cost estimation is configured.")
+    cost: dict[str, Any] | None = Field(
+        None, description="The cost estimate and budget verdict (llmctl.cost.model.PlanCost); absent without pricing.")
     checks: list[Check]
     desired: dict[str, Any] = Field(description="The desired configuration this plan applies.")
 
     @property
     def has_changes(self) -> bool:
         return bool(self.changes or self.resource_changes)
+
+    @property
+    def budget_blocked(self) -> list[str]:
+        """Budgets with on_exceed: block that this plan exceeds, unless --allow-over-budget was given."""
+        if not self.cost or self.cost.get("allow_over_budget"):
+            return []
+        return list(self.cost.get("blocked_by", []))
 
     @property
     def errors(self) -> list[Check]:

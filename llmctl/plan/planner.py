@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from llmctl.config.schema import SECTIONS
+from llmctl.cost.estimate import Pricing, plan_cost
 from llmctl.desired import Desired
 from llmctl.errors import LlmctlError
 from llmctl.plan.diff import diff_object
@@ -30,7 +31,7 @@ class TargetView:
 
 
 def make_plan(desired: Desired, state: State, config_path: Path,
-              get_provider: Callable[[str], Provider]) -> Plan:
+              get_provider: Callable[[str], Provider], pricing: Pricing | None = None) -> Plan:
     before: dict[str, dict[str, Any]] = (state.desired or {}).get("objects", {})
     after = desired.objects()
     changes = [change for address in before.keys() | after.keys()
@@ -42,6 +43,11 @@ def make_plan(desired: Desired, state: State, config_path: Path,
         checks += view.provider.check(desired, target) if target in desired.targets else []
         resource_changes += view.provider.plan(view.desired, view.current, view.gone)
     changes += _drift_changes(changes, resource_changes, after)
+    cost = None
+    if pricing is not None:
+        applied = Desired.from_json(state.desired) if state.desired else None
+        cost, cost_checks = plan_cost(desired, applied, pricing)
+        checks += cost_checks
 
     return Plan(
         project=desired.project,
@@ -53,6 +59,7 @@ def make_plan(desired: Desired, state: State, config_path: Path,
         changes=sorted(changes, key=lambda c: _sort_key(c.address)),
         resource_changes=resource_changes,
         summary=_summary(changes),
+        cost=cost.model_dump(mode="json") if cost else None,
         checks=checks,
         desired=desired.to_json(),
     )
@@ -76,7 +83,9 @@ def _targets(desired: Desired, state: State, get_provider: Callable[[str], Provi
         try:
             provider = get_provider(provider_name)
         except LlmctlError as exc:
-            checks.append(Check(severity="error", address=f"target.{target}", message=str(exc)))
+            # Cost, fit and budgets can still be planned; apply refuses until the provider is installed.
+            checks.append(Check(severity="warning", address=f"target.{target}",
+                                message=f"{exc}; apply will refuse this target until it is"))
             continue
         wanted = provider.resources(desired, target) if target in desired.targets else []
         current, gone = provider.refresh(state.resources_of(target))

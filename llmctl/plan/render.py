@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from llmctl.plan.model import Action, Change, Check, DiffEntry, Plan, ResourceChange, Summary
+from llmctl.cost.model import CostReport
+from llmctl.cost.render import cost_lines
 from llmctl.textfmt import clean, md_cell, plural
 
 Format = Literal["text", "json", "markdown"]
@@ -205,6 +207,8 @@ def render_text(plan: Plan) -> str:
     out = [f"llmctl will perform the following actions ({_where(plan)}):", ""]
     for block in _blocks(plan):
         out += [*block.lines, ""]
+    if plan.cost and "after" in plan.cost:
+        out += [*cost_lines(CostReport.model_validate(plan.cost["after"])), ""]
     cost = _cost(plan)
     if cost:
         out.append(f"Cost: {cost}")

@@ -375,7 +375,7 @@ NOTHING_CLOSE = [
             provider: kubernetes
             flavour: big
         """,
-        (6, 5, ["unknown field 'flavour'", "targets.k", "allowed: context, namespace, provider"]),
+        (6, 5, ["unknown field 'flavour'", "targets.k", "allowed: context, gpu_hour_usd, namespace, provider"]),
         id="target",
     ),
 ]

@@ -19,7 +19,8 @@ import yaml
 from llmctl.config.load import load
 from llmctl.desired import Desired
 from llmctl.plan.model import Plan
-from llmctl.plan.planner import make_plan
+from llmctl.errors import LlmctlError
+from llmctl.plan.planner import make_plan, refreshed_targets
 from llmctl.providers import get_provider
 from llmctl.state import State
 from providers.base import Resource
@@ -355,19 +356,23 @@ def test_tgi_on_a_local_target_is_an_error_naming_the_local_engines(config) -> N
     assert "tgi" in error.message and "llama-cpp" in error.message and "vllm" in error.message
 
 
-def test_target_whose_provider_is_not_installed_is_an_error_on_the_target(config) -> None:
+def test_target_whose_provider_is_not_installed_is_planned_with_a_warning_and_refused_by_apply(config) -> None:
+    # Cost, fit and budgets of such a model are still worth reviewing; apply is what cannot proceed.
     def to_aws(data: dict[str, Any]) -> None:
         data["targets"]["cloud"] = {"provider": "aws", "region": "us-east-1"}
         assistant(data)["target"] = "cloud"
 
     desired, path = config(to_aws)
-    plan = plan_for(desired, State(project="quickstart", environment="dev", lineage="fresh"), path)
+    state = State(project="quickstart", environment="dev", lineage="fresh")
+    plan = plan_for(desired, state, path)
 
-    [error] = plan.errors
-    assert error.address == "target.cloud"
-    assert "aws" in error.message and "not installed" in error.message
-    assert "local" in error.message  # what is installed
+    [warning] = [check for check in plan.checks if check.address == "target.cloud"]
+    assert warning.severity == "warning" and not plan.errors
+    assert "aws" in warning.message and "not installed" in warning.message and "apply will refuse" in warning.message
+    assert "local" in warning.message  # what is installed
     assert plan.resource_changes == []  # nothing runs on the laptop any more, and the cloud cannot be planned
+    with pytest.raises(LlmctlError, match="not installed"):
+        refreshed_targets(desired, state, get_provider)
 
 
 # --- an interrupted replace -------------------------------------------------------------------------------------

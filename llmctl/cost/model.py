@@ -1,0 +1,67 @@
+"""Cost estimates as data: what plans embed and every cost output is rendered from."""
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+from llmctl.cost.fit import Fit
+
+# AWS bills a month as 730 hours; budgets of other periods scale from it.
+HOURS = {"day": 24.0, "week": 168.0, "month": 730.0}
+MONTH_HOURS = HOURS["month"]
+
+
+class ModelCost(BaseModel):
+    model: str
+    kind: Literal["instance", "gpu-hour", "api", "local", "unknown"]
+    target: str | None = None
+    detail: str = Field(description="What is priced, e.g. 'g5.xlarge (1 × A10G, us-east-1, spot)'.")
+    hourly_usd: float | None = Field(None, description="Per replica, at the price used (spot when spot).")
+    on_demand_hourly_usd: float | None = None
+    replicas_min: int = 1
+    replicas_max: int = 1
+    monthly_min_usd: float | None = None
+    monthly_max_usd: float | None = None
+    per_1m_output_tokens_usd: float | None = None
+    traffic_known: bool = True
+    fit: Fit | None = None
+    notes: list[str] = Field(default_factory=list)
+
+
+class BudgetStatus(BaseModel):
+    name: str
+    limit_usd: float
+    period: str
+    on_exceed: str
+    projected_min_usd: float
+    projected_max_usd: float
+    share: float = Field(description="projected_max_usd / limit_usd")
+    exceeded: bool
+    alerts_crossed: list[float]
+    models: list[str]
+    incomplete: list[str] = Field(default_factory=list, description="Models whose cost is unknown.")
+
+
+class CostReport(BaseModel):
+    catalog_version: str
+    prices_as_of: str
+    prices_source: str
+    models: list[ModelCost]
+    monthly_min_usd: float
+    monthly_max_usd: float
+    budgets: list[BudgetStatus]
+
+    def budget(self, name: str) -> BudgetStatus | None:
+        return next((b for b in self.budgets if b.name == name), None)
+
+
+class PlanCost(BaseModel):
+    """Before (the applied config) and after (this plan), and the budget gate's verdict."""
+
+    before_monthly_usd: float = Field(description="Lower bound (minimum replicas) of the applied config.")
+    after_monthly_usd: float = Field(description="Lower bound (minimum replicas) after this plan.")
+    after_monthly_max_usd: float
+    after: CostReport
+    blocked_by: list[str] = Field(default_factory=list, description="Budgets with on_exceed: block this plan exceeds.")
+    allow_over_budget: bool = False

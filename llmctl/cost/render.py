@@ -1,0 +1,83 @@
+"""The cost breakdown as text, JSON or Markdown; plans embed the text lines. Nothing is recomputed here."""
+from __future__ import annotations
+
+from typing import Literal
+
+from llmctl.cost.model import BudgetStatus, CostReport, ModelCost
+from llmctl.textfmt import md_cell
+
+Format = Literal["text", "json", "markdown"]
+
+
+def money(amount: float | None) -> str:
+    if amount is None:
+        return "unknown"
+    return f"{'-' if amount < 0 else ''}${abs(amount):,.2f}"
+
+
+def _range(low: float | None, high: float | None) -> str:
+    if low is None:
+        return "unknown"
+    return money(low) if high is None or high == low else f"{money(low)}-{money(high)}"
+
+
+def _monthly(cost: ModelCost) -> str:
+    if cost.monthly_min_usd is None:
+        return "unknown traffic" if not cost.traffic_known else "unknown"
+    return f"{_range(cost.monthly_min_usd, cost.monthly_max_usd)}/mo"
+
+
+def _hourly(cost: ModelCost) -> str:
+    if cost.hourly_usd is None:
+        return ""
+    replicas = (f"{cost.replicas_min}" if cost.replicas_min == cost.replicas_max
+                else f"{cost.replicas_min}-{cost.replicas_max}")
+    spot = (f" (on-demand {money(cost.on_demand_hourly_usd)}/h)"
+            if cost.on_demand_hourly_usd and cost.on_demand_hourly_usd != cost.hourly_usd else "")
+    return f"{money(cost.hourly_usd)}/h{spot} × {replicas}"
+
+
+def budget_line(budget: BudgetStatus) -> str:
+    state = "EXCEEDED" if budget.exceeded else f"{budget.share:.0%}"
+    line = (f"budget {budget.name}: {_range(budget.projected_min_usd, budget.projected_max_usd)} of "
+            f"{money(budget.limit_usd)}/{budget.period} ({state}, on_exceed: {budget.on_exceed})")
+    if budget.alerts_crossed:
+        line += ", alerts crossed: " + ", ".join(f"{a:.0%}" for a in budget.alerts_crossed)
+    if budget.incomplete:
+        line += f"; cannot be complete: no cost for {', '.join(budget.incomplete)}"
+    return line
+
+
+def cost_lines(report: CostReport, with_source: bool = False) -> list[str]:
+    """An Infracost-like breakdown: one row per model, its fit, then each budget."""
+    lines = [f"Cost estimate (prices as of {report.prices_as_of}, catalog {report.catalog_version}):"]
+    if with_source:
+        lines.append(f"  prices: {report.prices_source}")
+    width = max((len(f"model.{m.model}") for m in report.models), default=0)
+    for cost in report.models:
+        parts = [cost.detail, _hourly(cost), _monthly(cost)]
+        if cost.per_1m_output_tokens_usd:
+            parts.append(f"{money(cost.per_1m_output_tokens_usd)}/1M output tokens")
+        lines.append(f"  {f'model.{cost.model}':<{width}}  " + "   ".join(part for part in parts if part))
+        if cost.fit is not None:
+            lines.append(f"  {'':<{width}}  fit: {cost.fit.message}")
+        lines += [f"  {'':<{width}}  note: {note}" for note in cost.notes]
+    lines.append(f"  {'total':<{width}}  {_range(report.monthly_min_usd, report.monthly_max_usd)}/mo")
+    lines += [f"  {budget_line(budget)}" for budget in report.budgets]
+    return lines
+
+
+def render_cost(report: CostReport, fmt: Format) -> str:
+    if fmt == "json":
+        return report.model_dump_json(indent=2)
+    if fmt == "text":
+        return "\n".join(cost_lines(report, with_source=True))
+    rows = ["| model | priced as | per hour | per month | $/1M output tokens | fit |", "|---|---|---|---|---|---|"]
+    for cost in report.models:
+        fit = "" if cost.fit is None else (f"✅ {cost.fit.share:.0%}" if cost.fit.fits else "❌ does not fit")
+        per_1m = money(cost.per_1m_output_tokens_usd) if cost.per_1m_output_tokens_usd else ""
+        rows.append("| " + " | ".join(md_cell(cell) for cell in (
+            f"`{cost.model}`", cost.detail, _hourly(cost), _monthly(cost), per_1m, fit)) + " |")
+    budgets = [f"- {md_cell(budget_line(budget))}" for budget in report.budgets]
+    return "\n".join([f"**Cost:** {_range(report.monthly_min_usd, report.monthly_max_usd)}/mo "
+                      f"(prices as of {report.prices_as_of})", "", *rows, "", *budgets])

@@ -1,0 +1,356 @@
+"""The price catalog against the pinned snapshot, read through gpuhunt; refreshing it from a (loopback) live catalog."""
+from __future__ import annotations
+
+import csv
+import hashlib
+import http.server
+import io
+import json
+import os
+import shutil
+import socket
+import threading
+import zipfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import gpuhunt
+import gpuhunt._internal.storage as gpuhunt_storage
+import pytest
+from gpuhunt.version import __version__ as GPUHUNT_VERSION
+
+from llmctl.cost.catalog import DATA_DIR, CatalogError, load_catalog, refresh_snapshot
+from llmctl.errors import LlmctlError
+
+
+@pytest.fixture(scope="module")
+def catalog():
+    return load_catalog()
+
+
+@pytest.fixture
+def snapshot_copy(tmp_path: Path) -> Path:
+    """A private copy of the pinned snapshot (a new directory, so never served from the cache)."""
+    copy = tmp_path / "snapshot"
+    shutil.copytree(DATA_DIR, copy)
+    return copy
+
+
+def _digest(directory: Path) -> dict[str, str]:
+    return {str(p.relative_to(directory)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(directory.rglob("*")) if p.is_file()}
+
+
+# --- instances and GPUs ---------------------------------------------------------------------------------------------
+
+def test_g5_xlarge_in_us_east_1_is_one_24_gib_a10g_and_spot_is_cheaper(catalog) -> None:
+    on_demand = catalog.instance("aws", "us-east-1", "g5.xlarge", spot=False)
+    spot = catalog.instance("aws", "us-east-1", "g5.xlarge", spot=True)
+    assert (on_demand.gpu_name, on_demand.gpu_count, on_demand.gpu_memory_gib) == ("A10G", 1, 24)
+    assert (on_demand.cpus, on_demand.memory_gib, on_demand.spot, spot.spot) == (4, 16, False, True)
+    assert on_demand.price_per_hour > 0
+    assert 0 < spot.price_per_hour < on_demand.price_per_hour
+    # the figures transcribed from the source: $1.006/h on demand, cheapest AZ spot $0.397/h
+    assert (on_demand.price_per_hour, spot.price_per_hour) == (1.006, 0.397)
+
+
+def test_lookups_ignore_case_and_surrounding_space(catalog) -> None:
+    assert catalog.instance(" AWS ", "US-East-1", "G5.XLarge", False) == catalog.instance(
+        "aws", "us-east-1", "g5.xlarge", False)
+
+
+def test_every_required_family_is_priced_in_both_us_regions_on_demand_and_spot(catalog) -> None:
+    for family, size in [("g4dn", "xlarge"), ("g5", "xlarge"), ("g6", "xlarge"), ("g6e", "xlarge"),
+                         ("p4d", "24xlarge"), ("p5", "48xlarge")]:
+        for region in ("us-east-1", "us-west-2"):
+            on_demand = catalog.instance("aws", region, f"{family}.{size}", False)
+            spot = catalog.instance("aws", region, f"{family}.{size}", True)
+            assert 0 < spot.price_per_hour < on_demand.price_per_hour, (family, region)
+
+
+def test_for_gpu_picks_the_cheapest_g5_for_one_a10g(catalog) -> None:
+    offer = catalog.for_gpu("aws", "us-east-1", "A10G", 1, spot=False)
+    assert offer.instance_type.startswith("g5.")
+    assert offer.instance_type == "g5.xlarge"
+    assert (offer.gpu_name, offer.gpu_count, offer.spot) == ("A10G", 1, False)
+
+
+def test_for_gpu_honours_a_size_in_the_gpu_name(catalog) -> None:
+    assert catalog.for_gpu("aws", "us-east-1", "A100-80GB", 8, False).instance_type == "p4de.24xlarge"
+    assert catalog.for_gpu("aws", "us-east-1", "A100 40GB", 8, False).instance_type == "p4d.24xlarge"
+    # no size: any A100, and the cheapest spot 8 × A100 in us-east-1 is a p4d
+    assert catalog.for_gpu("aws", "us-east-1", "A100", 8, True).instance_type == "p4d.24xlarge"
+    assert catalog.for_gpu("aws", "us-west-2", "h100", 8, True).instance_type == "p5.48xlarge"
+
+
+def test_for_gpu_without_that_count_names_the_counts_and_regions_there_are(catalog) -> None:
+    with pytest.raises(CatalogError) as caught:
+        catalog.for_gpu("aws", "us-east-1", "A10G", 3, False)
+    assert "exactly 3 × A10G" in str(caught.value)
+    assert "1, 4, 8" in str(caught.value)
+    with pytest.raises(CatalogError) as caught:
+        catalog.for_gpu("aws", "eu-west-1", "L4", 1, False)  # g6 is not in eu-west-1 in this snapshot
+    assert "regions with on-demand 1 × L4: us-east-1, us-west-2" in str(caught.value)
+    with pytest.raises(CatalogError, match="GPUs it has prices for: .*A10G"):
+        catalog.for_gpu("aws", "us-east-1", "H200", 8, False)
+    with pytest.raises(CatalogError, match="at least 1"):
+        catalog.for_gpu("aws", "us-east-1", "A10G", 0, False)
+
+
+def test_gpu_facts_come_from_gpuhunts_tables(catalog) -> None:
+    assert catalog.gpu("L4").memory_gib == 24
+    assert catalog.gpu("a100-80gb").memory_gib == 80
+    assert catalog.gpu("A100 80GB").memory_gib == 80
+    assert catalog.gpu("NVIDIA A100-SXM4-80GB").memory_gib == 80
+    assert catalog.gpu("A100").memory_gib == 40  # no size given: the smallest variant gpuhunt knows
+    a10g = catalog.gpu("A10G")
+    assert (a10g.name, a10g.memory_gib, a10g.vendor) == ("A10G", 24, "nvidia")
+    assert catalog.gpu("l40s").name == "L40S"
+    assert catalog.gpu("H100 NVL").name == "H100NVL"
+    known = {info.name for info in gpuhunt.KNOWN_NVIDIA_GPUS}
+    assert {"A10G", "L4", "L40S", "T4", "A100", "H100"} <= known
+
+
+def test_an_unknown_gpu_suggests_close_names(catalog) -> None:
+    with pytest.raises(CatalogError) as caught:
+        catalog.gpu("A10X")
+    message = str(caught.value)
+    assert "unknown GPU 'A10X'" in message
+    assert "did you mean 'A10G'?" in message
+    assert "A100, A10G, H100, L4, L40S, T4" in message  # the GPUs this catalog can price
+    with pytest.raises(CatalogError, match="40 or 80 GiB, not 60 GiB"):
+        catalog.gpu("A100-60GB")
+
+
+def test_an_unknown_instance_type_suggests_the_close_one(catalog) -> None:
+    with pytest.raises(CatalogError) as caught:
+        catalog.instance("aws", "us-east-1", "g5.xlarg", False)
+    assert "did you mean 'g5.xlarge'?" in str(caught.value)
+    assert isinstance(caught.value, LlmctlError)  # the CLI prints it instead of a traceback
+
+
+@pytest.mark.parametrize(("instance_type", "spot"), [("g6.xlarge", False), ("g6e.12xlarge", True),
+                                                     ("p5.48xlarge", False)])
+def test_a_family_without_prices_in_a_region_names_the_regions_that_have_them(catalog, instance_type: str,
+                                                                                 spot: bool) -> None:
+    with pytest.raises(CatalogError) as caught:
+        catalog.instance("aws", "eu-west-1", instance_type, spot)
+    message = str(caught.value)
+    mode = "spot" if spot else "on-demand"
+    assert f"{instance_type} has no {mode} price in eu-west-1" in message
+    assert f"{mode} prices in: us-east-1, us-west-2" in message
+    # while the families that are there have prices
+    assert catalog.instance("aws", "eu-west-1", "g5.xlarge", spot).price_per_hour > 0
+
+
+def test_a_mistyped_region_is_pointed_out(catalog) -> None:
+    with pytest.raises(CatalogError, match="did you mean 'us-east-1'"):
+        catalog.instance("aws", "us-east1", "g5.xlarge", False)
+
+
+def test_an_unknown_provider_is_named(catalog) -> None:
+    with pytest.raises(CatalogError, match="did you mean 'aws'"):
+        catalog.instance("awss", "us-east-1", "g5.xlarge", False)
+
+
+# --- hosted APIs ----------------------------------------------------------------------------------------------------
+
+def test_api_prices(catalog) -> None:
+    mini = catalog.api_price("openai", "gpt-4o-mini")
+    assert (mini.provider, mini.model, mini.input_per_1m, mini.output_per_1m) == ("openai", "gpt-4o-mini", 0.15, 0.6)
+    assert catalog.api_price("openai", "gpt-4o-mini-2024-07-18") == mini
+    assert catalog.api_price("OpenAI", "GPT-4o").input_per_1m == 2.5
+    assert catalog.api_price("anthropic", "claude-3-5-haiku").output_per_1m == 4.0
+    assert catalog.api_price("anthropic", "claude-3-5-sonnet-20241022").model == "claude-3-5-sonnet"
+
+
+def test_an_unknown_api_model_or_provider_suggests_close_names(catalog) -> None:
+    with pytest.raises(CatalogError, match="did you mean 'gpt-4o-mini'"):
+        catalog.api_price("openai", "gpt-4o-mni")
+    with pytest.raises(CatalogError, match="priced under anthropic"):
+        catalog.api_price("openai", "claude-3-5-haiku")
+    with pytest.raises(CatalogError, match="did you mean 'openai'"):
+        catalog.api_price("opnai", "gpt-4o")
+
+
+# --- metadata and provenance ----------------------------------------------------------------------------------------
+
+def test_the_snapshot_says_when_and_where_its_prices_are_from(catalog) -> None:
+    metadata = json.loads((DATA_DIR / "catalog.json").read_text())
+    assert metadata["as_of"] and metadata["source"] and metadata["version"]
+    assert (catalog.as_of, catalog.source, catalog.version) == (
+        metadata["as_of"], metadata["source"], metadata["version"])
+    assert "skypilot-catalog" in catalog.source and "001367d2" in catalog.source
+    api = json.loads((DATA_DIR / "api_prices.json").read_text())
+    assert (catalog.api_prices_as_of, catalog.api_prices_source) == (api["as_of"], api["source"])
+    for entry in api["prices"]:
+        assert entry["sources"], entry["model"]  # every API figure names where it came from
+
+
+def test_every_snapshot_row_follows_from_the_transcribed_source_rows() -> None:
+    """aws.csv holds nothing but the extract: Price on demand, the cheapest AZ's SpotPrice for spot."""
+    with open(DATA_DIR / "aws.csv") as f:
+        rows = {(i.instance_name, i.location, i.spot): i for i in gpuhunt_storage.load(f, provider="aws")}
+    expected = {}
+    with open(DATA_DIR / "sources" / "aws_skypilot_v7_extract.csv", newline="") as f:
+        for source in csv.DictReader(f):
+            key = (source["instance_type"], source["region"])
+            expected[(*key, False)] = float(source["on_demand_price"])
+            spots = [float(p) for p in source["spot_prices_per_az_row"].split() if p != "-"]
+            if spots:
+                expected[(*key, True)] = min(spots)
+            item = rows[(*key, False)]
+            assert (item.cpu, item.memory, item.gpu_count) == (
+                int(source["vcpus"]), float(source["memory_gib"]), int(source["gpu_count"]))
+    assert {key: item.price for key, item in rows.items()} == expected
+
+
+# --- read through gpuhunt -------------------------------------------------------------------------------------------
+
+def test_offers_are_read_through_gpuhunt(snapshot_copy: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def refuse(*args: object, **kwargs: object) -> list[gpuhunt.CatalogItem]:
+        raise RuntimeError("gpuhunt was asked")
+
+    monkeypatch.setattr(gpuhunt.Catalog, "query", refuse)
+    with pytest.raises(CatalogError, match="through gpuhunt: gpuhunt was asked"):
+        load_catalog(snapshot_copy)
+
+
+def test_an_edited_snapshot_changes_the_price_seen(snapshot_copy: Path) -> None:
+    csv_path = snapshot_copy / "aws.csv"
+    text = csv_path.read_text()
+    assert text.count("g5.xlarge,us-east-1,1.006,") == 1
+    csv_path.write_text(text.replace("g5.xlarge,us-east-1,1.006,", "g5.xlarge,us-east-1,9.75,"))
+    assert load_catalog(snapshot_copy).instance("aws", "us-east-1", "g5.xlarge", False).price_per_hour == 9.75
+    assert load_catalog().instance("aws", "us-east-1", "g5.xlarge", False).price_per_hour == 1.006
+
+
+def test_the_gpuhunt_environment_is_restored_after_a_load(snapshot_copy: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GPUHUNT_CATALOG_DIR", "/somewhere/else")
+    load_catalog(snapshot_copy)
+    assert os.environ["GPUHUNT_CATALOG_DIR"] == "/somewhere/else"
+    monkeypatch.delenv("GPUHUNT_CATALOG_DIR")
+    load_catalog(snapshot_copy / ".." / "snapshot")  # the same directory: cached, no env change either way
+    assert "GPUHUNT_CATALOG_DIR" not in os.environ
+
+
+def test_loads_are_cached_per_directory(snapshot_copy: Path) -> None:
+    assert load_catalog() is load_catalog(DATA_DIR)
+    assert load_catalog(snapshot_copy) is load_catalog(snapshot_copy)
+    assert load_catalog(snapshot_copy) is not load_catalog()
+
+
+def test_a_broken_snapshot_is_a_catalog_error(snapshot_copy: Path, tmp_path: Path) -> None:
+    (snapshot_copy / "aws.csv").unlink()
+    with pytest.raises(CatalogError, match="has no aws.csv"):
+        load_catalog(snapshot_copy)
+    with pytest.raises(CatalogError, match="not a directory"):
+        load_catalog(tmp_path / "nowhere")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(CatalogError, match="catalog.json: missing"):
+        load_catalog(empty)
+
+
+# --- refreshing from gpuhunt's live catalog -------------------------------------------------------------------------
+
+def _closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_refresh_without_network_is_a_catalog_error_and_touches_nothing(tmp_path: Path,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GPUHUNT_CATALOG_URL", f"http://127.0.0.1:{_closed_port()}")
+    pinned = _digest(DATA_DIR)
+    out = tmp_path / "fresh"
+    with pytest.raises(CatalogError) as caught:
+        refresh_snapshot(out, ["aws"])
+    assert "needs network access to gpuhunt's catalog" in str(caught.value)
+    assert _digest(DATA_DIR) == pinned
+    assert not (out / "aws.csv").exists()
+    with pytest.raises(CatalogError, match="did you mean 'aws'"):
+        refresh_snapshot(out, ["awz"])
+
+
+@pytest.fixture
+def live_catalog() -> Iterator[tuple[str, dict[str, bytes]]]:
+    """gpuhunt's published layout (`<provider>/version`, `<provider>/<version>/catalog.zip`) on a loopback server;
+    tests fill `files`, anything else is a 404."""
+    files: dict[str, bytes] = {}
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+            body = files.get(self.path)
+            self.send_response(200 if body is not None else 404)
+            self.end_headers()
+            self.wfile.write(body or b"")
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/v3", files
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=10)
+
+
+def _publish(files: dict[str, bytes], provider: str, version: str, items: list[gpuhunt.CatalogItem],
+             tmp_path: Path) -> None:
+    csv_path = tmp_path / f"{provider}-{version}.csv"
+    gpuhunt_storage.dump(items, str(csv_path))
+    archive = io.BytesIO()
+    with zipfile.ZipFile(archive, "w") as zf:
+        zf.write(csv_path, f"{provider}.csv")
+    files[f"/v3/{provider}/version"] = version.encode()
+    files[f"/v3/{provider}/{version}/catalog.zip"] = archive.getvalue()
+
+
+def _g5_items() -> list[gpuhunt.CatalogItem]:
+    with open(DATA_DIR / "aws.csv") as f:
+        items = [i for i in gpuhunt_storage.load(f, provider="aws") if i.instance_name.startswith("g5.")]
+    for item in items:
+        if (item.instance_name, item.location, item.spot) == ("g5.xlarge", "us-east-1", False):
+            item.price = 0.9876  # a price the pinned snapshot does not have
+    return items
+
+
+def test_refresh_writes_the_live_catalog_in_the_snapshot_layout(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                live_catalog: tuple[str, dict[str, bytes]]) -> None:
+    url, files = live_catalog
+    _publish(files, "aws", "20991231", _g5_items(), tmp_path)  # every other provider answers 404
+    monkeypatch.setenv("GPUHUNT_CATALOG_URL", url)
+    pinned = _digest(DATA_DIR)
+    out = tmp_path / "fresh"
+    fresh = refresh_snapshot(out)
+    assert sorted(p.name for p in out.iterdir()) == ["api_prices.json", "aws.csv", "catalog.json"]
+    assert fresh.instance("aws", "us-east-1", "g5.xlarge", False).price_per_hour == 0.9876
+    with pytest.raises(CatalogError, match="did you mean 'g5.xlarge'"):
+        fresh.instance("aws", "us-east-1", "g6.xlarge", False)  # only what was published
+    metadata = json.loads((out / "catalog.json").read_text())
+    assert fresh.as_of == metadata["as_of"] and len(metadata["as_of"]) == 10
+    assert fresh.version == "gpuhunt-aws-20991231"
+    assert url in fresh.source and "20991231" in fresh.source and GPUHUNT_VERSION in fresh.source
+    assert fresh.api_price("openai", "gpt-4o-mini").input_per_1m == 0.15  # API prices carried over
+    assert _digest(DATA_DIR) == pinned
+    assert load_catalog(out) is fresh
+
+
+def test_refresh_names_a_provider_the_live_catalog_did_not_have(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                live_catalog: tuple[str, dict[str, bytes]]) -> None:
+    url, files = live_catalog
+    _publish(files, "azure", "20991231", [], tmp_path)  # azure loads, aws is a 404
+    monkeypatch.setenv("GPUHUNT_CATALOG_URL", url)
+    out = tmp_path / "fresh"
+    with pytest.raises(CatalogError) as caught:
+        refresh_snapshot(out, ["aws"])
+    assert "could not download gpuhunt's aws catalog" in str(caught.value)
+    assert "404" in str(caught.value)
+    assert not (out / "aws.csv").exists()
