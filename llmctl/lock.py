@@ -378,18 +378,10 @@ def architecture_from_config(config: dict[str, Any]) -> dict[str, int] | None:
         if not isinstance(candidate, dict):
             continue
         cfg = {_CONFIG_ALIASES.get(k, k): v for k, v in candidate.items()}
-        layers, hidden = _int(cfg.get("num_hidden_layers")), _int(cfg.get("hidden_size"))
-        if layers is None or hidden is None:
-            continue
-        heads = _int(cfg.get("num_attention_heads"))
-        out = {"num_hidden_layers": layers, "hidden_size": hidden}
-        kv_heads = _int(cfg.get("num_key_value_heads")) or heads
-        head_dim = _int(cfg.get("head_dim")) or (hidden // heads if heads else None)
-        if kv_heads:
-            out["num_key_value_heads"] = kv_heads
-        if head_dim:
-            out["head_dim"] = head_dim
-        return out
+        found = _architecture(*(_int(cfg.get(key)) for key in (
+            "num_hidden_layers", "hidden_size", "num_attention_heads", "num_key_value_heads", "head_dim")))
+        if found:
+            return found
     return None
 
 
@@ -545,12 +537,18 @@ def _read_gguf(f: BinaryIO, gguf: Any) -> tuple[dict[str, Any], int | None]:
 
 
 def _gguf_architecture(fields: dict[str, Any]) -> dict[str, int] | None:
-    layers, hidden, heads = (_int(fields.get(k)) for k in ("block_count", "embedding_length", "head_count"))
+    return _architecture(*(_int(fields.get(key)) for key in (
+        "block_count", "embedding_length", "head_count", "head_count_kv", "key_length")))
+
+
+def _architecture(layers: int | None, hidden: int | None, heads: int | None, kv_heads: int | None,
+                  head_dim: int | None) -> dict[str, int] | None:
+    """The shape the KV-cache estimate needs; KV heads default to attention heads, head_dim to hidden/heads."""
     if layers is None or hidden is None:
         return None
     out = {"num_hidden_layers": layers, "hidden_size": hidden}
-    kv_heads = _int(fields.get("head_count_kv")) or heads
-    head_dim = _int(fields.get("key_length")) or (hidden // heads if heads else None)
+    kv_heads = kv_heads or heads
+    head_dim = head_dim or (hidden // heads if heads else None)
     if kv_heads:
         out["num_key_value_heads"] = kv_heads
     if head_dim:

@@ -318,13 +318,10 @@ class HubServer:
         else:
             self._error(h, method, 404, None, "Not found by the scripted hub")
             return
-        repo = self._repo(h, method, repo_id, token)
-        if repo is None:
+        found = self._at_revision(h, method, repo_id, revision, token)
+        if found is None:
             return
-        sha = repo.lookup(revision)
-        if sha is None:
-            self._error(h, method, 404, "RevisionNotFound", f"Invalid rev id: {revision}")
-            return
+        repo, sha = found
         spec, files = repo.commits[sha]
         blobs = query.get("blobs", ["false"])[0].lower() == "true"
         siblings = []
@@ -359,15 +356,24 @@ class HubServer:
         }
         self._send(h, method, 200, json.dumps(body).encode(), {"Content-Type": "application/json"})
 
-    def _resolve(self, h: BaseHTTPRequestHandler, method: str, repo_id: str, revision: str, filename: str,
-                 token: str | None) -> None:
+    def _at_revision(self, h: BaseHTTPRequestHandler, method: str, repo_id: str, revision: str,
+                     token: str | None) -> tuple[Repo, str] | None:
+        """The repo and the commit `revision` names, or None once the Hub's error has been sent."""
         repo = self._repo(h, method, repo_id, token)
         if repo is None:
-            return
+            return None
         sha = repo.lookup(revision)
         if sha is None:
             self._error(h, method, 404, "RevisionNotFound", f"Invalid rev id: {revision}")
+            return None
+        return repo, sha
+
+    def _resolve(self, h: BaseHTTPRequestHandler, method: str, repo_id: str, revision: str, filename: str,
+                 token: str | None) -> None:
+        found = self._at_revision(h, method, repo_id, revision, token)
+        if found is None:
             return
+        repo, sha = found
         spec, files = repo.commits[sha]
         if spec.gated and token not in self.tokens:
             self._error(h, method, 401 if token is None else 403, "GatedRepo",
