@@ -1,0 +1,52 @@
+"""Cost estimates for the targets that are not priced from instance offers, and hosted API arithmetic."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from llmctl.config.schema import Config
+from llmctl.cost.catalog import load_catalog
+from llmctl.cost.estimate import estimate
+from llmctl.cost.model import MONTH_HOURS
+from llmctl.desired import Desired
+
+
+def desired(targets: dict, models: list[dict], budgets: list[dict] | None = None) -> Desired:
+    config = Config.model_validate({"version": 1, "project": "p", "targets": targets, "models": models,
+                                    "budgets": budgets or []})
+    return Desired.from_parts(config, Path("."))
+
+
+def test_kubernetes_gpus_are_priced_by_the_targets_gpu_hour_and_mapped_to_known_gpus() -> None:
+    plan = desired({"cluster": {"provider": "kubernetes", "gpu_hour_usd": 0.8},
+                    "bare": {"provider": "kubernetes"}},
+                   [{"name": "a", "source": "hf://o/r", "engine": "tgi", "target": "cluster",
+                     "gpu": {"type": "L4", "count": 2}, "replicas": 3},
+                    {"name": "b", "source": "hf://o/r", "engine": "tgi", "target": "bare", "gpu": {"type": "L4"}}])
+    report, checks = estimate(plan, load_catalog(), None)
+    a, b = report.models
+    assert (a.kind, a.hourly_usd, a.monthly_min_usd) == ("gpu-hour", 1.6, round(1.6 * 3 * MONTH_HOURS, 2))
+    assert b.kind == "unknown" and b.monthly_min_usd is None and "set gpu_hour_usd on target 'bare'" in b.notes[0]
+    assert checks == []
+
+
+def test_local_targets_cost_nothing_unless_they_declare_a_gpu_hour() -> None:
+    plan = desired({"laptop": {"provider": "local"}, "rig": {"provider": "local", "gpu_hour_usd": 0.5}},
+                   [{"name": "free", "source": "m.gguf", "engine": "llama-cpp", "target": "laptop"},
+                    {"name": "paid", "source": "m.gguf", "engine": "llama-cpp", "target": "rig", "replicas": 2}])
+    free, paid = estimate(plan, load_catalog(), None)[0].models
+    assert (free.kind, free.monthly_min_usd) == ("local", 0.0)
+    assert (paid.kind, paid.monthly_min_usd) == ("gpu-hour", round(0.5 * 2 * MONTH_HOURS, 2))
+
+
+def test_hosted_api_spend_follows_traffic_and_prices_and_feeds_the_budget() -> None:
+    plan = desired({}, [{"name": "api", "source": "api://openai/gpt-4o-mini", "budget": "b",
+                         "traffic": {"requests_per_day": 10000, "input_tokens": 400, "output_tokens": 150}}],
+                   [{"name": "b", "limit_usd": 40, "period": "month", "alert_at": [0.5, 1.0], "on_exceed": "warn"}])
+    report, _ = estimate(plan, load_catalog(), None)
+    price = load_catalog().api_price("openai", "gpt-4o-mini")
+    monthly = round((400 * price.input_per_1m + 150 * price.output_per_1m) / 1e6 * 10000 * MONTH_HOURS / 24, 2)
+    [api] = report.models
+    assert api.monthly_min_usd == monthly
+    [budget] = report.budgets
+    assert budget.projected_max_usd == monthly and budget.exceeded == (monthly > 40)
+    assert budget.alerts_crossed == [a for a in (0.5, 1.0) if monthly >= a * 40]
