@@ -32,6 +32,12 @@ def check_references(data: dict[str, Any]) -> list[Problem]:
         problems += _model_problems(model, ("models", index), names)
     for index, prompt in _items(data, "prompts"):
         problems += _prompt_problems(prompt, ("prompts", index))
+    for index, budget in _items(data, "budgets"):
+        scope = budget.get("scope")
+        for position, model in enumerate(scope if isinstance(scope, list) else []):
+            message = _dangling(model, "model", names["models"], f"budget '{budget.get('name', index)}' scope")
+            if message:
+                problems.append((("budgets", index, "scope", position), message))
     return problems
 
 

@@ -211,6 +211,8 @@ class Budget(Strict):
     )
     on_exceed: Literal["warn", "block"] = "warn"
     notify: list[str] = Field(default_factory=list)
+    scope: list[Name] = Field(default_factory=list,
+                              description="Models this budget also counts, beside those that name it.")
 
 
 class LoadTest(Strict):

@@ -79,8 +79,12 @@ def _priced(model: Model, desired: Desired, catalog: Catalog, lock: Lock | None,
         on_demand_hourly = on_demand.price_per_hour
         if offer.gpu_name:
             fit_gpu = (offer.gpu_name, offer.gpu_memory_gib, offer.gpu_count)
+            fit = _fit(model, lock, fit_gpu)
+            if fit is not None and not fit.fits:
+                fit = _fit(model, lock, fit_gpu, _bigger(catalog, target.region, fit.needs_gib, fit.utilisation))
     else:
         assert isinstance(target, (LocalTarget, KubernetesTarget))
+        fit = None
         rate = target.gpu_hour_usd
         if isinstance(target, KubernetesTarget) and model.gpu is not None:
             info = catalog.gpu(model.gpu.type)
@@ -90,6 +94,7 @@ def _priced(model: Model, desired: Desired, catalog: Catalog, lock: Lock | None,
                              replicas_max=high, detail=f"{gpu_count} × {model.gpu.type if model.gpu else 'GPU'}",
                              fit=_fit(model, lock, fit_gpu),
                              notes=[f"no price: set gpu_hour_usd on target '{model.target}'"])
+        fit = _fit(model, lock, fit_gpu)
         kind = "gpu-hour" if rate is not None else "local"
         hourly = (rate or 0.0) * gpu_count
         on_demand_hourly = hourly
@@ -102,10 +107,17 @@ def _priced(model: Model, desired: Desired, catalog: Catalog, lock: Lock | None,
     return ModelCost(model=model.name, kind=kind, target=model.target, detail=detail, hourly_usd=hourly,  # type: ignore[arg-type]
                      on_demand_hourly_usd=on_demand_hourly, replicas_min=low, replicas_max=high,
                      monthly_min_usd=monthly_min, monthly_max_usd=monthly_max, per_1m_output_tokens_usd=per_1m,
-                     fit=_fit(model, lock, fit_gpu))
+                     fit=fit)
 
 
-def _fit(model: Model, lock: Lock | None, gpu: tuple[str, float, int] | None) -> Fit | None:
+def _bigger(catalog: Catalog, region: str, needs_gib: float, utilisation: float) -> str | None:
+    """The cheapest on-demand instance in the region whose GPUs hold what the model needs."""
+    roomy = [o for o in catalog.offers if o.provider == "aws" and o.region == region and not o.spot and o.gpu_name
+             and o.gpu_memory_gib * o.gpu_count * utilisation >= needs_gib]
+    return min(roomy, key=lambda o: o.price_per_hour).instance_type if roomy else None
+
+
+def _fit(model: Model, lock: Lock | None, gpu: tuple[str, float, int] | None, bigger: str | None = None) -> Fit | None:
     """Only models with a known size on a known GPU; llama.cpp on CPU has no GPU to fit."""
     entry = lock.models.get(model.name) if lock else None
     if gpu is None or entry is None:
@@ -114,12 +126,12 @@ def _fit(model: Model, lock: Lock | None, gpu: tuple[str, float, int] | None) ->
     if weights is None:
         return None
     name, memory, count = gpu
-    return check_fit(model, weights, kv_cache_bytes(model, entry.architecture), name, memory, count)
+    return check_fit(model, weights, kv_cache_bytes(model, entry.architecture), name, memory, count, bigger)
 
 
 def _budget(name: str, desired: Desired, models: list[ModelCost]) -> BudgetStatus:
     budget = desired.budgets[name]
-    members = [m for m in models if desired.models[m.model].budget == name]
+    members = [m for m in models if desired.models[m.model].budget == name or m.model in budget.scope]
     scale = HOURS[budget.period] / MONTH_HOURS
     low = round(sum(m.monthly_min_usd or 0 for m in members) * scale, 2)
     high = round(sum(m.monthly_max_usd or 0 for m in members) * scale, 2)

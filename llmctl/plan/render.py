@@ -14,7 +14,7 @@ from typing import Any, Literal
 
 from llmctl.plan.model import Action, Change, Check, DiffEntry, Plan, ResourceChange, Summary
 from llmctl.cost.model import CostReport
-from llmctl.cost.render import cost_lines
+from llmctl.cost.render import cost_lines, render_cost
 from llmctl.textfmt import clean, md_cell, plural
 
 Format = Literal["text", "json", "markdown"]
@@ -331,6 +331,8 @@ def render_markdown(plan: Plan, limit: int = 60_000) -> str:
     cost = _cost(plan)
     if cost:
         head += f"\n\n**Cost:** {cost}"
+    if plan.cost and "after" in plan.cost:
+        head += "\n\n" + render_cost(CostReport.model_validate(plan.cost["after"]), "markdown")
     blocks = _blocks(plan)
     comment = _Comment(
         head=head,

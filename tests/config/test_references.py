@@ -393,3 +393,15 @@ def test_template_with_declared_variables_loads(tmp_path):
         encoding="utf-8",
     )
     assert load(path).config.prompts[0].variables == ["greeting", "name"]
+
+
+def test_a_budget_scope_naming_an_undeclared_model_is_an_error(tmp_path: Path) -> None:
+    config = tmp_path / "llmops.yaml"
+    config.write_text("version: 1\nproject: x\nmodels:\n  - name: assistant\n    source: m.gguf\n"
+                      "    engine: llama-cpp\nbudgets:\n  - name: b\n    limit_usd: 10\n    scope: [asistant]\n")
+    with pytest.raises(ConfigError) as raised:
+        load(config)
+    [problem] = raised.value.diagnostics
+    assert (problem.line, problem.col) == (10, 13)
+    assert "budget 'b' scope names model 'asistant'" in problem.message
+    assert "did you mean 'assistant'" in problem.message

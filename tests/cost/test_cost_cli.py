@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -103,6 +104,12 @@ def test_a_70b_model_on_one_a10g_fails_the_fit_check_with_the_numbers(run: Run, 
     assert result.returncode == 1
     assert "[model.qwen-7b] does not fit: needs 1" in result.stdout
     assert "1 × A10G has 24 GiB × 1 × 0.90 = 21.6 GiB → does not fit: use gpu count" in result.stdout
+    # ...or the cheapest instance in the region whose GPUs hold it.
+    needs = float(re.search(r"does not fit: needs ([0-9.]+) GiB", result.stdout).group(1))
+    roomy = [o for o in load_catalog().offers if o.provider == "aws" and o.region == "us-east-1" and not o.spot
+             and o.gpu_name and o.gpu_memory_gib * o.gpu_count * 0.9 >= needs]
+    cheapest = min(roomy, key=lambda o: o.price_per_hour).instance_type
+    assert re.search(rf"use gpu count \d+ or {re.escape(cheapest)}", result.stdout)
 
 
 @pytest.mark.parametrize("old, new, words", [
@@ -135,3 +142,10 @@ def test_an_unlocked_hub_model_offline_is_a_clear_error(run: Run, example: Path)
     result = run("plan", "-f", str(example), env={"HF_HUB_OFFLINE": "1"})
     assert result.returncode == 1 and "Traceback" not in result.stderr
     assert "qwen-7b" in result.stderr and "HF_HUB_OFFLINE" in result.stderr
+
+
+def test_the_markdown_plan_for_pull_requests_carries_the_cost_table(run: Run, example: Path) -> None:
+    markdown = run("plan", "-f", str(example), "--format", "markdown").stdout
+    assert "| model | priced as | per hour | per month | $/1M output tokens | fit |" in markdown
+    assert "| `qwen-7b` | g5.xlarge (1 × A10G, us-east-1, spot) |" in markdown and "✅ 89%" in markdown
+    assert "budget team-monthly:" in markdown

@@ -50,3 +50,14 @@ def test_hosted_api_spend_follows_traffic_and_prices_and_feeds_the_budget() -> N
     [budget] = report.budgets
     assert budget.projected_max_usd == monthly and budget.exceeded == (monthly > 40)
     assert budget.alerts_crossed == [a for a in (0.5, 1.0) if monthly >= a * 40]
+
+
+def test_a_budget_counts_the_models_in_its_scope_too() -> None:
+    plan = desired({"laptop": {"provider": "local", "gpu_hour_usd": 1.0}},
+                   [{"name": "named", "source": "m.gguf", "engine": "llama-cpp", "target": "laptop", "budget": "b"},
+                    {"name": "scoped", "source": "m.gguf", "engine": "llama-cpp", "target": "laptop"},
+                    {"name": "other", "source": "m.gguf", "engine": "llama-cpp", "target": "laptop"}],
+                   [{"name": "b", "limit_usd": 1000, "scope": ["scoped"]}])
+    [budget] = estimate(plan, load_catalog(), None)[0].budgets
+    assert budget.models == ["named", "scoped"]
+    assert budget.projected_max_usd == round(2 * MONTH_HOURS, 2) and budget.exceeded
