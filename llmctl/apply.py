@@ -99,10 +99,12 @@ def _apply_changes(desired: Desired, new: State, changes: dict[str, list[Resourc
     """Each target's provider carries out its changes; `new` is persisted after every step."""
     views = refreshed_targets(desired, new, get_provider)
     backend = workspace.backend()
+    for target in changes:  # every target can proceed, or nothing changes anywhere
+        views[target].provider.preflight(target)
     for target, target_changes in changes.items():
         view = views[target]
         ctx = ApplyContext(run_dir=workspace.run_dir, persist=_persister(backend, new, target), progress=progress,
-                           ready_timeout=ready_timeout)
+                           ready_timeout=ready_timeout, extra={"desired": desired, "target": target})
         ctx.persist(view.provider.apply(target_changes, view.desired, view.current, ctx))
 
 
@@ -168,9 +170,15 @@ def destroy(workspace: Workspace, get_provider: Callable[[str], Provider], progr
     if state.serial == 0:
         return state
     new = state.model_copy(deep=True, update={"serial": state.serial + 1, "history_note": "destroy in progress"})
-    for target, resources in _by_target(state.resources).items():
-        provider = get_provider(resources[0].provider)
-        ctx = ApplyContext(run_dir=workspace.run_dir, persist=_persister(backend, new, target), progress=progress)
+    applied = (Desired.from_json(state.desired) if state.desired else
+               Desired.empty(state.project, state.environment, workspace.config_path.resolve().parent))
+    targets = {target: (get_provider(resources[0].provider), resources)
+               for target, resources in _by_target(state.resources).items()}
+    for target, (provider, _) in targets.items():  # every target can proceed, or nothing is removed anywhere
+        provider.preflight(target)
+    for target, (provider, resources) in targets.items():
+        ctx = ApplyContext(run_dir=workspace.run_dir, persist=_persister(backend, new, target), progress=progress,
+                           extra={"desired": applied, "target": target})
         provider.destroy(resources, ctx)
     new.desired, new.resources, new.endpoints, new.history_note = None, [], {}, "destroy"
     backend.write(new)

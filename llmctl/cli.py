@@ -21,6 +21,7 @@ from llmctl.cost.pricing import pricing_for
 from llmctl.cost.render import render_cost
 from llmctl.desired import Desired
 from llmctl.errors import BudgetExceeded, LlmctlError, VerificationFailed
+from llmctl.gitops import render_target
 from llmctl.lock import lock_path
 from llmctl.plan.model import Plan
 from llmctl.plan.planner import make_plan
@@ -273,6 +274,15 @@ def pricing_refresh(out: Annotated[Path, typer.Option("--out", help="Where to wr
     """Fetch gpuhunt's live catalog (needs network) and write a snapshot usable with GPUHUNT_CATALOG_DIR."""
     catalog = refresh_snapshot(out, provider)
     console.note(f"Wrote {out}: catalog {catalog.version}, as of {catalog.as_of}.")
+
+
+@app.command("render")
+def render_command(target: Annotated[str, typer.Option("--target", help="A kubernetes target of the config.")],
+                   out: Annotated[Path, typer.Option("--out", help="Directory for the YAML manifests.")],
+                   file: ConfigFile = DEFAULT_FILE, env: Env = None) -> None:
+    """Write the Kubernetes manifests a target's program declares, for GitOps."""
+    for path in render_target(Desired.from_config(load(file, env)), target, out, get_provider):
+        console.out(str(path))
 
 
 @app.command()

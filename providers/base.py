@@ -13,6 +13,7 @@ from typing import Any, Protocol, runtime_checkable
 from pydantic import BaseModel, Field
 
 from llmctl.desired import Desired
+from llmctl.plan.diff import diff_object
 from llmctl.plan.model import Check, ResourceChange
 
 
@@ -62,6 +63,9 @@ class Provider(Protocol):
     def plan(self, desired: list[Resource], current: list[Resource], gone: dict[str, str]) -> list[ResourceChange]:
         """What apply would do to turn `current` (refreshed) into `desired`; `gone` is drift to repair."""
 
+    def preflight(self, target: str) -> None:
+        """Raise LlmctlError when apply or destroy cannot run here (a missing CLI), before anything changes."""
+
     def apply(self, changes: list[ResourceChange], desired: list[Resource], current: list[Resource],
               ctx: ApplyContext) -> list[Resource]:
         """Carry out `changes`; returns every resource that now exists on the target."""
@@ -73,10 +77,13 @@ class Provider(Protocol):
         """'healthy', 'unhealthy: why' or 'gone'."""
 
 
-def diff_resources(desired: list[Resource], current: list[Resource], gone: dict[str, str]) -> list[ResourceChange]:
-    """Create what is missing, replace what differs in spec, delete what is no longer wanted.
+def diff_resources(desired: list[Resource], current: list[Resource], gone: dict[str, str],
+                   replaces: Callable[[str, list[str]], list[str]] | None = None) -> list[ResourceChange]:
+    """Create what is missing, change what differs in spec, delete what is no longer wanted.
 
     `gone` holds resources recorded in state that no longer exist (drift): they are re-created with that reason.
+    Without `replaces`, any change replaces (a process cannot be reconfigured); with it, a change is an update in
+    place unless `replaces(type, changed paths)` names the paths that force a replacement.
     """
     have = {r.address: r for r in current if not r.attrs.get("deposed")}
     changes: list[ResourceChange] = []
@@ -86,9 +93,16 @@ def diff_resources(desired: list[Resource], current: list[Resource], gone: dict[
         if old is None:
             reason = f"drift: {gone[want.address]}" if want.address in gone else None
             changes.append(ResourceChange(**common, action="create", reason=reason, after=want.spec))
-        elif old.spec != want.spec:
+        elif old.spec != want.spec and replaces is None:
             changed = sorted(k for k in set(old.spec) | set(want.spec) if old.spec.get(k) != want.spec.get(k))
             changes.append(ResourceChange(**common, action="replace", reason=f"{', '.join(changed)} changed",
+                                          before=old.spec, after=want.spec))
+        elif old.spec != want.spec:
+            paths = [entry.path for entry in diff_object("resource", old.spec, want.spec)]
+            forced = replaces(want.type, paths)
+            reason = (f"{', '.join(forced)} changed (forces replacement)" if forced else
+                      f"{', '.join(paths)} changed")
+            changes.append(ResourceChange(**common, action="replace" if forced else "update", reason=reason,
                                           before=old.spec, after=want.spec))
     wanted = {r.address for r in desired}
     changes += [

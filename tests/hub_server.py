@@ -107,6 +107,16 @@ LLAMA_70B = RepoSpec(
             "num_key_value_heads": 8, "max_position_embeddings": 131072, "vocab_size": 128256,
             "torch_dtype": "bfloat16"},
 )  # 70,553,706,496 parameters
+LLAMA_8B = RepoSpec(
+    "meta-llama/Llama-3.1-8B-Instruct",
+    decoder_tensors(layers=32, hidden=4096, heads=32, kv_heads=8, intermediate=14336, vocab=128256),
+    shards=4,
+    gated=True,
+    config={"architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_size": 4096, "head_dim": 128,
+            "intermediate_size": 14336, "num_attention_heads": 32, "num_hidden_layers": 32,
+            "num_key_value_heads": 8, "max_position_embeddings": 131072, "vocab_size": 128256,
+            "torch_dtype": "bfloat16"},
+)  # 8,030,261,248 parameters
 SMOLLM_135M = RepoSpec(
     "HuggingFaceTB/SmolLM2-135M-Instruct",
     decoder_tensors(layers=30, hidden=576, heads=9, kv_heads=3, intermediate=1536, vocab=49152, tied=True),
@@ -116,7 +126,7 @@ SMOLLM_135M = RepoSpec(
             "num_key_value_heads": 3, "max_position_embeddings": 8192, "vocab_size": 49152,
             "tie_word_embeddings": True},
 )  # 134,515,008 parameters, in one model.safetensors
-DEFAULT_REPOS = (QWEN_7B, LLAMA_70B, SMOLLM_135M)
+DEFAULT_REPOS = (QWEN_7B, LLAMA_70B, LLAMA_8B, SMOLLM_135M)
 
 
 # --- files and commits ----------------------------------------------------------------------------------------------

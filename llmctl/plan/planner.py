@@ -87,7 +87,12 @@ def _targets(desired: Desired, state: State, get_provider: Callable[[str], Provi
             checks.append(Check(severity="warning", address=f"target.{target}",
                                 message=f"{exc}; apply will refuse this target until it is"))
             continue
-        wanted = provider.resources(desired, target) if target in desired.targets else []
+        try:
+            wanted = provider.resources(desired, target) if target in desired.targets else []
+        except LlmctlError as exc:  # e.g. a GPU the price catalog cannot place: the rest of the plan still shows,
+            # and this target's resources are not planned at all (never shown as deleted)
+            checks.append(Check(severity="error", address=f"target.{target}", message=str(exc)))
+            continue
         current, gone = provider.refresh(state.resources_of(target))
         views[target] = TargetView(provider, wanted, current, gone)
     return views

@@ -66,6 +66,9 @@ class LocalProvider:
     def plan(self, desired: list[Resource], current: list[Resource], gone: dict[str, str]) -> list[ResourceChange]:
         return diff_resources(desired, current, gone)
 
+    def preflight(self, target: str) -> None:
+        """Engines are checked at plan time; nothing else is needed here."""
+
     def apply(self, changes: list[ResourceChange], desired: list[Resource], current: list[Resource],
               ctx: ApplyContext) -> list[Resource]:
         wanted = {resource.address: resource for resource in desired}

@@ -16,7 +16,7 @@ from llmctl.cost.model import MONTH_HOURS
 from llmctl.cost.render import money
 from llmctl.desired import Desired
 from llmctl.state import LocalBackend, State
-from support import REPO, Run
+from support import REPO, Run, edit
 
 EXAMPLE = REPO / "examples" / "aws-gpu" / "llmops.yaml"
 
@@ -41,12 +41,6 @@ def run(llmctl: Run, hub: HubServer, tmp_path: Path) -> Run:
         return llmctl(*args, env={"HF_ENDPOINT": hub.url, "HF_HOME": str(tmp_path / "hf"), **(env or {})})
 
     return call  # type: ignore[return-value]
-
-
-def edit(config: Path, old: str, new: str) -> None:
-    text = config.read_text()
-    assert old in text
-    config.write_text(text.replace(old, new))
 
 
 def test_plan_shows_fit_price_range_per_token_cost_and_budget(run: Run, example: Path, hub: HubServer) -> None:

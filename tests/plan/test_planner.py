@@ -21,7 +21,7 @@ from llmctl.desired import Desired
 from llmctl.plan.model import Plan
 from llmctl.errors import LlmctlError
 from llmctl.plan.planner import make_plan, refreshed_targets
-from llmctl.providers import get_provider
+from llmctl.providers import ProviderUnavailable, get_provider
 from llmctl.state import State
 from providers.base import Resource
 from providers.local.engines import missing
@@ -362,9 +362,15 @@ def test_target_whose_provider_is_not_installed_is_planned_with_a_warning_and_re
         data["targets"]["cloud"] = {"provider": "aws", "region": "us-east-1"}
         assistant(data)["target"] = "cloud"
 
+    def local_only(name: str):  # type: ignore[no-untyped-def]
+        # An installation without the aws provider (a third party's providers come and go the same way).
+        if name != "local":
+            raise ProviderUnavailable(f"provider '{name}' is not installed in this environment (installed: local)")
+        return get_provider(name)
+
     desired, path = config(to_aws)
     state = State(project="quickstart", environment="dev", lineage="fresh")
-    plan = plan_for(desired, state, path)
+    plan = make_plan(desired, state, path, local_only)
 
     [warning] = [check for check in plan.checks if check.address == "target.cloud"]
     assert warning.severity == "warning" and not plan.errors
@@ -372,7 +378,7 @@ def test_target_whose_provider_is_not_installed_is_planned_with_a_warning_and_re
     assert "local" in warning.message  # what is installed
     assert plan.resource_changes == []  # nothing runs on the laptop any more, and the cloud cannot be planned
     with pytest.raises(LlmctlError, match="not installed"):
-        refreshed_targets(desired, state, get_provider)
+        refreshed_targets(desired, state, local_only)
 
 
 # --- an interrupted replace -------------------------------------------------------------------------------------

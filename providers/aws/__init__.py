@@ -1,0 +1,3 @@
+from providers.aws.provider import AwsProvider
+
+__all__ = ["AwsProvider"]

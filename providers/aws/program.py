@@ -1,0 +1,265 @@
+"""The AWS Pulumi program: what `pulumi up` (and a plan, under mocks) declares for one `provider: aws` target.
+
+Per model on the target: an IAM role + instance profile (the instance may read the Hugging Face token from SSM
+Parameter Store, nothing else), a security group open only on the serving port, a launch template (GPU Deep
+Learning AMI, user data that starts the engine container) and an auto scaling group. Per budget: an AWS Budget with
+one notification per `alert_at` threshold.
+
+Every Pulumi logical name starts with the address of the llmctl object it belongs to and a slash
+(`model.qwen-7b/asg`, `budget.team-monthly/budget`, `target.gpu-cloud/provider`), so plans and state can map each
+cloud resource back to the line of llmops.yaml that caused it.
+"""
+from __future__ import annotations
+
+import base64
+import json
+import shlex
+from collections.abc import Callable
+from typing import Any
+
+import pulumi
+import pulumi_aws as aws
+
+from llmctl.config.schema import AwsTarget, Budget, Model, ReplicaRange
+from llmctl.config.sources import parse_source
+from llmctl.cost.catalog import load_catalog
+from llmctl.desired import Desired
+
+AMI_CALL = "aws:ec2/getAmi:getAmi"
+SUBNETS_CALL = "aws:ec2/getSubnets:getSubnets"
+AMI_NAME = "Deep Learning Base OSS Nvidia Driver GPU AMI (Ubuntu 22.04)*"
+AMI_OWNERS = ["amazon"]
+
+SERVING_PORT = 8000
+# No CIDRs are declared in llmops.yaml (the aws target has no field for them yet), so the serving port is open to
+# the private 10.0.0.0/8 range only: reachable from inside a VPC / peered network, never from the internet.
+DEFAULT_INGRESS_CIDRS = ["10.0.0.0/8"]
+ROOT_VOLUME_GIB = 200  # container image + weights cache; the AMI's own root volume is too small for 7B+ models
+ROOT_DEVICE = "/dev/sda1"  # Ubuntu AMIs
+
+VLLM_IMAGE = "vllm/vllm-openai:v0.8.5"
+TGI_IMAGE = "ghcr.io/huggingface/text-generation-inference:3.0.0"
+TGI_PORT = 80  # TGI listens on 80 inside its container
+
+# AWS Budgets has no weekly time unit: a weekly budget becomes a daily one of a seventh of the limit.
+TIME_UNITS = {"day": "DAILY", "week": "DAILY", "month": "MONTHLY"}
+PERIOD_DAYS = {"day": 1, "week": 7, "month": 1}
+
+EC2_ASSUME_ROLE = json.dumps({
+    "Version": "2012-10-17",
+    "Statement": [{"Effect": "Allow", "Principal": {"Service": "ec2.amazonaws.com"}, "Action": "sts:AssumeRole"}],
+})
+
+
+def hf_token_parameter(project: str, environment: str) -> str:
+    """The SSM parameter (SecureString) the instances read the Hugging Face token from."""
+    return f"/llmctl/{project}/{environment}/hf-token"
+
+
+def program(desired: Desired, target: str, lock: dict[str, dict] | None = None) -> Callable[[], None]:
+    """The Pulumi program for `target`: a zero-argument function that registers its resources when run."""
+    spec = desired.targets.get(target)
+    if not isinstance(spec, AwsTarget):
+        raise ValueError(f"target '{target}' is not an aws target")
+    locked = lock or {}
+
+    def run() -> None:
+        provider = aws.Provider(f"target.{target}/provider", region=spec.region)
+        opts = pulumi.ResourceOptions(provider=provider)
+        models = desired.models_on(target)
+        if models:
+            ami = aws.ec2.get_ami(
+                most_recent=True, owners=AMI_OWNERS,
+                filters=[aws.ec2.GetAmiFilterArgs(name="name", values=[AMI_NAME])],
+                opts=pulumi.InvokeOptions(provider=provider))
+            subnets = aws.ec2.get_subnets(
+                filters=[aws.ec2.GetSubnetsFilterArgs(name="default-for-az", values=["true"])],
+                opts=pulumi.InvokeOptions(provider=provider))
+            for model in models:
+                _model(desired, spec, model, locked.get(model.name) or {}, ami.id, list(subnets.ids or []), opts)
+        for budget in desired.budgets.values():
+            _budget(desired, budget, opts)
+
+    return run
+
+
+# --- models ----------------------------------------------------------------------------------------------------
+
+
+def instance_type(model: Model, target: AwsTarget) -> str:
+    if model.instance_type:
+        return model.instance_type
+    if model.gpu is None:
+        raise ValueError(f"model '{model.name}' on an aws target needs `gpu` or `instance_type`")
+    return load_catalog().for_gpu("aws", target.region, model.gpu.type, model.gpu.count, spot=False).instance_type
+
+
+def replica_bounds(model: Model) -> tuple[int, int]:
+    if isinstance(model.replicas, ReplicaRange):
+        return model.replicas.min, model.replicas.max
+    return model.replicas, model.replicas
+
+
+def revision(model: Model, locked: dict[str, Any]) -> str:
+    return locked.get("sha") or parse_source(model.source).revision or "main"
+
+
+def engine_command(model: Model, locked: dict[str, Any]) -> tuple[str, list[str], int]:
+    """(image, container arguments, container port) of the engine serving `model`."""
+    source = parse_source(model.source)
+    if source.scheme != "hf":
+        raise ValueError(f"model '{model.name}': aws targets serve hf:// sources, not {source.scheme}://")
+    sha = revision(model, locked)
+    extra: list[str] = []
+    for key, value in model.engine_args.items():
+        flag = "--" + key.replace("_", "-")
+        extra += [flag] if value is True else [] if value is False else [flag, str(value)]
+    if model.engine == "vllm":
+        args = ["--model", source.location, "--revision", sha, "--served-model-name", model.name,
+                "--host", "0.0.0.0", "--port", str(SERVING_PORT)]
+        if model.context_length:
+            args += ["--max-model-len", str(model.context_length)]
+        return VLLM_IMAGE, args + extra, SERVING_PORT
+    if model.engine == "tgi":
+        args = ["--model-id", source.location, "--revision", sha, "--hostname", "0.0.0.0", "--port", str(TGI_PORT)]
+        if model.context_length:
+            args += ["--max-total-tokens", str(model.context_length)]
+        return TGI_IMAGE, args + extra, TGI_PORT
+    raise ValueError(f"model '{model.name}': engine '{model.engine}' does not run on aws (use vllm or tgi)")
+
+
+def user_data(desired: Desired, target: AwsTarget, model: Model, locked: dict[str, Any]) -> str:
+    """The boot script: read the HF token from SSM on the instance (it never appears here), start the engine."""
+    image, args, port = engine_command(model, locked)
+    parameter = hf_token_parameter(desired.project, desired.environment)
+    docker = ["docker", "run", "-d", "--restart", "unless-stopped", "--name", f"llmctl-{model.name}",
+              "--gpus", "all", "--ipc=host", "-p", f"{SERVING_PORT}:{port}", "-e", "HF_TOKEN",
+              "-v", "/opt/llmctl/hf-cache:/root/.cache/huggingface"]
+    if model.engine == "tgi":
+        docker += ["-v", "/opt/llmctl/hf-cache:/data"]
+    lines = [
+        "#!/bin/bash",
+        "# written by llmctl: starts the model server; the Hugging Face token is read from SSM, not stored here",
+        "set -euo pipefail",
+        "mkdir -p /opt/llmctl/hf-cache",
+        f"HF_TOKEN=\"$(aws ssm get-parameter --region {shlex.quote(target.region)} "
+        f"--name {shlex.quote(parameter)} --with-decryption --query Parameter.Value --output text "
+        "2>/dev/null || true)\"",
+        "export HF_TOKEN",
+        shlex.join([*docker, image, *args]),
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def _tags(desired: Desired, **extra: str) -> dict[str, str]:
+    return {"llmctl:project": desired.project, "llmctl:environment": desired.environment, **extra}
+
+
+def _model(desired: Desired, target: AwsTarget, model: Model, locked: dict[str, Any], ami_id: str,
+           subnet_ids: list[str], opts: pulumi.ResourceOptions) -> None:
+    address = f"model.{model.name}"
+    # IDs, not names/ARNs: under mocks (plans) only IDs are known; for IAM roles and instance profiles the ID is
+    # the name
+    tags = _tags(desired, **{"llmctl:model": model.name})
+    prefix = f"llmctl-{desired.project}-{desired.environment}-{model.name}"
+
+    role = aws.iam.Role(f"{address}/role", assume_role_policy=EC2_ASSUME_ROLE, tags=tags, opts=opts)
+    parameter = hf_token_parameter(desired.project, desired.environment)
+    aws.iam.RolePolicy(f"{address}/role-policy", role=role.id, opts=opts, policy=json.dumps({
+        "Version": "2012-10-17",
+        "Statement": [{"Effect": "Allow", "Action": ["ssm:GetParameter"],
+                       "Resource": f"arn:aws:ssm:{target.region}:*:parameter{parameter}"}],
+    }))
+    profile = aws.iam.InstanceProfile(f"{address}/profile", role=role.id, tags=tags, opts=opts)
+
+    sg = aws.ec2.SecurityGroup(
+        f"{address}/sg",
+        description=f"llmctl {model.name}: serving port {SERVING_PORT} only",
+        ingress=[aws.ec2.SecurityGroupIngressArgs(protocol="tcp", from_port=SERVING_PORT, to_port=SERVING_PORT,
+                                                  cidr_blocks=DEFAULT_INGRESS_CIDRS)],
+        # outbound: image registries, the Hugging Face Hub and SSM
+        egress=[aws.ec2.SecurityGroupEgressArgs(protocol="-1", from_port=0, to_port=0, cidr_blocks=["0.0.0.0/0"])],
+        tags=tags, opts=opts)
+
+    script = user_data(desired, target, model, locked)
+    lt = aws.ec2.LaunchTemplate(
+        f"{address}/lt",
+        name_prefix=f"{prefix}-",
+        image_id=ami_id,
+        instance_type=instance_type(model, target),
+        user_data=base64.b64encode(script.encode()).decode(),
+        iam_instance_profile=aws.ec2.LaunchTemplateIamInstanceProfileArgs(name=profile.id),
+        vpc_security_group_ids=[sg.id],
+        block_device_mappings=[aws.ec2.LaunchTemplateBlockDeviceMappingArgs(
+            device_name=ROOT_DEVICE,
+            ebs=aws.ec2.LaunchTemplateBlockDeviceMappingEbsArgs(volume_size=ROOT_VOLUME_GIB, volume_type="gp3",
+                                                                delete_on_termination="true"))],
+        metadata_options=aws.ec2.LaunchTemplateMetadataOptionsArgs(http_tokens="required", http_endpoint="enabled"),
+        tag_specifications=[aws.ec2.LaunchTemplateTagSpecificationArgs(resource_type="instance",
+                                                                       tags={**tags, "Name": prefix})],
+        tags=tags, opts=opts)
+
+    low, high = replica_bounds(model)
+    # "$Latest": a known value in plans (the template's version number is only known after apply); instances that
+    # launch after an update use the new template
+    template = {"launch_template_id": lt.id, "version": "$Latest"}
+    if target.spot:
+        placement: dict[str, Any] = {"mixed_instances_policy": aws.autoscaling.GroupMixedInstancesPolicyArgs(
+            instances_distribution=aws.autoscaling.GroupMixedInstancesPolicyInstancesDistributionArgs(
+                on_demand_base_capacity=0,
+                on_demand_percentage_above_base_capacity=0,  # 100% spot above the base
+                spot_allocation_strategy="capacity-optimized"),
+            launch_template=aws.autoscaling.GroupMixedInstancesPolicyLaunchTemplateArgs(
+                launch_template_specification=(
+                    aws.autoscaling.GroupMixedInstancesPolicyLaunchTemplateLaunchTemplateSpecificationArgs(
+                        **template))))}
+    else:
+        placement = {"launch_template": aws.autoscaling.GroupLaunchTemplateArgs(
+            id=template["launch_template_id"], version=template["version"])}
+    aws.autoscaling.Group(
+        f"{address}/asg",
+        name_prefix=f"{prefix}-",
+        min_size=low, max_size=high, desired_capacity=low,
+        vpc_zone_identifiers=subnet_ids,
+        health_check_type="EC2",
+        instance_refresh=aws.autoscaling.GroupInstanceRefreshArgs(strategy="Rolling"),
+        tags=[aws.autoscaling.GroupTagArgs(key=k, value=v, propagate_at_launch=True) for k, v in tags.items()],
+        **placement, opts=opts)
+
+
+# --- budgets ---------------------------------------------------------------------------------------------------
+
+
+def _budget(desired: Desired, budget: Budget, opts: pulumi.ResourceOptions) -> None:
+    emails = [n for n in budget.notify if "@" in n]
+    topics = [n for n in budget.notify if n.startswith("arn:aws:sns:")]
+    limit = budget.limit_usd / PERIOD_DAYS[budget.period]
+    aws.budgets.Budget(
+        f"budget.{budget.name}/budget",
+        name=f"llmctl-{desired.project}-{desired.environment}-{budget.name}",
+        budget_type="COST",
+        limit_amount=f"{limit:.2f}",
+        limit_unit="USD",
+        time_unit=TIME_UNITS[budget.period],
+        notifications=[aws.budgets.BudgetNotificationArgs(
+            comparison_operator="GREATER_THAN", notification_type="ACTUAL", threshold_type="PERCENTAGE",
+            threshold=round(alert * 100, 6), subscriber_email_addresses=emails,
+            subscriber_sns_topic_arns=topics) for alert in budget.alert_at],
+        tags=_tags(desired, **{"llmctl:budget": budget.name}),
+        opts=opts)
+
+
+# --- mocks -----------------------------------------------------------------------------------------------------
+
+
+def mock_calls(token: str, args: dict) -> dict:
+    """Answers for data-source invokes under mocks (plans): a plausible AMI and default subnets; {} otherwise."""
+    if token == AMI_CALL:
+        return {"id": "ami-0mock0000000000000", "imageId": "ami-0mock0000000000000",
+                "name": "Deep Learning Base OSS Nvidia Driver GPU AMI (Ubuntu 22.04) 20250101",
+                "architecture": "x86_64", "rootDeviceName": ROOT_DEVICE, "ownerId": "898082745236",
+                "mostRecent": True, "owners": list(args.get("owners") or AMI_OWNERS)}
+    if token == SUBNETS_CALL:
+        return {"id": "us-mock", "ids": ["subnet-0mock000000000001", "subnet-0mock000000000002"]}
+    return {}

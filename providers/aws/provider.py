@@ -1,0 +1,21 @@
+"""The aws provider: GPU instances in auto-scaling groups, through the Pulumi program in program.py."""
+from __future__ import annotations
+
+from providers.aws.program import mock_calls, program
+from providers.pulumi_support.provider import PulumiProvider
+
+
+class AwsProvider(PulumiProvider):
+    name = "aws"
+    program = staticmethod(program)
+    calls = staticmethod(mock_calls)
+    # Inputs AWS cannot change in place (Terraform's ForceNew for the same resources); anything else is an update,
+    # e.g. a new instance type is a new launch template version that the group's instance refresh rolls out.
+    replace_on = {
+        "aws:iam/role:Role": frozenset({"name", "path"}),
+        "aws:iam/instanceProfile:InstanceProfile": frozenset({"name", "path"}),
+        "aws:ec2/securityGroup:SecurityGroup": frozenset({"name", "namePrefix", "description", "vpcId"}),
+        "aws:ec2/launchTemplate:LaunchTemplate": frozenset({"name", "namePrefix"}),
+        "aws:autoscaling/group:Group": frozenset({"name", "namePrefix"}),
+        "aws:budgets/budget:Budget": frozenset({"name", "accountId"}),
+    }

@@ -1,0 +1,3 @@
+from providers.kubernetes.provider import KubernetesProvider
+
+__all__ = ["KubernetesProvider"]

@@ -1,0 +1,33 @@
+"""The kubernetes provider: Deployments and their companions on an existing cluster, through program.py."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from llmctl.desired import Desired
+from providers.kubernetes.manifests import write_manifests
+from providers.kubernetes.program import program
+from providers.pulumi_support.capture import capture
+from providers.pulumi_support.provider import PulumiProvider, desired_lock
+
+_IDENTITY = frozenset({"metadata.name", "metadata.namespace"})
+
+
+class KubernetesProvider(PulumiProvider):
+    name = "kubernetes"
+    program = staticmethod(program)
+    # Fields the API server refuses to change (a Deployment's selector), and identity: a new object replaces the old.
+    replace_on = {
+        "kubernetes:apps/v1:Deployment": _IDENTITY | {"spec.selector"},
+        "kubernetes:core/v1:Service": _IDENTITY | {"spec.clusterIP", "spec.type"},
+        "kubernetes:core/v1:Namespace": _IDENTITY,
+        "kubernetes:core/v1:ConfigMap": _IDENTITY,
+        "kubernetes:core/v1:ResourceQuota": _IDENTITY,
+        "kubernetes:autoscaling/v2:HorizontalPodAutoscaler": _IDENTITY,
+        "kubernetes:policy/v1:PodDisruptionBudget": _IDENTITY | {"spec.selector"},
+    }
+
+    def render(self, desired: Desired, target: str, directory: Path) -> list[Path]:
+        """The manifests the program declares, as YAML files for GitOps (from the same run under mocks)."""
+        captured = capture(program(desired, target, desired_lock(desired)), project=desired.project,
+                           stack=f"{desired.environment}-{target}")
+        return write_manifests(captured, directory)

@@ -1,0 +1,69 @@
+"""Run a Pulumi program under Pulumi's own mocks and capture every resource it would register.
+
+This is how plans work with no Pulumi CLI, cloud or credentials: the same program that `pulumi up` would run
+declares its resources here, and llmctl diffs what it declared against what the last apply declared.
+"""
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import pulumi
+from pulumi.runtime import mocks
+
+SENSITIVE = "(sensitive value)"
+# Pulumi's wire marker for a secret value (the "sig" key of a serialised secret).
+_SECRET_SIG = "4dabf18193072939515e22adb298388d"
+
+Calls = Callable[[str, dict[str, Any]], dict[str, Any]]
+
+
+@dataclass(frozen=True)
+class Captured:
+    type: str  # e.g. aws:ec2/launchTemplate:LaunchTemplate
+    name: str
+    inputs: dict[str, Any]
+
+
+class _Recorder(pulumi.runtime.Mocks):
+    def __init__(self, calls: Calls) -> None:
+        self.resources: list[Captured] = []
+        self._calls = calls
+
+    def new_resource(self, args: pulumi.runtime.MockResourceArgs) -> tuple[str, dict[str, Any]]:
+        self.resources.append(Captured(args.typ, args.name, plain(args.inputs)))
+        return f"{args.name}-id", dict(args.inputs)
+
+    def call(self, args: pulumi.runtime.MockCallArgs) -> dict[str, Any]:
+        return self._calls(args.token, dict(args.args))
+
+
+def capture(program: Callable[[], None], project: str, stack: str, calls: Calls = lambda token, args: {}
+            ) -> list[Captured]:
+    """Every resource `program` registers, with its inputs (secrets masked). `calls` answers data-source
+    invokes such as aws:ec2/getAmi:getAmi, which under mocks reach no cloud."""
+    recorder = _Recorder(calls)
+    # Pulumi runs on the thread's current event loop and leaves it open; closed here, not by the garbage collector
+    # at interpreter exit, where closing it again prints a traceback.
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+    try:
+        mocks.set_mocks(recorder, project=project, stack=stack, preview=True)
+        mocks.test(program)()
+    finally:
+        loop.close()
+        asyncio.set_event_loop(None)
+    return recorder.resources
+
+
+def plain(value: Any) -> Any:
+    """Inputs as plain JSON data: secrets masked, so they never reach a plan, state or log."""
+    if isinstance(value, dict):
+        if value.get(_SECRET_SIG) is not None:
+            return SENSITIVE
+        return {key: plain(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [plain(item) for item in value]
+    return value

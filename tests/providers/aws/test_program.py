@@ -1,0 +1,218 @@
+"""The AWS Pulumi program's resource graph, run under Pulumi's mocks (no cloud, no CLI, no credentials)."""
+from __future__ import annotations
+
+import base64
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from llmctl.config.load import load
+from llmctl.desired import Desired
+from providers.aws.program import AMI_CALL, DEFAULT_INGRESS_CIDRS, mock_calls, program
+from providers.pulumi_support.capture import Captured, capture
+
+EXAMPLE = Path(__file__).resolve().parents[3] / "examples" / "aws-gpu" / "llmops.yaml"
+TARGET = "gpu-cloud"
+MODEL = "qwen-7b"
+SHA = "0123456789abcdef0123456789abcdef01234567"
+LOCK = {MODEL: {"sha": SHA}}
+FAKE_TOKEN = "hf_secret_value"
+
+
+def desired_from(tmp_path: Path, edit: Any = None) -> Desired:
+    data = yaml.safe_load(EXAMPLE.read_text())
+    if edit is not None:
+        edit(data)
+    path = tmp_path / "llmops.yaml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return Desired.from_config(load(path))
+
+
+def run(desired: Desired, lock: dict | None = LOCK) -> list[Captured]:
+    return capture(program(desired, TARGET, lock), desired.project, desired.environment, calls=mock_calls)
+
+
+def only(resources: list[Captured], name: str) -> Captured:
+    found = [r for r in resources if r.name == name]
+    assert len(found) == 1, [r.name for r in resources]
+    return found[0]
+
+
+def model_entry(data: dict, name: str = MODEL) -> dict:
+    return next(m for m in data["models"] if m["name"] == name)
+
+
+def user_data(resources: list[Captured]) -> str:
+    return base64.b64decode(only(resources, f"model.{MODEL}/lt").inputs["userData"]).decode()
+
+
+@pytest.fixture
+def example(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> list[Captured]:
+    monkeypatch.setenv("HF_TOKEN", FAKE_TOKEN)
+    return run(desired_from(tmp_path))
+
+
+def test_resource_graph_of_the_example(example: list[Captured]) -> None:
+    by_name = {r.name: r.type for r in example}
+    assert by_name == {
+        "target.gpu-cloud/provider": "pulumi:providers:aws",
+        "model.qwen-7b/role": "aws:iam/role:Role",
+        "model.qwen-7b/role-policy": "aws:iam/rolePolicy:RolePolicy",
+        "model.qwen-7b/profile": "aws:iam/instanceProfile:InstanceProfile",
+        "model.qwen-7b/sg": "aws:ec2/securityGroup:SecurityGroup",
+        "model.qwen-7b/lt": "aws:ec2/launchTemplate:LaunchTemplate",
+        "model.qwen-7b/asg": "aws:autoscaling/group:Group",
+        "budget.team-monthly/budget": "aws:budgets/budget:Budget",
+    }  # the hosted fallback-api model gets nothing on aws
+    assert only(example, "target.gpu-cloud/provider").inputs["region"] == "us-east-1"
+
+
+def test_every_name_starts_with_its_owners_address(example: list[Captured]) -> None:
+    for resource in example:
+        owner, slash, rest = resource.name.partition("/")
+        assert slash and rest, resource.name
+        assert owner.split(".", 1)[0] in ("model", "budget", "target"), resource.name
+        assert "." in owner, resource.name
+
+
+def test_role_is_assumable_by_ec2_and_profile_uses_it(example: list[Captured]) -> None:
+    policy = json.loads(only(example, "model.qwen-7b/role").inputs["assumeRolePolicy"])
+    assert policy["Statement"][0]["Principal"] == {"Service": "ec2.amazonaws.com"}
+    assert policy["Statement"][0]["Action"] == "sts:AssumeRole"
+    assert only(example, "model.qwen-7b/profile").inputs["role"] == "model.qwen-7b/role-id"
+    access = json.loads(only(example, "model.qwen-7b/role-policy").inputs["policy"])
+    assert access["Statement"][0]["Action"] == ["ssm:GetParameter"]
+    assert access["Statement"][0]["Resource"].endswith(":parameter/llmctl/support-bot/prod/hf-token")
+
+
+def test_gpu_spec_picks_instance_type_from_catalog(example: list[Captured]) -> None:
+    lt = only(example, "model.qwen-7b/lt").inputs
+    assert lt["instanceType"] == "g5.xlarge"
+    assert lt["imageId"].startswith("ami-0mock")
+    assert lt["iamInstanceProfile"] == {"name": "model.qwen-7b/profile-id"}
+    assert lt["vpcSecurityGroupIds"] == ["model.qwen-7b/sg-id"]
+
+
+def test_instance_type_wins_over_catalog(tmp_path: Path) -> None:
+    def edit(data: dict) -> None:
+        entry = model_entry(data)
+        del entry["gpu"]
+        entry["instance_type"] = "g6e.xlarge"
+
+    resources = run(desired_from(tmp_path, edit))
+    assert only(resources, "model.qwen-7b/lt").inputs["instanceType"] == "g6e.xlarge"
+
+
+def test_replica_range_sizes_the_group(example: list[Captured]) -> None:
+    asg = only(example, "model.qwen-7b/asg").inputs
+    assert asg["minSize"] == 1
+    assert asg["maxSize"] == 3
+    assert asg["desiredCapacity"] == 1
+    assert asg["vpcZoneIdentifiers"]
+
+
+def test_fixed_replica_count_sets_min_and_max(tmp_path: Path) -> None:
+    def edit(data: dict) -> None:
+        entry = model_entry(data)
+        entry["replicas"] = 2
+        del entry["autoscale"]  # autoscale needs a {min, max} range
+
+    asg = only(run(desired_from(tmp_path, edit)), "model.qwen-7b/asg").inputs
+    assert (asg["minSize"], asg["maxSize"], asg["desiredCapacity"]) == (2, 2, 2)
+
+
+def test_spot_target_uses_mixed_instances_policy(example: list[Captured]) -> None:
+    asg = only(example, "model.qwen-7b/asg").inputs
+    policy = asg["mixedInstancesPolicy"]
+    distribution = policy["instancesDistribution"]
+    assert distribution["onDemandBaseCapacity"] == 0
+    assert distribution["onDemandPercentageAboveBaseCapacity"] == 0  # 100% spot above the base
+    assert distribution["spotAllocationStrategy"] == "capacity-optimized"
+    assert policy["launchTemplate"]["launchTemplateSpecification"]["launchTemplateId"] == "model.qwen-7b/lt-id"
+    assert "launchTemplate" not in asg
+
+
+def test_on_demand_target_has_no_mixed_policy(tmp_path: Path) -> None:
+    def edit(data: dict) -> None:
+        data["targets"][TARGET]["spot"] = False
+
+    asg = only(run(desired_from(tmp_path, edit)), "model.qwen-7b/asg").inputs
+    assert "mixedInstancesPolicy" not in asg
+    assert asg["launchTemplate"]["id"] == "model.qwen-7b/lt-id"
+
+
+def test_security_group_only_opens_the_serving_port(example: list[Captured]) -> None:
+    ingress = only(example, "model.qwen-7b/sg").inputs["ingress"]
+    assert len(ingress) == 1
+    rule = ingress[0]
+    assert (rule["fromPort"], rule["toPort"], rule["protocol"]) == (8000, 8000, "tcp")
+    assert rule["cidrBlocks"] == DEFAULT_INGRESS_CIDRS == ["10.0.0.0/8"]
+
+
+def test_budget_has_one_notification_per_threshold(example: list[Captured]) -> None:
+    budget = only(example, "budget.team-monthly/budget").inputs
+    assert budget["budgetType"] == "COST"
+    assert budget["timeUnit"] == "MONTHLY"
+    assert float(budget["limitAmount"]) == 2500
+    assert budget["limitUnit"] == "USD"
+    notifications = budget["notifications"]
+    assert [n["threshold"] for n in notifications] == [50, 80, 100]
+    for n in notifications:
+        assert (n["notificationType"], n["comparisonOperator"], n["thresholdType"]) == (
+            "ACTUAL", "GREATER_THAN", "PERCENTAGE")
+
+
+def test_budget_notifies_declared_emails_and_daily_period(tmp_path: Path) -> None:
+    def edit(data: dict) -> None:
+        data["budgets"][0].update(period="day", notify=["ops@example.com"], alert_at=[0.9])
+
+    budget = only(run(desired_from(tmp_path, edit)), "budget.team-monthly/budget").inputs
+    assert budget["timeUnit"] == "DAILY"
+    assert budget["notifications"][0]["subscriberEmailAddresses"] == ["ops@example.com"]
+    assert budget["notifications"][0]["threshold"] == 90
+
+
+def test_user_data_starts_vllm_at_the_locked_revision(example: list[Captured]) -> None:
+    script = user_data(example)
+    assert script.startswith("#!/bin/bash")
+    assert "vllm/vllm-openai" in script
+    assert "--model Qwen/Qwen2.5-7B-Instruct" in script
+    assert f"--revision {SHA}" in script
+    assert "--max-model-len 8192" in script
+    assert "--served-model-name qwen-7b" in script
+    assert "--dtype bfloat16" in script and "--gpu-memory-utilization 0.9" in script
+    assert "-p 8000:8000" in script
+    assert "aws ssm get-parameter" in script and "/llmctl/support-bot/prod/hf-token" in script
+
+
+def test_revision_falls_back_to_the_source(tmp_path: Path) -> None:
+    script = user_data(run(desired_from(tmp_path), lock=None))
+    assert "--revision main" in script
+
+
+def test_tgi_engine_uses_the_tgi_image(tmp_path: Path) -> None:
+    def edit(data: dict) -> None:
+        entry = model_entry(data)
+        entry["engine"] = "tgi"
+        entry["engine_args"] = {}
+
+    script = user_data(run(desired_from(tmp_path, edit)))
+    assert "ghcr.io/huggingface/text-generation-inference" in script
+    assert f"--model-id Qwen/Qwen2.5-7B-Instruct --revision {SHA}" in script
+    assert "vllm/vllm-openai" not in script
+
+
+def test_hf_token_is_never_in_any_input(example: list[Captured]) -> None:
+    assert FAKE_TOKEN not in user_data(example)
+    for resource in example:
+        assert FAKE_TOKEN not in json.dumps(resource.inputs), resource.name
+
+
+def test_mock_calls_answers_the_ami_and_nothing_unknown() -> None:
+    ami = mock_calls(AMI_CALL, {"owners": ["amazon"]})
+    assert ami["id"].startswith("ami-0mock")
+    assert "Deep Learning" in ami["name"]
+    assert mock_calls("aws:index/getRegion:getRegion", {}) == {}

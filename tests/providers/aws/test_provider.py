@@ -1,0 +1,76 @@
+"""The aws provider in plans and applies with no cloud, CLI or credentials: resource-level plans computed offline
+under Pulumi's mocks, updates told from replacements, and an apply that stops cleanly without the pulumi CLI."""
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from hub_server import HubServer
+
+from support import REPO, Run, edit, record_apply
+
+EXAMPLE = REPO / "examples" / "aws-gpu" / "llmops.yaml"
+pytestmark = pytest.mark.skipif(shutil.which("pulumi") is not None,
+                                reason="these tests cover the path without the pulumi CLI; it is installed here")
+
+
+@pytest.fixture
+def example(tmp_path: Path, llmctl: Run) -> Iterator[tuple[Path, Run]]:
+    config = tmp_path / "llmops.yaml"
+    shutil.copy(EXAMPLE, config)
+    with HubServer() as hub:
+        def run(*args: str, env: dict[str, str] | None = None):  # type: ignore[no-untyped-def]
+            return llmctl(*args, env={"HF_ENDPOINT": hub.url, "HF_HOME": str(tmp_path / "hf"),
+                                      "HF_TOKEN": "hf_secret_value", **(env or {})})
+        assert run("lock", "-f", str(config)).returncode == 0
+        yield config, run
+
+
+def test_a_resource_level_plan_with_no_cloud_cli_or_credentials(example) -> None:  # type: ignore[no-untyped-def]
+    config, run = example
+    result = run("plan", "-f", str(config))
+    assert result.returncode == 0, result.stdout + result.stderr
+    for address in ("aws_iam_role.qwen-7b/role", "aws_ec2_security_group.qwen-7b/sg",
+                    "aws_ec2_launch_template.qwen-7b/lt", "aws_autoscaling_group.qwen-7b/asg",
+                    "aws_budgets_budget.team-monthly/budget"):
+        assert f"+ {address}" in result.stdout
+    assert "planned offline: the Pulumi program ran under Pulumi's mocks" in result.stdout
+    assert "hf_secret_value" not in result.stdout + run("plan", "-f", str(config), "--format", "json").stdout
+
+
+def test_edits_show_updates_in_place_and_nothing_else(example) -> None:  # type: ignore[no-untyped-def]
+    config, run = example
+    record_apply(config)
+    assert run("plan", "-f", str(config), "--detailed-exitcode").returncode == 0  # nothing to do
+
+    edit(config, "replicas: {min: 1, max: 3}", "replicas: {min: 2, max: 3}")
+    edit(config, "    gpu: {type: A10G, count: 1}\n", "    instance_type: g6e.xlarge\n")
+    plan = json.loads(run("plan", "-f", str(config), "--format", "json").stdout)
+    changes = {rc["address"]: rc for rc in plan["resource_changes"]}
+    assert changes["aws_autoscaling_group.qwen-7b/asg"]["action"] == "update"
+    assert "minSize" in changes["aws_autoscaling_group.qwen-7b/asg"]["reason"]
+    assert changes["aws_ec2_launch_template.qwen-7b/lt"]["action"] == "update"
+    assert "instanceType" in changes["aws_ec2_launch_template.qwen-7b/lt"]["reason"]
+    assert all(rc["action"] == "update" for rc in plan["resource_changes"])
+
+    text = run("plan", "-f", str(config)).stdout
+    assert "~ aws_autoscaling_group.qwen-7b/asg  # desiredCapacity, minSize changed" in text
+    assert "~ aws_ec2_launch_template.qwen-7b/lt  # instanceType changed" in text
+
+
+def test_apply_without_the_pulumi_cli_stops_before_anything_changes(example) -> None:  # type: ignore[no-untyped-def]
+    config, run = example
+    state = config.parent / ".llmctl" / "state" / "support-bot" / "prod.json"
+    first = run("apply", "-f", str(config), "--auto-approve")
+    assert first.returncode == 1 and "Traceback" not in first.stderr
+    assert "the pulumi CLI is not installed" in first.stderr and "pulumi login" in first.stderr
+    assert not state.exists()
+
+    backend = record_apply(config)
+    before = state.read_bytes()
+    edit(config, "replicas: {min: 1, max: 3}", "replicas: {min: 2, max: 3}")
+    again = run("apply", "-f", str(config), "--auto-approve")
+    assert again.returncode == 1 and state.read_bytes() == before and backend.read().serial == 1
