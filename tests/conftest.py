@@ -5,10 +5,12 @@ import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from hub_server import HubServer
 from support import QUICKSTART, Run
 
 
@@ -29,3 +31,21 @@ def quickstart(tmp_path: Path) -> Path:
     target = tmp_path / "llmops.yaml"
     shutil.copy(QUICKSTART, target)
     return target
+
+
+@pytest.fixture
+def hub() -> Iterator[HubServer]:
+    with HubServer() as server:
+        yield server
+
+
+@pytest.fixture
+def hub_llmctl(llmctl: Run, hub: HubServer, tmp_path: Path) -> Run:
+    """llmctl with the Hugging Face Hub replaced by the local test hub (pass HF_TOKEN in env= where needed)."""
+    def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+        # Generous hub timeouts: a loaded CI machine must not turn a slow local answer into a lock error.
+        hub_env = {"HF_ENDPOINT": hub.url, "HF_HOME": str(tmp_path / "hf"), "HF_HUB_ETAG_TIMEOUT": "120",
+                   "HF_HUB_DOWNLOAD_TIMEOUT": "120"}
+        return llmctl(*args, env={**hub_env, **(env or {})})
+
+    return run

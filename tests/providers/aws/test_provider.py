@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import json
 import shutil
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from hub_server import HubServer
 
 from support import REPO, Run, edit, record_apply
 
@@ -18,15 +16,16 @@ pytestmark = pytest.mark.skipif(shutil.which("pulumi") is not None,
 
 
 @pytest.fixture
-def example(tmp_path: Path, llmctl: Run) -> Iterator[tuple[Path, Run]]:
+def example(tmp_path: Path, hub_llmctl: Run) -> tuple[Path, Run]:
     config = tmp_path / "llmops.yaml"
     shutil.copy(EXAMPLE, config)
-    with HubServer() as hub:
-        def run(*args: str, env: dict[str, str] | None = None):  # type: ignore[no-untyped-def]
-            return llmctl(*args, env={"HF_ENDPOINT": hub.url, "HF_HOME": str(tmp_path / "hf"),
-                                      "HF_TOKEN": "hf_secret_value", **(env or {})})
-        assert run("lock", "-f", str(config)).returncode == 0
-        yield config, run
+
+    def run(*args: str):  # type: ignore[no-untyped-def]
+        # A token in the environment must never surface in a plan.
+        return hub_llmctl(*args, env={"HF_TOKEN": "hf_secret_value"})
+
+    assert run("lock", "-f", str(config)).returncode == 0
+    return config, run
 
 
 def test_a_resource_level_plan_with_no_cloud_cli_or_credentials(example) -> None:  # type: ignore[no-untyped-def]

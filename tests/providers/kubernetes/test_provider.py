@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import json
 import shutil
-from collections.abc import Iterator
 from pathlib import Path
 
 import kubernetes_validate
 import pytest
 import yaml
-from hub_server import TOKEN, HubServer
+from hub_server import TOKEN
 
 from support import REPO, Run, edit, record_apply
 
@@ -20,17 +19,13 @@ pytestmark = pytest.mark.skipif(shutil.which("pulumi") is not None,
 
 
 @pytest.fixture
-def example(tmp_path: Path, llmctl: Run) -> Iterator[tuple[Path, Run]]:
+def example(tmp_path: Path, hub_llmctl: Run) -> tuple[Path, Run]:
     config = tmp_path / "llmops.yaml"
     shutil.copy(EXAMPLE, config)
-    with HubServer() as hub:
-        def run(*args: str, token: str | None = None):  # type: ignore[no-untyped-def]
-            env = {"HF_ENDPOINT": hub.url, "HF_HOME": str(tmp_path / "hf")}
-            return llmctl(*args, env={**env, "HF_TOKEN": token} if token else env)
-        # Llama is gated: whoever has access locks it once (and commits llmops.lock); every plan after that,
-        # like the ones in these tests, needs no credentials.
-        assert run("lock", "-f", str(config), token=TOKEN).returncode == 0
-        yield config, run
+    # Llama is gated: whoever has access locks it once (and commits llmops.lock); every plan after that,
+    # like the ones in these tests, needs no credentials.
+    assert hub_llmctl("lock", "-f", str(config), env={"HF_TOKEN": TOKEN}).returncode == 0
+    return config, hub_llmctl
 
 
 def test_plan_lists_every_kubernetes_resource_offline(example) -> None:  # type: ignore[no-untyped-def]
