@@ -24,6 +24,7 @@ from llmctl.config.schema import AwsTarget, Budget, Model, ReplicaRange
 from llmctl.config.sources import parse_source
 from llmctl.cost.catalog import load_catalog
 from llmctl.desired import Desired
+from providers.pulumi_support.images import ENGINE_IMAGES
 
 AMI_CALL = "aws:ec2/getAmi:getAmi"
 SUBNETS_CALL = "aws:ec2/getSubnets:getSubnets"
@@ -37,8 +38,8 @@ DEFAULT_INGRESS_CIDRS = ["10.0.0.0/8"]
 ROOT_VOLUME_GIB = 200  # container image + weights cache; the AMI's own root volume is too small for 7B+ models
 ROOT_DEVICE = "/dev/sda1"  # Ubuntu AMIs
 
-VLLM_IMAGE = "vllm/vllm-openai:v0.8.5"
-TGI_IMAGE = "ghcr.io/huggingface/text-generation-inference:3.0.0"
+VLLM_IMAGE = ENGINE_IMAGES["vllm"]
+TGI_IMAGE = ENGINE_IMAGES["tgi"]
 TGI_PORT = 80  # TGI listens on 80 inside its container
 
 # AWS Budgets has no weekly time unit: a weekly budget becomes a daily one of a seventh of the limit.

@@ -16,19 +16,18 @@ import pulumi_kubernetes as k8s
 
 from llmctl.config.schema import Budget, KubernetesTarget, Model, ReplicaRange
 from llmctl.config.sources import parse_source
+from llmctl.cost.model import HOURS, MONTH_HOURS
 from llmctl.desired import Desired
+from providers.pulumi_support.images import ENGINE_IMAGES
 
 PORT = 8000
 CACHE_DIR = "/root/.cache/huggingface"
 HF_SECRET = "hf-token"  # a Secret the cluster operator creates: kubectl create secret generic hf-token --from-literal=token=hf_...
 HF_SECRET_KEY = "token"
-HOURS_PER_MONTH = 730
-MONTHLY = {"month": 1.0, "week": HOURS_PER_MONTH / 168, "day": HOURS_PER_MONTH / 24}
+# A budget's limit per month, from its period's share of the 730-hour month the cost estimate uses.
+MONTHLY = {period: MONTH_HOURS / hours for period, hours in HOURS.items()}
 
-IMAGES = {
-    "vllm": "vllm/vllm-openai:v0.8.5",
-    "tgi": "ghcr.io/huggingface/text-generation-inference:2.4.1",
-}
+IMAGES = ENGINE_IMAGES
 READY_PATHS = {"vllm": "/v1/models", "tgi": "/health"}
 # The per-pod gauge of requests in flight, which an HPA scales on through a custom-metrics adapter.
 CONCURRENCY_METRICS = {"vllm": "vllm:num_requests_running", "tgi": "tgi_batch_current_size"}
@@ -89,7 +88,7 @@ def gpu_quota(desired: Desired, target: str) -> int:
     if rate:
         for budget in _budgets_of(desired, models):
             monthly = budget.limit_usd * MONTHLY[budget.period]
-            total = min(total, math.floor(monthly / (rate * HOURS_PER_MONTH)))
+            total = min(total, math.floor(monthly / (rate * MONTH_HOURS)))
     return total
 
 
