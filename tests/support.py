@@ -1,9 +1,12 @@
 """Paths and types the tests share (importable because pytest puts tests/ on the path)."""
 from __future__ import annotations
 
+import shutil
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
+
+import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 QUICKSTART = REPO / "examples" / "quickstart" / "llmops.yaml"
@@ -13,6 +16,10 @@ EXAMPLE_CONTRACT = REPO / "tests" / "data" / "llmops.example.yaml"
 SHARED_CONTRACT = REPO.parent / "shared" / "llmops.example.yaml"
 
 Run = Callable[..., subprocess.CompletedProcess[str]]
+
+# The cloud providers' path without the pulumi CLI: what plans, render and a refused apply do on a machine like CI's.
+WITHOUT_PULUMI_CLI = pytest.mark.skipif(shutil.which("pulumi") is not None,
+                                        reason="these tests cover the path without the pulumi CLI; it is installed here")
 
 
 def edit(config: Path, old: str, new: str) -> None:

@@ -48,7 +48,8 @@ class PulumiProvider:
                                stack=f"{desired.environment}-{target}", calls=type(self).calls)
         except ValueError as exc:  # the program refuses a config it cannot build (e.g. a pkg:// model on aws)
             raise LlmctlError(f"target '{target}': {exc}") from None
-        return [self._resource(item, target, captured) for item in captured]
+        ids = {f"{item.name}-id" for item in captured}  # what the mocks answered as ids: not known before apply
+        return [self._resource(item, target, ids) for item in captured]
 
     def refresh(self, resources: list[Resource]) -> tuple[list[Resource], dict[str, str]]:
         # Offline there is nothing to observe: what the last apply recorded is taken as what exists.
@@ -99,9 +100,8 @@ class PulumiProvider:
         forcing = self.replace_on.get(resource_type, frozenset())
         return [path for path in changed if any(path == f or path.startswith(f + ".") for f in forcing)]
 
-    def _resource(self, item: Captured, target: str, everything: list[Captured]) -> Resource:
+    def _resource(self, item: Captured, target: str, ids: set[str]) -> Resource:
         owner, _, suffix = item.name.partition("/")
-        ids = {f"{other.name}-id" for other in everything}
         return Resource(address=f"{address_type(item.type)}.{owner.split('.', 1)[-1]}/{suffix}", type=item.type,
                         owner=owner, provider=self.name, target=target, spec=normalise(item.inputs, ids))
 

@@ -8,11 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from support import REPO, Run, edit, record_apply
+from support import REPO, WITHOUT_PULUMI_CLI, Run, edit, record_apply
 
 EXAMPLE = REPO / "examples" / "aws-gpu" / "llmops.yaml"
-pytestmark = pytest.mark.skipif(shutil.which("pulumi") is not None,
-                                reason="these tests cover the path without the pulumi CLI; it is installed here")
+pytestmark = WITHOUT_PULUMI_CLI
 
 
 @pytest.fixture

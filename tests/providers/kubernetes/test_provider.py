@@ -11,11 +11,10 @@ import pytest
 import yaml
 from hub_server import TOKEN
 
-from support import REPO, Run, edit, record_apply
+from support import REPO, WITHOUT_PULUMI_CLI, Run, edit, record_apply
 
 EXAMPLE = REPO / "examples" / "kubernetes" / "llmops.yaml"
-pytestmark = pytest.mark.skipif(shutil.which("pulumi") is not None,
-                                reason="these tests cover the path without the pulumi CLI; it is installed here")
+pytestmark = WITHOUT_PULUMI_CLI
 
 
 @pytest.fixture
