@@ -32,6 +32,9 @@ def apply_plan(plan: Plan, workspace: Workspace, get_provider: Callable[[str], P
                ready_timeout: float = 300.0, verify: Verify | None = None) -> ApplyOutcome:
     """Carry out `plan`, load-test the changed models against their SLOs, then record the new state, or roll
     back to the previous one and raise VerificationFailed. The caller holds the state lock."""
+    if plan.refresh_only:
+        raise LlmctlError("a --refresh-only plan reports drift and has nothing to apply: run `llmctl plan` to see "
+                          "how apply would bring the drifted resources back, then `llmctl apply`")
     backend = workspace.backend()
     state = backend.read()
     if state.serial == plan.state_serial == 0:
@@ -114,7 +117,8 @@ def _roll_back(previous: State, new: State, workspace: Workspace, get_provider: 
     before = (Desired.from_json(previous.desired) if previous.desired else
               Desired.empty(previous.project, previous.environment, workspace.config_path.resolve().parent))
     views = refreshed_targets(before, new, get_provider)
-    changes = {target: view.provider.plan(view.desired, view.current, view.gone) for target, view in views.items()}
+    changes = {target: view.provider.plan(before, target, view.desired, view.current, view.gone)[0]
+               for target, view in views.items()}
     _apply_changes(before, new, {t: c for t, c in changes.items() if c}, workspace, get_provider, progress,
                    ready_timeout)
     new.desired = previous.desired

@@ -24,7 +24,7 @@ from llmctl.errors import BudgetExceeded, LlmctlError, VerificationFailed
 from llmctl.gitops import render_target
 from llmctl.lock import lock_path
 from llmctl.plan.model import Plan
-from llmctl.plan.planner import make_plan
+from llmctl.plan.planner import make_plan, make_refresh_plan
 from llmctl.plan.render import render
 from llmctl.providers import get_provider
 from llmctl.scaffold import scaffold
@@ -103,13 +103,16 @@ def plan(file: ConfigFile = DEFAULT_FILE, env: Env = None,
          detailed_exitcode: Annotated[bool, typer.Option("--detailed-exitcode",
                                                          help="Exit 2 when there are changes.")] = False,
          allow_over_budget: AllowOverBudget = False,
+         refresh_only: Annotated[bool, typer.Option(
+             "--refresh-only", help="Only report what changed outside llmctl since the last apply.")] = False,
          lock_timeout: LockTimeout = 30.0) -> None:
     """Show what apply would change and what it will cost."""
     loaded = load(file, env)
     workspace = _workspace(loaded)
     backend = workspace.backend()
     with backend.lock(lock_timeout, "llmctl plan"):
-        result = _plan(loaded, backend, allow_over_budget)
+        result = (make_refresh_plan(Desired.from_config(loaded), backend.read(), loaded.path, get_provider)
+                  if refresh_only else _plan(loaded, backend, allow_over_budget))
     console.out(render(result, format))
     if out:
         out.write_text(result.model_dump_json(indent=2) + "\n")

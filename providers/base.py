@@ -60,8 +60,10 @@ class Provider(Protocol):
     def refresh(self, resources: list[Resource]) -> tuple[list[Resource], dict[str, str]]:
         """The recorded resources that still exist, with what is observed now, and {address: why} for gone ones."""
 
-    def plan(self, desired: list[Resource], current: list[Resource], gone: dict[str, str]) -> list[ResourceChange]:
-        """What apply would do to turn `current` (refreshed) into `desired`; `gone` is drift to repair."""
+    def plan(self, config: Desired, target: str, desired: list[Resource], current: list[Resource],
+             gone: dict[str, str]) -> tuple[list[ResourceChange], list[Check]]:
+        """What apply would do to turn `current` (refreshed) into `desired`; `gone` is drift to repair. The checks
+        say how the plan was made when that matters to a reviewer (e.g. offline, without drift detection)."""
 
     def preflight(self, target: str) -> None:
         """Raise LlmctlError when apply or destroy cannot run here (a missing CLI), before anything changes."""

@@ -48,6 +48,17 @@ class ResourceChange(BaseModel):
     after: dict[str, Any] | None = None
 
 
+class Drift(BaseModel):
+    """A resource that changed outside llmctl, found by a refresh (`llmctl plan --refresh-only`)."""
+
+    address: str
+    owner: str
+    provider: str
+    target: str
+    kind: Literal["deleted", "changed"]
+    detail: str = Field(description="What was observed: why it is gone, or which attributes changed.")
+
+
 class Check(BaseModel):
     severity: Severity
     address: str | None = None
@@ -77,10 +88,12 @@ class Plan(BaseModel):
         None, description="The cost estimate and budget verdict (llmctl.cost.model.PlanCost); absent without pricing.")
     checks: list[Check]
     desired: dict[str, Any] = Field(description="The desired configuration this plan applies.")
+    refresh_only: bool = Field(False, description="Made by --refresh-only: reports drift and changes nothing.")
+    drift: list[Drift] = Field(default_factory=list, description="Resources changed outside llmctl.")
 
     @property
     def has_changes(self) -> bool:
-        return bool(self.changes or self.resource_changes)
+        return bool(self.changes or self.resource_changes or self.drift)
 
     @property
     def budget_blocked(self) -> list[str]:

@@ -12,7 +12,7 @@ from llmctl.cost.estimate import Pricing, plan_cost
 from llmctl.desired import Desired
 from llmctl.errors import LlmctlError
 from llmctl.plan.diff import diff_object
-from llmctl.plan.model import Change, Check, Plan, ResourceChange, Summary
+from llmctl.plan.model import Change, Check, Drift, Plan, ResourceChange, Summary
 from llmctl.state import State
 from providers.base import Provider, Resource
 
@@ -41,7 +41,9 @@ def make_plan(desired: Desired, state: State, config_path: Path,
     resource_changes: list[ResourceChange] = []
     for target, view in _targets(desired, state, get_provider, checks).items():
         checks += view.provider.check(desired, target) if target in desired.targets else []
-        resource_changes += view.provider.plan(view.desired, view.current, view.gone)
+        target_changes, target_checks = view.provider.plan(desired, target, view.desired, view.current, view.gone)
+        resource_changes += target_changes
+        checks += target_checks
     changes += _drift_changes(changes, resource_changes, after)
     cost = None
     if pricing is not None:
@@ -63,6 +65,25 @@ def make_plan(desired: Desired, state: State, config_path: Path,
         checks=checks,
         desired=desired.to_json(),
     )
+
+
+def make_refresh_plan(desired: Desired, state: State, config_path: Path,
+                      get_provider: Callable[[str], Provider]) -> Plan:
+    """What changed outside llmctl since the last apply, as `terraform plan -refresh-only` shows it: the recorded
+    resources refreshed against what exists, nothing planned."""
+    checks: list[Check] = []
+    drift: list[Drift] = []
+    for target, view in _targets(desired, state, get_provider, checks).items():
+        recorded = {r.address: r for r in state.resources_of(target)}
+        drift += [Drift(address=address, owner=recorded[address].owner, provider=recorded[address].provider,
+                        target=target, kind="deleted", detail=why) for address, why in view.gone.items()]
+        drift += [Drift(address=r.address, owner=r.owner, provider=r.provider, target=target, kind="changed",
+                        detail=f"{', '.join(r.attrs['drift'])} changed") for r in view.current if r.attrs.get("drift")]
+    return Plan(
+        project=desired.project, environment=desired.environment, config_path=str(config_path),
+        created_at=datetime.now(timezone.utc).isoformat(timespec="milliseconds"), state_serial=state.serial,
+        state_lineage=state.lineage, changes=[], resource_changes=[], summary=Summary(add=0, change=0, destroy=0),
+        checks=checks, desired=desired.to_json(), refresh_only=True, drift=sorted(drift, key=lambda d: d.address))
 
 
 def refreshed_targets(desired: Desired, state: State, get_provider: Callable[[str], Provider]) -> dict[str, TargetView]:

@@ -195,9 +195,19 @@ def _blocks(plan: Plan) -> list[_Block]:
 # --- text ------------------------------------------------------------------------------------------------------
 
 
+def _drift_lines(plan: Plan) -> list[str]:
+    if not plan.drift:
+        return [f"No drift: every resource llmctl manages is as the last apply left it ({_where(plan)})."]
+    return [f"Resources changed outside llmctl ({_where(plan)}):", "",
+            *[f"  {drift.address} ({drift.owner}) {drift.kind}: {drift.detail}" for drift in plan.drift], "",
+            "Nothing was changed. `llmctl plan` shows how apply would bring them back to the configuration."]
+
+
 def render_text(plan: Plan) -> str:
     """Terraform-style plan for a terminal; plain text (colour, if any, is the caller's business)."""
     checks = [_check(check) for check in plan.checks]
+    if plan.refresh_only:
+        return "\n".join([*_drift_lines(plan), *checks])
     if not plan.has_changes:
         out = [f"No changes. The deployment matches the configuration ({_where(plan)})."]
         if checks:
@@ -325,6 +335,10 @@ def render_markdown(plan: Plan, limit: int = 60_000) -> str:
     When too long it gives up detail in order of least value to a reviewer: first the bodies of the largest diffs,
     then the (by then one-line) per-change sections, then table rows, then checks; each cut says what was left out.
     """
+    if plan.refresh_only:
+        lines = _drift_lines(plan)
+        return "\n".join([f"**Refresh:** {lines[0]}", *lines[1:], *[f"- {_check(check)}" for check in plan.checks]]
+                         )[:limit]
     head = f"**Plan:** {_counts(plan.summary)} ({_where(plan)})"
     if not plan.has_changes:
         head = f"**Plan:** no changes; the deployment matches the configuration ({_where(plan)})"

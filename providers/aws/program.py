@@ -28,6 +28,7 @@ from providers.pulumi_support.images import ENGINE_IMAGES
 
 AMI_CALL = "aws:ec2/getAmi:getAmi"
 SUBNETS_CALL = "aws:ec2/getSubnets:getSubnets"
+INSTANCES_CALL = "aws:ec2/getInstances:getInstances"
 AMI_NAME = "Deep Learning Base OSS Nvidia Driver GPU AMI (Ubuntu 22.04)*"
 AMI_OWNERS = ["amazon"]
 
@@ -218,7 +219,7 @@ def _model(desired: Desired, target: AwsTarget, model: Model, locked: dict[str, 
     else:
         placement = {"launch_template": aws.autoscaling.GroupLaunchTemplateArgs(
             id=template["launch_template_id"], version=template["version"])}
-    aws.autoscaling.Group(
+    group = aws.autoscaling.Group(
         f"{address}/asg",
         name_prefix=f"{prefix}-",
         min_size=low, max_size=high, desired_capacity=low,
@@ -227,6 +228,13 @@ def _model(desired: Desired, target: AwsTarget, model: Model, locked: dict[str, 
         instance_refresh=aws.autoscaling.GroupInstanceRefreshArgs(strategy="Rolling"),
         tags=[aws.autoscaling.GroupTagArgs(key=k, value=v, propagate_at_launch=True) for k, v in tags.items()],
         **placement, opts=opts)
+    # The group launches instances on its own, so they are read back: as of this `pulumi up` (instances still
+    # booting show at the next apply or refresh). llmctl records these outputs in its state.
+    running = aws.ec2.get_instances_output(
+        instance_tags={"aws:autoscaling:groupName": group.name}, instance_state_names=["running"], opts=pulumi.InvokeOptions(provider=opts.provider))
+    pulumi.export(f"{model.name}.instances", running.ids)
+    pulumi.export(f"{model.name}.endpoints", running.public_ips.apply(
+        lambda ips: [f"http://{ip}:{SERVING_PORT}/v1" for ip in ips]))
 
 
 # --- budgets ---------------------------------------------------------------------------------------------------
@@ -261,6 +269,8 @@ def mock_calls(token: str, args: dict) -> dict:
                 "name": "Deep Learning Base OSS Nvidia Driver GPU AMI (Ubuntu 22.04) 20250101",
                 "architecture": "x86_64", "rootDeviceName": ROOT_DEVICE, "ownerId": "898082745236",
                 "mostRecent": True, "owners": list(args.get("owners") or AMI_OWNERS)}
+    if token == INSTANCES_CALL:
+        return {"id": "us-mock", "ids": [], "publicIps": [], "privateIps": [], "ipv6Addresses": []}
     if token == SUBNETS_CALL:
         return {"id": "us-mock", "ids": ["subnet-0mock000000000001", "subnet-0mock000000000002"]}
     return {}

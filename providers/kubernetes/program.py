@@ -201,6 +201,8 @@ def _model(desired: Desired, model: Model, namespace: str, sha: str, opts: pulum
         ),
         opts=opts,
     )
+    # In-cluster address; llmctl records it in state as the model's endpoint.
+    pulumi.export(f"{model.name}.endpoints", [f"http://{name}.{namespace}.svc.cluster.local:{PORT}/v1"])
     k8s.autoscaling.v2.HorizontalPodAutoscaler(
         f"model.{model.name}/hpa",
         metadata=meta,

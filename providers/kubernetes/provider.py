@@ -7,7 +7,7 @@ from llmctl.desired import Desired
 from providers.kubernetes.manifests import write_manifests
 from providers.kubernetes.program import program
 from providers.pulumi_support.capture import capture
-from providers.pulumi_support.provider import PulumiProvider, desired_lock
+from providers.pulumi_support.provider import PulumiProvider, desired_lock, stack_name
 
 _IDENTITY = frozenset({"metadata.name", "metadata.namespace"})
 
@@ -15,10 +15,11 @@ _IDENTITY = frozenset({"metadata.name", "metadata.namespace"})
 class KubernetesProvider(PulumiProvider):
     name = "kubernetes"
     program = staticmethod(program)
+    serving_type = "kubernetes:core/v1:Service"
     # Fields the API server refuses to change (a Deployment's selector), and identity: a new object replaces the old.
     replace_on = {
         "kubernetes:apps/v1:Deployment": _IDENTITY | {"spec.selector"},
-        "kubernetes:core/v1:Service": _IDENTITY | {"spec.clusterIP", "spec.type"},
+        "kubernetes:core/v1:Service": _IDENTITY | {"spec.cluster_ip", "spec.type"},
         "kubernetes:core/v1:Namespace": _IDENTITY,
         "kubernetes:core/v1:ConfigMap": _IDENTITY,
         "kubernetes:core/v1:ResourceQuota": _IDENTITY,
@@ -29,5 +30,5 @@ class KubernetesProvider(PulumiProvider):
     def render(self, desired: Desired, target: str, directory: Path) -> list[Path]:
         """The manifests the program declares, as YAML files for GitOps (from the same run under mocks)."""
         captured = capture(program(desired, target, desired_lock(desired)), project=desired.project,
-                           stack=f"{desired.environment}-{target}")
+                           stack=stack_name(desired, target))
         return write_manifests(captured, directory)

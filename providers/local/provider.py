@@ -63,8 +63,9 @@ class LocalProvider:
                 gone[resource.address] = f"pid {resource.attrs['pid']} is no longer running"
         return current, gone
 
-    def plan(self, desired: list[Resource], current: list[Resource], gone: dict[str, str]) -> list[ResourceChange]:
-        return diff_resources(desired, current, gone)
+    def plan(self, config: Desired, target: str, desired: list[Resource], current: list[Resource],
+             gone: dict[str, str]) -> tuple[list[ResourceChange], list[Check]]:
+        return diff_resources(desired, current, gone), []
 
     def preflight(self, target: str) -> None:
         """Engines are checked at plan time; nothing else is needed here."""

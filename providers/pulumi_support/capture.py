@@ -14,8 +14,12 @@ import pulumi
 from pulumi.runtime import mocks
 
 SENSITIVE = "(sensitive value)"
-# Pulumi's wire marker for a secret value (the "sig" key of a serialised secret).
+KNOWN_AFTER_APPLY = "(known after apply)"
+# Pulumi's wire marker for a secret value (the "sig" key of a serialised secret), and what the engine's events
+# write in place of a secret and of a value not known until apply.
 _SECRET_SIG = "4dabf18193072939515e22adb298388d"
+_MASKED_SECRET = "[secret]"
+UNKNOWN = "04da6b54-80e4-46f7-96ec-b56ff0331ba9"
 
 Calls = Callable[[str, dict[str, Any]], dict[str, Any]]
 
@@ -33,7 +37,7 @@ class _Recorder(pulumi.runtime.Mocks):
         self._calls = calls
 
     def new_resource(self, args: pulumi.runtime.MockResourceArgs) -> tuple[str, dict[str, Any]]:
-        self.resources.append(Captured(args.typ, args.name, plain(args.inputs)))
+        self.resources.append(Captured(args.typ, args.name, plain(args.inputs, frozenset())))
         return f"{args.name}-id", dict(args.inputs)
 
     def call(self, args: pulumi.runtime.MockCallArgs) -> dict[str, Any]:
@@ -58,12 +62,19 @@ def capture(program: Callable[[], None], project: str, stack: str, calls: Calls 
     return recorder.resources
 
 
-def plain(value: Any) -> Any:
-    """Inputs as plain JSON data: secrets masked, so they never reach a plan, state or log."""
+def plain(value: Any, unknown: frozenset[str] = frozenset({UNKNOWN})) -> Any:
+    """Inputs as plan values: secrets masked (so they never reach a plan, state or log), whole floats back to ints
+    (the wire format has only floats), and values in `unknown` as (known after apply)."""
     if isinstance(value, dict):
         if value.get(_SECRET_SIG) is not None:
             return SENSITIVE
-        return {key: plain(item) for key, item in value.items()}
+        return {key: plain(item, unknown) for key, item in value.items()}
     if isinstance(value, (list, tuple)):
-        return [plain(item) for item in value]
+        return [plain(item, unknown) for item in value]
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if value == _MASKED_SECRET:
+        return SENSITIVE
+    if isinstance(value, str) and value in unknown:
+        return KNOWN_AFTER_APPLY
     return value

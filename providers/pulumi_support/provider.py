@@ -1,62 +1,98 @@
-"""What the Pulumi-backed providers (aws, kubernetes) share: resources from the program run under mocks, plans that
-tell update from replace, and apply/destroy through the Automation API when the pulumi CLI is installed."""
+"""What the Pulumi-backed providers (aws, kubernetes) share: resources from the program run under mocks, plans
+from `pulumi preview` when the CLI is installed (offline diffs of the mock capture otherwise), and apply, destroy
+and refresh through the Automation API."""
 from __future__ import annotations
 
 import os
-import re
 import shutil
-from pathlib import Path
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from llmctl.desired import Desired
 from llmctl.errors import LlmctlError
 from llmctl.plan.model import Check, ResourceChange
+from llmctl.workspace import Workspace
 from providers.base import ApplyContext, Resource, diff_resources
-from providers.pulumi_support.capture import Calls, Captured, capture
+from providers.pulumi_support import events
+from providers.pulumi_support.capture import SENSITIVE, Calls, capture, plain
+from providers.pulumi_support.naming import address_of, as_declared
 
-KNOWN_AFTER_APPLY = "(known after apply)"
 INSTALL_HELP = (
     "the pulumi CLI is not installed, so {provider} resources cannot be applied (plans work without it). "
     "Install it (curl -fsSL https://get.pulumi.com | sh, or see https://www.pulumi.com/docs/install/), choose a "
     "backend (pulumi login --local, or a backend URL), provide the cloud credentials, then run llmctl apply again"
 )
+OFFLINE = ("planned offline: the Pulumi program ran under Pulumi's mocks{why}, so there is no drift detection and "
+           "values the cloud assigns are shown as (known after apply)")
 
 Program = Callable[[Desired, str, dict[str, dict[str, Any]] | None], Callable[[], None]]
 
 
 class PulumiProvider:
-    """Subclasses set `name`, `program`, `calls`, and `replace_on`: per resource type, the inputs whose change
-    makes the cloud replace the resource rather than update it."""
+    """Subclasses set `name`, `program`, `calls`, `replace_on` (per resource type, the inputs whose change makes
+    the cloud replace the resource rather than update it) and `serving_type` (the resource whose attributes carry
+    a model's endpoints)."""
 
     name: str
     program: Program
     calls: Calls = staticmethod(lambda token, args: {})  # type: ignore[assignment]
     replace_on: dict[str, frozenset[str]] = {}
+    serving_type: str
 
     def check(self, desired: Desired, target: str) -> list[Check]:
-        if cli_available():
-            return []
-        return [Check(severity="info", address=f"target.{target}", message=(
-            "planned offline: the Pulumi program ran under Pulumi's mocks (no pulumi CLI), so there is no drift "
-            "detection and values the cloud assigns are shown as (known after apply)"))]
+        return []
 
     def resources(self, desired: Desired, target: str) -> list[Resource]:
         lock = desired_lock(desired)
         try:
             captured = capture(self.program(desired, target, lock), project=desired.project,
-                               stack=f"{desired.environment}-{target}", calls=type(self).calls)
+                               stack=stack_name(desired, target), calls=type(self).calls)
         except ValueError as exc:  # the program refuses a config it cannot build (e.g. a pkg:// model on aws)
             raise LlmctlError(f"target '{target}': {exc}") from None
-        ids = {f"{item.name}-id" for item in captured}  # what the mocks answered as ids: not known before apply
-        return [self._resource(item, target, ids) for item in captured]
+        ids = frozenset(f"{item.name}-id" for item in captured)  # what the mocks answered: not known before apply
+        resources = []
+        for item in captured:
+            address, owner = address_of(item.type, item.name)
+            resources.append(Resource(address=address, type=item.type, owner=owner, provider=self.name,
+                                      target=target, spec=as_declared(plain(item.inputs, ids)), attrs={"name": item.name}))
+        return resources
 
     def refresh(self, resources: list[Resource]) -> tuple[list[Resource], dict[str, str]]:
-        # Offline there is nothing to observe: what the last apply recorded is taken as what exists.
-        return list(resources), {}
+        """With the CLI, `pulumi refresh --preview-only` on the stack the last apply recorded: resources deleted
+        outside llmctl are gone, changed ones carry the changed outputs under attrs['drift']. Offline there is
+        nothing to observe, so what the last apply recorded is taken as what exists."""
+        recorded = [r for r in resources if r.attrs.get("stack")]
+        if not recorded or not cli_available():
+            return list(resources), {}
+        stack = self._select(recorded[0].attrs)
+        seen: list[events.EngineEvent] = []
+        _run(stack.preview_refresh, f"target '{recorded[0].target}': pulumi refresh", on_event=seen.append)
+        drift = events.refresh_drift(seen)
+        current, gone = [], {}
+        for resource in resources:
+            name = resource.attrs.get("name", "")
+            if name in drift.gone:
+                gone[resource.address] = drift.gone[name]
+                continue
+            attrs = {k: v for k, v in resource.attrs.items() if k != "drift"}
+            if name in drift.changed:
+                attrs["drift"] = drift.changed[name]
+            current.append(resource.model_copy(update={"attrs": attrs}))
+        return current, gone
 
-    def plan(self, desired: list[Resource], current: list[Resource], gone: dict[str, str]) -> list[ResourceChange]:
-        return diff_resources(desired, current, gone, replaces=self._forced)
+    def plan(self, config: Desired, target: str, desired: list[Resource], current: list[Resource],
+             gone: dict[str, str]) -> tuple[list[ResourceChange], list[Check]]:
+        if target not in config.targets or not desired:  # a removed target: everything recorded goes
+            return diff_resources(desired, current, gone, replaces=self._forced), []
+        if not cli_available():
+            return (diff_resources(desired, current, gone, replaces=self._forced),
+                    [self._offline(target, " (no pulumi CLI)")])
+        try:
+            return self._preview(config, target, desired), []
+        except LlmctlError as exc:  # no credentials, as in CI on pull requests: the mock plan still reviews
+            return (diff_resources(desired, current, gone, replaces=self._forced),
+                    [self._offline(target, f" because pulumi preview failed ({exc})")])
 
     def preflight(self, target: str) -> None:
         if not cli_available():
@@ -64,46 +100,97 @@ class PulumiProvider:
 
     def apply(self, changes: list[ResourceChange], desired: list[Resource], current: list[Resource],
               ctx: ApplyContext) -> list[Resource]:
-        """`pulumi up` of the same program through the Automation API; what it declared is what now exists."""
+        """`pulumi up` of the same program; every declared resource is recorded with its urn and id, and the
+        serving resource of each model with the endpoints and instances the program exports."""
         config: Desired = ctx.extra["desired"]
         target = ctx.extra["target"]
         self.preflight(target)
-        stack = self._stack(config, target, ctx)
-        stack.up(on_output=lambda line: ctx.progress(f"target.{target}", line.strip()))
-        return [resource.model_copy(update={"attrs": {"stack": stack.name}}) for resource in desired]
+        stack, backend = self._stack(config, target)
+        seen: list[events.EngineEvent] = []
+        result = _run(stack.up, f"target '{target}': pulumi up", on_event=seen.append,
+                      on_output=lambda line: ctx.progress(f"target.{target}", line.strip()))
+        applied = events.applied_outputs(seen)
+        outputs = {key: SENSITIVE if value.secret else value.value for key, value in result.outputs.items()}
+        return [self._recorded(resource, stack.name, backend, config.project, applied, outputs)
+                for resource in desired]
 
     def destroy(self, resources: list[Resource], ctx: ApplyContext) -> None:
         if not resources:
             return
         target = resources[0].target
         self.preflight(target)
-        stack = self._stack(ctx.extra["desired"], target, ctx)
-        stack.destroy(on_output=lambda line: ctx.progress(f"target.{target}", line.strip()))
+        stack, _ = self._stack(ctx.extra["desired"], target)
+        _run(stack.destroy, f"target '{target}': pulumi destroy",
+             on_output=lambda line: ctx.progress(f"target.{target}", line.strip()))
         ctx.persist([])
-
-    def _stack(self, config: Desired, target: str, ctx: ApplyContext) -> Any:
-        from pulumi import automation as auto  # the Automation API drives the CLI, so only load it when there is one
-
-        backend = os.environ.get("PULUMI_BACKEND_URL") or f"file://{ctx.run_dir / 'pulumi'}"
-        if backend.startswith("file://"):
-            Path(backend.removeprefix("file://")).mkdir(parents=True, exist_ok=True)
-        settings = auto.ProjectSettings(name=config.project, runtime="python", backend=auto.ProjectBackend(url=backend))
-        return auto.create_or_select_stack(
-            stack_name=f"{config.environment}-{target}", project_name=config.project,
-            program=self.program(config, target, desired_lock(config)),
-            opts=auto.LocalWorkspaceOptions(project_settings=settings))
 
     def health(self, resource: Resource) -> str:
         return "unknown: cloud resources are read with the pulumi CLI (llmctl plan shows what is recorded)"
+
+    def _preview(self, config: Desired, target: str, desired: list[Resource]) -> list[ResourceChange]:
+        stack, _ = self._stack(config, target)
+        seen: list[events.EngineEvent] = []
+        # refresh=True: drift is read from the cloud first, so the preview also repairs what changed outside llmctl
+        _run(stack.preview, f"target '{target}': pulumi preview", diff=True, refresh=True, on_event=seen.append)
+        addresses = {r.attrs["name"]: (r.address, r.owner) for r in desired}
+        return events.preview_changes(seen, addresses, self.name, target)
+
+    def _stack(self, config: Desired, target: str) -> tuple[Any, str]:
+        from pulumi import automation as auto  # the Automation API drives the CLI, so only load it when there is one
+
+        workspace = Workspace(config.config_dir / "llmops.yaml", config.project, config.environment)
+        backend = os.environ.get("PULUMI_BACKEND_URL") or f"file://{workspace.run_dir / 'pulumi'}"
+        if backend.startswith("file://"):
+            Path(backend.removeprefix("file://")).mkdir(parents=True, exist_ok=True)
+        settings = auto.ProjectSettings(name=config.project, runtime="python", backend=auto.ProjectBackend(url=backend))
+        stack = _run(auto.create_or_select_stack, f"target '{target}': pulumi stack",
+                     stack_name=stack_name(config, target), project_name=config.project,
+                     program=self.program(config, target, desired_lock(config)),
+                     opts=auto.LocalWorkspaceOptions(project_settings=settings))
+        return stack, backend
+
+    def _select(self, attrs: dict[str, Any]) -> Any:
+        from pulumi import automation as auto
+
+        settings = auto.ProjectSettings(name=attrs["project"], runtime="python",
+                                        backend=auto.ProjectBackend(url=attrs["backend"]))
+        return _run(auto.select_stack, f"stack '{attrs['stack']}'", stack_name=attrs["stack"],
+                    project_name=attrs["project"], program=lambda: None,
+                    opts=auto.LocalWorkspaceOptions(project_settings=settings))
+
+    def _recorded(self, resource: Resource, stack: str, backend: str, project: str,
+                  applied: dict[str, dict[str, Any]], outputs: dict[str, Any]) -> Resource:
+        name = resource.attrs["name"]
+        attrs: dict[str, Any] = {"name": name, "stack": stack, "backend": backend, "project": project,
+                                 **applied.get(name, {})}
+        if resource.type == self.serving_type:
+            model = resource.owner.split(".", 1)[1]
+            endpoints = outputs.get(f"{model}.endpoints") or []
+            attrs.update(endpoints=endpoints, endpoint=endpoints[0] if endpoints else None,
+                         instances=outputs.get(f"{model}.instances") or [])
+        return resource.model_copy(update={"attrs": attrs})
+
+    def _offline(self, target: str, why: str) -> Check:
+        return Check(severity="info", address=f"target.{target}", message=OFFLINE.format(why=why))
 
     def _forced(self, resource_type: str, changed: list[str]) -> list[str]:
         forcing = self.replace_on.get(resource_type, frozenset())
         return [path for path in changed if any(path == f or path.startswith(f + ".") for f in forcing)]
 
-    def _resource(self, item: Captured, target: str, ids: set[str]) -> Resource:
-        owner, _, suffix = item.name.partition("/")
-        return Resource(address=f"{address_type(item.type)}.{owner.split('.', 1)[-1]}/{suffix}", type=item.type,
-                        owner=owner, provider=self.name, target=target, spec=normalise(item.inputs, ids))
+
+def _run(operation: Callable[..., Any], what: str, **kwargs: Any) -> Any:
+    """An Automation API call whose failure (no credentials, a cloud error) becomes the engine's own message."""
+    from pulumi import automation as auto
+
+    try:
+        return operation(**kwargs)
+    except auto.CommandError as exc:
+        lines = [line.strip() for line in str(exc).splitlines() if "error" in line.lower()]
+        raise LlmctlError(f"{what} failed: {' '.join(lines[-3:]) or exc}") from None
+
+
+def stack_name(desired: Desired, target: str) -> str:
+    return f"{desired.environment}-{target}"
 
 
 def cli_available() -> bool:
@@ -116,25 +203,3 @@ def desired_lock(desired: Desired) -> dict[str, dict[str, Any]] | None:
 
     lock = read_lock(lock_path(desired.config_dir / "llmops.yaml"))
     return {name: entry.model_dump() for name, entry in lock.models.items()} if lock else None
-
-
-def address_type(pulumi_type: str) -> str:
-    """aws:autoscaling/group:Group -> aws_autoscaling_group; kubernetes:apps/v1:Deployment ->
-    kubernetes_apps_deployment: package, module and kind, as Terraform-style addresses read."""
-    package, module, kind = (pulumi_type.split(":") + ["", ""])[:3]
-    snake = re.sub(r"(?<!^)(?=[A-Z])", "_", kind).lower()
-    return "_".join(part for part in (package, module.split("/")[0], snake) if part)
-
-
-def normalise(value: Any, ids: set[str]) -> Any:
-    """Whole floats back to ints (the mock wire format has only floats) and ids of resources not created yet as
-    (known after apply)."""
-    if isinstance(value, dict):
-        return {key: normalise(item, ids) for key, item in value.items()}
-    if isinstance(value, list):
-        return [normalise(item, ids) for item in value]
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
-    if isinstance(value, str) and value in ids:
-        return KNOWN_AFTER_APPLY
-    return value

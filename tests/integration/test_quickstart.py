@@ -87,7 +87,19 @@ def test_a_dead_replica_is_drift_that_apply_repairs(llmctl: Run, deployed: Path)
     config = deployed
     assert llmctl("apply", "-f", str(config), "--auto-approve", "--skip-verify").returncode == 0
     [replica] = _status(llmctl, config)["replicas"]
+    no_drift = llmctl("plan", "-f", str(config), "--refresh-only", "--detailed-exitcode")
+    assert no_drift.returncode == 0 and "No drift" in no_drift.stdout
     os.kill(replica["pid"], signal.SIGKILL)
+
+    found = llmctl("plan", "-f", str(config), "--refresh-only", "--detailed-exitcode", "--format", "json")
+    assert found.returncode == 2, found.stderr
+    [drifted] = json.loads(found.stdout)["drift"]
+    assert drifted["address"] == "local_process.assistant[0]" and drifted["kind"] == "deleted"
+    assert str(replica["pid"]) in drifted["detail"]
+    saved = config.parent / "refresh.plan"
+    llmctl("plan", "-f", str(config), "--refresh-only", "--out", str(saved))
+    refused = llmctl("apply", str(saved))
+    assert refused.returncode == 1 and "nothing to apply" in refused.stderr
 
     drift = llmctl("plan", "-f", str(config), "--detailed-exitcode")
     assert drift.returncode == 2

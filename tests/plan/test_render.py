@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from llmctl.plan.model import Action, Change, Check, DiffEntry, Plan, ResourceChange, Summary
+from llmctl.plan.model import Action, Change, Check, DiffEntry, Drift, Plan, ResourceChange, Summary
 from llmctl.plan.render import render, render_json, render_markdown, render_text
 
 # --- helpers to build plans ------------------------------------------------------------------------------------
@@ -410,3 +410,30 @@ def test_render_dispatches_by_format() -> None:
     assert render(plan, "markdown") == render_markdown(plan)
     with pytest.raises(ValueError, match="unknown plan format 'yaml'"):
         render(plan, "yaml")  # type: ignore[arg-type]
+
+
+# --- refresh-only ----------------------------------------------------------------------------------------------
+
+
+def test_a_refresh_only_plan_lists_the_drift_and_says_nothing_changed() -> None:
+    drift = [Drift(address="aws_ec2_security_group.qwen-7b/sg", owner="model.qwen-7b", provider="aws",
+                   target="gpu-cloud", kind="deleted", detail="deleted outside llmctl (found by pulumi refresh)"),
+             Drift(address="aws_autoscaling_group.qwen-7b/asg", owner="model.qwen-7b", provider="aws",
+                   target="gpu-cloud", kind="changed", detail="desired_capacity, max_size changed")]
+    plan = make_plan().model_copy(update={"refresh_only": True, "drift": drift})
+    text = render_text(plan)
+    assert "Resources changed outside llmctl (support-bot/dev, state serial 4):" in text
+    assert "  aws_ec2_security_group.qwen-7b/sg (model.qwen-7b) deleted: deleted outside llmctl" in text
+    assert "  aws_autoscaling_group.qwen-7b/asg (model.qwen-7b) changed: desired_capacity, max_size changed" in text
+    assert "Nothing was changed." in text and "Plan:" not in text
+    markdown = render_markdown(plan)
+    assert markdown.startswith("**Refresh:** Resources changed outside llmctl")
+    assert "aws_ec2_security_group.qwen-7b/sg (model.qwen-7b) deleted" in markdown
+    assert json.loads(render_json(plan))["drift"][1]["kind"] == "changed"
+    assert plan.has_changes
+
+
+def test_a_refresh_only_plan_without_drift_says_so() -> None:
+    plan = make_plan().model_copy(update={"refresh_only": True})
+    assert render_text(plan).startswith("No drift: every resource llmctl manages is as the last apply left it")
+    assert not plan.has_changes

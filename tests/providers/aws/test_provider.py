@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+import fake_pulumi
 from support import REPO, WITHOUT_PULUMI_CLI, Run, edit, record_apply
 
 EXAMPLE = REPO / "examples" / "aws-gpu" / "llmops.yaml"
@@ -49,14 +50,14 @@ def test_edits_show_updates_in_place_and_nothing_else(example) -> None:  # type:
     plan = json.loads(run("plan", "-f", str(config), "--format", "json").stdout)
     changes = {rc["address"]: rc for rc in plan["resource_changes"]}
     assert changes["aws_autoscaling_group.qwen-7b/asg"]["action"] == "update"
-    assert "minSize" in changes["aws_autoscaling_group.qwen-7b/asg"]["reason"]
+    assert "min_size" in changes["aws_autoscaling_group.qwen-7b/asg"]["reason"]
     assert changes["aws_ec2_launch_template.qwen-7b/lt"]["action"] == "update"
-    assert "instanceType" in changes["aws_ec2_launch_template.qwen-7b/lt"]["reason"]
+    assert "instance_type" in changes["aws_ec2_launch_template.qwen-7b/lt"]["reason"]
     assert all(rc["action"] == "update" for rc in plan["resource_changes"])
 
     text = run("plan", "-f", str(config)).stdout
-    assert "~ aws_autoscaling_group.qwen-7b/asg  # desiredCapacity, minSize changed" in text
-    assert "~ aws_ec2_launch_template.qwen-7b/lt  # instanceType changed" in text
+    assert "~ aws_autoscaling_group.qwen-7b/asg  # desired_capacity, min_size changed" in text
+    assert "~ aws_ec2_launch_template.qwen-7b/lt  # instance_type changed" in text
 
 
 def test_apply_without_the_pulumi_cli_stops_before_anything_changes(example) -> None:  # type: ignore[no-untyped-def]
@@ -72,3 +73,22 @@ def test_apply_without_the_pulumi_cli_stops_before_anything_changes(example) -> 
     edit(config, "replicas: {min: 1, max: 3}", "replicas: {min: 2, max: 3}")
     again = run("apply", "-f", str(config), "--auto-approve")
     assert again.returncode == 1 and state.read_bytes() == before and backend.read().serial == 1
+
+
+def test_with_the_cli_but_no_credentials_plans_offline_and_apply_fails_with_the_providers_message(
+        example, hub_llmctl: Run, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    config, _ = example
+    env = {**fake_pulumi.install(tmp_path), "HF_TOKEN": "hf_secret_value"}
+
+    def run(*args: str):  # type: ignore[no-untyped-def]
+        return hub_llmctl(*args, env=env)
+
+    plan = run("plan", "-f", str(config))
+    assert plan.returncode == 0, plan.stderr
+    assert "+ aws_autoscaling_group.qwen-7b/asg" in plan.stdout
+    assert "planned offline" in plan.stdout and "no valid credential sources" in plan.stdout
+
+    applied = run("apply", "-f", str(config), "--auto-approve", "--skip-verify")
+    assert applied.returncode == 1 and "Traceback" not in applied.stderr
+    assert "pulumi stack failed" in applied.stderr and "no valid credential sources" in applied.stderr
+    assert not (config.parent / ".llmctl" / "state" / "support-bot" / "prod.json").exists()
