@@ -41,7 +41,8 @@ class StatusReport(BaseModel):
 
     @property
     def healthy(self) -> bool:
-        return all(replica.health == "healthy" for replica in self.replicas)
+        # "unknown" (a cloud resource read without the CLI) is not known to be broken, so it does not fail status
+        return not any(replica.health.startswith(("unhealthy", "gone")) for replica in self.replicas)
 
 
 def status(state: State, get_provider: Callable[[str], Provider]) -> StatusReport:
@@ -50,7 +51,7 @@ def status(state: State, get_provider: Callable[[str], Provider]) -> StatusRepor
               for address, obj in objects.items()
               if address.startswith("model.") and parse_source(obj["source"]).hosted]
     replicas = [
-        Replica(address=r.address, model=r.owner.split(".", 1)[1], target=r.target, endpoint=r.attrs.get("endpoint"),
+        Replica(address=r.address, model=r.owner.split(".", 1)[1], target=r.target, endpoint=r.attrs.get("endpoint") or next(iter(r.attrs.get("endpoints") or []), None),
                 pid=r.attrs.get("pid"), health=get_provider(r.provider).health(r), log=r.attrs.get("log"))
         for r in state.resources
     ]

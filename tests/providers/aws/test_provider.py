@@ -92,3 +92,12 @@ def test_with_the_cli_but_no_credentials_plans_offline_and_apply_fails_with_the_
     assert applied.returncode == 1 and "Traceback" not in applied.stderr
     assert "pulumi stack failed" in applied.stderr and "no valid credential sources" in applied.stderr
     assert not (config.parent / ".llmctl" / "state" / "support-bot" / "prod.json").exists()
+
+
+def test_status_lists_recorded_cloud_resources_as_unknown_without_failing(example) -> None:  # type: ignore[no-untyped-def]
+    config, run = example
+    record_apply(config)
+    status = run("status", "-f", str(config), "--format", "json")
+    assert status.returncode == 0, status.stdout
+    health = {r["address"]: r["health"] for r in json.loads(status.stdout)["replicas"]}
+    assert health["aws_autoscaling_group.qwen-7b/asg"].startswith("unknown: cloud resources are read with the pulumi")
