@@ -190,10 +190,15 @@ def destroy(workspace: Workspace, get_provider: Callable[[str], Provider], progr
 
 
 def endpoints(resources: list[Resource]) -> dict[str, list[str]]:
+    """Where each model is served: through its gateway when one fronts it (clients and the SLO load test go
+    there, so guardrails and keys are in the measured path), else its replicas."""
     found: dict[str, list[str]] = {}
     for resource in resources:
         if "endpoint" in resource.attrs and not resource.attrs.get("deposed"):
             found.setdefault(resource.owner.split(".", 1)[1], []).append(resource.attrs["endpoint"])
+    for resource in resources:
+        for model in resource.attrs.get("serves", []):
+            found[model] = [resource.attrs["url"]]
     return found
 
 

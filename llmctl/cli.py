@@ -16,6 +16,7 @@ from llmctl.apply import apply_plan, destroy, destroy_plan
 from llmctl.config.errors import ConfigError
 from llmctl.config.load import LoadedConfig, load
 from llmctl.cost.catalog import refresh_snapshot
+from llmctl.gateway.usage import with_actual_spend
 from llmctl.cost.estimate import estimate
 from llmctl.cost.pricing import pricing_for
 from llmctl.cost.render import render_cost
@@ -245,6 +246,7 @@ def cost(file: ConfigFile = DEFAULT_FILE, env: Env = None,
     desired = Desired.from_config(loaded)
     pricing = pricing_for(loaded.path, desired)
     report, checks = estimate(desired, pricing.catalog, pricing.lock)
+    report = with_actual_spend(report, _workspace(loaded).backend().read())
     console.out(render_cost(report, format))
     for check in [*pricing.notes, *checks]:
         console.note(f"{check.severity.capitalize()}: [{check.address}] {check.message}")

@@ -17,6 +17,7 @@ from llmctl.config.schema import (
     LocalTarget,
     Model,
     Prompt,
+    Gateway,
     Slo,
     Target,
 )
@@ -34,6 +35,7 @@ class Desired:
     guardrails: dict[str, Guardrail]
     budgets: dict[str, Budget]
     slos: dict[str, Slo]
+    gateway: Gateway | None = None  # declared settings; a gateway with defaults runs when None
 
     @classmethod
     def from_config(cls, loaded: LoadedConfig) -> "Desired":
@@ -59,6 +61,7 @@ class Desired:
             guardrails={g.name: g for g in config.guardrails},
             budgets={b.name: b for b in config.budgets},
             slos={s.name: s for s in config.slos},
+            gateway=config.gateway,
         )
 
     @classmethod
@@ -71,7 +74,14 @@ class Desired:
         for section, kind in SECTIONS.items():
             for name, entry in getattr(self, section).items():
                 objects[f"{kind}.{name}"] = _data(entry)
+        if self.gateway is not None:
+            objects[f"gateway.{self.environment}"] = _data(self.gateway)
         return dict(sorted(objects.items()))
+
+    def budgets_of(self, model: str) -> list[str]:
+        """The budgets a model's spend counts against: the one it names and those whose scope lists it."""
+        return [name for name, budget in self.budgets.items()
+                if self.models[model].budget == name or model in budget.scope]
 
     def models_on(self, target: str) -> list[Model]:
         return [model for model in self.models.values() if model.target == target]
@@ -94,6 +104,7 @@ class Desired:
                     section: [o for a, o in objects.items() if a.startswith(f"{kind}.")]
                     for section, kind in SECTIONS.items()
                 },
+                "gateway": next((o for a, o in objects.items() if a.startswith("gateway.")), None),
             }
         )
         return cls.from_parts(config, Path(data["config_dir"]))

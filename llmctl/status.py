@@ -3,12 +3,15 @@ from __future__ import annotations
 
 import io
 from collections.abc import Callable
+from pathlib import Path
+from typing import Any
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 from rich.console import Console
 from rich.table import Table
 
 from llmctl.config.sources import parse_source
+from llmctl.gateway.usage import ledger_usage
 from llmctl.state import State
 from llmctl.verify.model import ModelVerification
 from providers.base import Provider
@@ -29,6 +32,16 @@ class HostedModel(BaseModel):
     source: str
 
 
+class GatewayStatus(BaseModel):
+    address: str
+    endpoint: str
+    pid: int | None
+    health: str
+    serves: list[str]
+    spend: dict[str, Any] | None = Field(
+        None, description="Metered by the gateway: each budget over its current period, each model this month.")
+
+
 class StatusReport(BaseModel):
     project: str
     environment: str
@@ -36,13 +49,14 @@ class StatusReport(BaseModel):
     updated_at: str | None
     last_change: str | None
     replicas: list[Replica]
+    gateways: list[GatewayStatus] = Field(default_factory=list)
     hosted: list[HostedModel]
     verification: dict[str, ModelVerification]
 
     @property
     def healthy(self) -> bool:
         # "unknown" (a cloud resource read without the CLI) is not known to be broken, so it does not fail status
-        return not any(replica.health.startswith(("unhealthy", "gone")) for replica in self.replicas)
+        return not any(item.health.startswith(("unhealthy", "gone")) for item in [*self.replicas, *self.gateways])
 
 
 def status(state: State, get_provider: Callable[[str], Provider]) -> StatusReport:
@@ -51,14 +65,33 @@ def status(state: State, get_provider: Callable[[str], Provider]) -> StatusRepor
               for address, obj in objects.items()
               if address.startswith("model.") and parse_source(obj["source"]).hosted]
     replicas = [
-        Replica(address=r.address, model=r.owner.split(".", 1)[1], target=r.target, endpoint=r.attrs.get("endpoint") or next(iter(r.attrs.get("endpoints") or []), None),
+        Replica(address=r.address, model=r.owner.split(".", 1)[1], target=r.target,
+                endpoint=r.attrs.get("endpoint") or next(iter(r.attrs.get("endpoints") or []), None),
                 pid=r.attrs.get("pid"), health=get_provider(r.provider).health(r), log=r.attrs.get("log"))
-        for r in state.resources
+        for r in state.resources if "serves" not in r.attrs
     ]
+    gateways = [GatewayStatus(address=r.address, endpoint=r.attrs["url"], pid=r.attrs.get("pid"),
+                              health=get_provider(r.provider).health(r), serves=r.attrs["serves"],
+                              spend=ledger_usage(Path(r.attrs["spec_path"])))
+                for r in state.resources if "serves" in r.attrs]
     return StatusReport(project=state.project, environment=state.environment, serial=state.serial,
-                        updated_at=state.updated_at, last_change=state.history_note, replicas=replicas, hosted=hosted,
+                        updated_at=state.updated_at, last_change=state.history_note, replicas=replicas, gateways=gateways,
+                        hosted=hosted,
                         verification={model: ModelVerification.model_validate(result)
                                       for model, result in state.verification.items()})
+
+
+def _gateway_lines(gateway: GatewayStatus) -> list[str]:
+    lines = [f"gateway {gateway.endpoint} ({gateway.health}), pid {gateway.pid or '-'}: serves "
+             f"{', '.join(gateway.serves)}"]
+    spend = gateway.spend or {}
+    for name, budget in spend.get("budgets", {}).items():
+        alerts = f"; alerts crossed: {', '.join(f'{a:.0%}' for a in budget['alerts'])}" if budget["alerts"] else ""
+        lines.append(f"  budget {name}: ${budget['spent_usd']:.4f} spent this {budget['period']} "
+                     f"(since {budget['period_start'][:10]}), {budget['requests']} requests{alerts}")
+    if spend.get("unpriced_tokens"):
+        lines.append(f"  {spend['unpriced_tokens']} tokens this month could not be priced (no price for their model)")
+    return lines
 
 
 def render_status_text(report: StatusReport) -> str:
@@ -78,6 +111,7 @@ def render_status_text(report: StatusReport) -> str:
         with console.capture() as captured:
             console.print(table)
         lines.append(captured.get().rstrip())
+    lines += [line for gateway in report.gateways for line in _gateway_lines(gateway)]
     lines += [f"{model.model}: hosted ({model.source}), no infrastructure" for model in report.hosted]
     for model, result in report.verification.items():
         measured = ", ".join(f"{c.target} {'n/a' if c.measured is None else f'{c.measured:g}'}" for c in result.checks)

@@ -11,16 +11,18 @@ from pathlib import Path
 import pytest
 
 from hub_server import HubServer
-from support import QUICKSTART, Run
+from support import QUICKSTART, QUICKSTART_KEY, Run
 
 
 @pytest.fixture
 def llmctl() -> Run:
-    """Run the installed `llmctl` in a subprocess (non-TTY, like CI); returns the completed process."""
+    """Run the installed `llmctl` in a subprocess (non-TTY, like CI); returns the completed process. The
+    quickstart's gateway key is set, as the README has a user set it."""
     def run(*args: str, cwd: Path | None = None, input: str | None = None, env: dict[str, str] | None = None,
             timeout: float = 600) -> subprocess.CompletedProcess[str]:
         return subprocess.run([sys.executable, "-m", "llmctl", *args], cwd=cwd, input=input, text=True,
-                              capture_output=True, timeout=timeout, env={**os.environ, **(env or {})})
+                              capture_output=True, timeout=timeout,
+                              env={**os.environ, "QUICKSTART_API_KEY": QUICKSTART_KEY, **(env or {})})
 
     return run
 

@@ -18,6 +18,8 @@ SHARED_CONTRACT = REPO.parent / "shared" / "llmops.example.yaml"
 Run = Callable[..., subprocess.CompletedProcess[str]]
 
 # The cloud providers' path without the pulumi CLI: what plans, render and a refused apply do on a machine like CI's.
+# The quickstart gateway's key in tests (the README has users generate their own).
+QUICKSTART_KEY = "qs-test-key-0123456789"
 WITHOUT_PULUMI_CLI = pytest.mark.skipif(shutil.which("pulumi") is not None,
                                         reason="these tests cover the path without the pulumi CLI; it is installed here")
 

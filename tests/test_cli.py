@@ -86,14 +86,15 @@ def test_plan_formats_and_detailed_exitcode(llmctl: Run, quickstart: Path) -> No
     text = llmctl("plan", "-f", str(quickstart), "--detailed-exitcode")
     assert text.returncode == 2, text.stderr
     assert '+ model "assistant" {' in text.stdout and "+ local_process.assistant[0]" in text.stdout
-    assert "Plan: 6 to add, 0 to change, 0 to destroy." in text.stdout
+    assert "+ local_gateway.dev" in text.stdout
+    assert "Plan: 7 to add, 0 to change, 0 to destroy." in text.stdout
 
     plain = llmctl("plan", "-f", str(quickstart), "--format", "json")
     plan = json.loads(plain.stdout)
     jsonschema.validate(plan, json.loads((REPO / "schemas" / "plan.schema.json").read_text()))
     assert plain.returncode == 0
     assert {c["address"]: c["action"] for c in plan["changes"]}["model.assistant"] == "create"
-    assert plan["summary"] == {"add": 6, "change": 0, "destroy": 0}
+    assert plan["summary"] == {"add": 7, "change": 0, "destroy": 0}
 
     markdown = llmctl("plan", "-f", str(quickstart), "--format", "markdown").stdout
     assert "| `model.assistant` | create |" in markdown and "<details>" in markdown

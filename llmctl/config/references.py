@@ -32,6 +32,14 @@ def check_references(data: dict[str, Any]) -> list[Problem]:
         problems += _model_problems(model, ("models", index), names)
     for index, prompt in _items(data, "prompts"):
         problems += _prompt_problems(prompt, ("prompts", index))
+    gateway = data.get("gateway")
+    keys = gateway.get("keys") if isinstance(gateway, dict) else None
+    for index, key in enumerate(keys if isinstance(keys, list) else []):
+        allowed = key.get("models") if isinstance(key, dict) else None
+        for position, model in enumerate(allowed if isinstance(allowed, list) else []):
+            message = _dangling(model, "model", names["models"], f"gateway key '{key.get('name', index)}'")
+            if message:
+                problems.append((("gateway", "keys", index, "models", position), message))
     for index, budget in _items(data, "budgets"):
         scope = budget.get("scope")
         for position, model in enumerate(scope if isinstance(scope, list) else []):

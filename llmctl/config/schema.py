@@ -148,6 +148,10 @@ class Model(Strict):
     slo: Name | None = None
     budget: Name | None = None
     traffic: Traffic | None = None
+    api_base: str | None = Field(None, description="api:// models: the provider's OpenAI-compatible base URL "
+                                 "(openai: https://api.openai.com/v1 when omitted).")
+    api_key_env: str | None = Field(None, description="api:// models: the environment variable holding the "
+                                    "provider's key, read by the gateway per request (openai: OPENAI_API_KEY).")
 
     @field_validator("source")
     @classmethod
@@ -236,6 +240,37 @@ class Slo(Strict):
     on_violation: Literal["rollback", "warn"] = "rollback"
 
 
+# --- the gateway -------------------------------------------------------------------------------------------------
+
+
+class GatewayKey(Strict):
+    """A client API key, declared by reference: the key itself never enters the config, a plan or state."""
+
+    name: Name = Field(description="What logs, metrics and the audit log call this key.")
+    env: str | None = Field(None, description="Environment variable holding the key (read at apply).")
+    file: str | None = Field(None, description="File holding the key, relative to the config (read at apply).")
+    models: list[Name] | None = Field(None, description="Models this key may call; every model when omitted.")
+    requests_per_minute: PositiveInt | None = None
+    tokens_per_minute: PositiveInt | None = None
+
+    @model_validator(mode="after")
+    def _one_source(self) -> "GatewayKey":
+        if (self.env is None) == (self.file is None):
+            raise ValueError("give exactly one of `env` (an environment variable) or `file` holding the key")
+        return self
+
+
+class Gateway(Strict):
+    """The OpenAI-compatible endpoint in front of every model: guardrails, keys, rate limits, budgets, metrics."""
+
+    port: Annotated[int, Field(ge=1, le=65535)] | None = Field(
+        None, description="Local target: the gateway's port; a free one, kept across applies, when omitted.")
+    keys: list[GatewayKey] = Field(default_factory=list,
+                                   description="Keys clients must send; when empty, no key is required.")
+    max_request_bytes: PositiveInt = Field(1_048_576, description="Larger request bodies are refused (413).")
+    upstream_timeout: Duration = Field("120s", description="A model slower than this to answer gets a 504.")
+
+
 # --- the document ------------------------------------------------------------------------------------------------
 
 
@@ -253,6 +288,7 @@ class Config(Strict):
     guardrails: list[Guardrail] = Field(default_factory=list)
     budgets: list[Budget] = Field(default_factory=list)
     slos: list[Slo] = Field(default_factory=list)
+    gateway: Gateway | None = Field(None, description="Gateway settings; a gateway with defaults runs when omitted.")
 
 
 # The named-list sections and the address prefix of their entries in plans and state.

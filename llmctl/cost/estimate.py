@@ -131,7 +131,7 @@ def _fit(model: Model, lock: Lock | None, gpu: tuple[str, float, int] | None, bi
 
 def _budget(name: str, desired: Desired, models: list[ModelCost]) -> BudgetStatus:
     budget = desired.budgets[name]
-    members = [m for m in models if desired.models[m.model].budget == name or m.model in budget.scope]
+    members = [m for m in models if name in desired.budgets_of(m.model)]
     scale = HOURS[budget.period] / MONTH_HOURS
     low = round(sum(m.monthly_min_usd or 0 for m in members) * scale, 2)
     high = round(sum(m.monthly_max_usd or 0 for m in members) * scale, 2)

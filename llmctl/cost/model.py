@@ -41,6 +41,7 @@ class BudgetStatus(BaseModel):
     alerts_crossed: list[float]
     models: list[str]
     incomplete: list[str] = Field(default_factory=list, description="Models whose cost is unknown.")
+    spent_usd: float | None = Field(None, description="Actual spend this period, as the deployed gateway metered it.")
 
 
 class CostReport(BaseModel):

@@ -43,6 +43,8 @@ def budget_line(budget: BudgetStatus) -> str:
             f"{money(budget.limit_usd)}/{budget.period} ({state}, on_exceed: {budget.on_exceed})")
     if budget.alerts_crossed:
         line += ", alerts crossed: " + ", ".join(f"{a:.0%}" for a in budget.alerts_crossed)
+    if budget.spent_usd is not None:
+        line += f"; spent so far this {budget.period}: {money(budget.spent_usd)} (metered by the gateway)"
     if budget.incomplete:
         line += f"; cannot be complete: no cost for {', '.join(budget.incomplete)}"
     return line

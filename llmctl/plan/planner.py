@@ -17,7 +17,7 @@ from llmctl.state import State
 from providers.base import Provider, Resource
 
 # Plans list targets first, then the sections in the order the config declares them.
-_KIND_ORDER = ["target", *SECTIONS.values()]
+_KIND_ORDER = ["target", *SECTIONS.values(), "gateway"]
 
 
 @dataclass

@@ -17,11 +17,13 @@ from typing import Any
 from llmctl.config.schema import LoadTest, Slo, duration_seconds
 from llmctl.desired import Desired
 from llmctl.errors import LlmctlError
+from llmctl.gateway.build import read_verify_key
 from llmctl.state import LocalBackend, State
 from llmctl.verify.model import LoadSpec, ModelVerification, VerificationReport, WorkerResult
 from llmctl.verify.prompts import load_prompts
 from llmctl.verify.slo import evaluate, meets_targets
 from llmctl.verify.stats import summarise
+from llmctl.workspace import Workspace
 
 # (model, progress fields from the worker: elapsed_s, requests, failures, p95_ms)
 Progress = Callable[[str, dict[str, Any]], None]
@@ -48,6 +50,8 @@ def load_spec(desired: Desired, model: str, endpoints: list[str], overrides: Ove
         duration_s=duration_seconds(overrides.duration or test.duration), max_tokens=test.max_tokens,
         prompts=load_prompts(desired.prompts.get(entry.prompt) if entry.prompt else None, prompts_file),
         request_timeout_s=timeout,
+        api_key=read_verify_key(Workspace(desired.config_dir / "llmops.yaml", desired.project,
+                                          desired.environment).run_dir),
     )
 
 

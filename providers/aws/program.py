@@ -232,8 +232,8 @@ def _model(desired: Desired, target: AwsTarget, model: Model, locked: dict[str, 
     # booting show at the next apply or refresh). llmctl records these outputs in its state.
     running = aws.ec2.get_instances_output(
         instance_tags={"aws:autoscaling:groupName": group.name}, instance_state_names=["running"], opts=pulumi.InvokeOptions(provider=opts.provider))
-    pulumi.export(f"{model.name}.instances", running.ids)
-    pulumi.export(f"{model.name}.endpoints", running.public_ips.apply(
+    pulumi.export(f"model.{model.name}.instances", running.ids)
+    pulumi.export(f"model.{model.name}.endpoints", running.public_ips.apply(
         lambda ips: [f"http://{ip}:{SERVING_PORT}/v1" for ip in ips]))
 
 

@@ -18,6 +18,8 @@ from llmctl.config.schema import Budget, KubernetesTarget, Model, ReplicaRange
 from llmctl.config.sources import parse_source
 from llmctl.cost.model import HOURS, MONTH_HOURS
 from llmctl.desired import Desired
+from llmctl.gateway import build
+from providers.kubernetes import gateway
 from providers.pulumi_support.images import ENGINE_IMAGES
 
 PORT = 8000
@@ -76,6 +78,9 @@ def program(desired: Desired, target: str, lock: dict[str, dict] | None = None) 
         )
         for model in models:
             _model(desired, model, namespace, _sha(model, lock), opts)
+        if models:
+            upstreams = {m.name: build.Upstream(urls=[service_url(m, namespace)], served_name=m.name) for m in models}
+            gateway.declare(desired, target, namespace, upstreams, _meta(gateway.NAME, desired, namespace), opts)
 
     return run
 
@@ -106,6 +111,10 @@ def gpu_count(model: Model) -> int:
 def k8s_name(name: str) -> str:
     """A DNS-1123 label from an llmctl name (which may hold '.', '_' and capitals)."""
     return re.sub(r"[^a-z0-9-]", "-", name.lower()).strip("-")[:63] or "model"
+
+
+def service_url(model: Model, namespace: str) -> str:
+    return f"http://{k8s_name(model.name)}.{namespace}.svc.cluster.local:{PORT}/v1"
 
 
 def engine_args(model: Model, sha: str) -> list[str]:
@@ -202,7 +211,7 @@ def _model(desired: Desired, model: Model, namespace: str, sha: str, opts: pulum
         opts=opts,
     )
     # In-cluster address; llmctl records it in state as the model's endpoint.
-    pulumi.export(f"{model.name}.endpoints", [f"http://{name}.{namespace}.svc.cluster.local:{PORT}/v1"])
+    pulumi.export(f"model.{model.name}.endpoints", [service_url(model, namespace)])
     k8s.autoscaling.v2.HorizontalPodAutoscaler(
         f"model.{model.name}/hpa",
         metadata=meta,
@@ -253,9 +262,8 @@ def _sha(model: Model, lock: dict[str, dict]) -> str:
 
 
 def _budgets_of(desired: Desired, models: list[Model]) -> list[Budget]:
-    names = {m.name for m in models}
-    named = {m.budget for m in models if m.budget}
-    return [b for b in desired.budgets.values() if b.name in named or names & set(b.scope)]
+    names = {name for m in models for name in desired.budgets_of(m.name)}
+    return [budget for name, budget in desired.budgets.items() if name in names]
 
 
 def _meta(name: str, desired: Desired, namespace: str | None,

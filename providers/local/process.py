@@ -55,10 +55,10 @@ def find(pid: int, create_time: float) -> psutil.Process | None:
         return None
 
 
-def answers(port: int, timeout: float = 2.0) -> str | None:
-    """None when GET /v1/models answers 200, else why not."""
+def answers(port: int, timeout: float = 2.0, path: str = "/v1/models") -> str | None:
+    """None when GET `path` answers 200, else why not."""
     try:
-        with _DIRECT.open(f"http://{HOST}:{port}/v1/models", timeout=timeout) as response:
+        with _DIRECT.open(f"http://{HOST}:{port}{path}", timeout=timeout) as response:
             return None if response.status == 200 else f"HTTP {response.status}"
     except urllib.error.HTTPError as exc:
         return f"HTTP {exc.code}"

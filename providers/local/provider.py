@@ -8,12 +8,15 @@ from typing import Any
 from llmctl.config.schema import Model
 from llmctl.config.sources import SourceNotFound, local_path, parse_source
 from llmctl.desired import Desired
+from llmctl.gateway import build
 from llmctl.plan.model import Check, ResourceChange
 from providers.base import ApplyContext, ProviderError, Resource, diff_resources
-from providers.local import process
+from providers.local import gateway, process
 from providers.local.engines import command, missing
 
-RESOURCE_TYPE = "local_process"
+RESOURCE_TYPE = gateway.PROCESS_TYPE
+# The gateway answers /v1/models only to a key holder; /health to anyone.
+_READY_PATH = {RESOURCE_TYPE: "/v1/models", gateway.GATEWAY_TYPE: "/health"}
 _POLL_SECONDS = 0.25
 
 
@@ -40,6 +43,8 @@ class LocalProvider:
             if model.gpu or model.instance_type:
                 checks.append(Check(severity="warning", address=address,
                                     message="gpu and instance_type are ignored on a local target"))
+        if gateway.home(desired) == target:
+            checks += build.checks(desired, gateway.local_targets(desired))
         return checks
 
     def resources(self, desired: Desired, target: str) -> list[Resource]:
@@ -52,7 +57,8 @@ class LocalProvider:
                          owner=f"model.{model.name}", provider=self.name, target=target, spec=spec)
                 for index in range(count)
             ]
-        return resources
+        front = gateway.resource(desired, target)
+        return resources + ([front] if front else [])
 
     def refresh(self, resources: list[Resource]) -> tuple[list[Resource], dict[str, str]]:
         current, gone = [], {}
@@ -74,6 +80,8 @@ class LocalProvider:
               ctx: ApplyContext) -> list[Resource]:
         wanted = {resource.address: resource for resource in desired}
         live = list(current)
+        # The gateway follows the replicas (it needs their ports), whatever its own change was.
+        changes = [c for c in changes if not c.address.startswith(gateway.GATEWAY_TYPE)]
 
         # New processes start beside the ones they replace; the old ones stop only once the new ones answer.
         starting: list[Resource] = []
@@ -105,6 +113,13 @@ class LocalProvider:
 
         if failed:
             raise ProviderError("\n\n".join(resource.attrs["failure"] for resource in failed))
+        before = {id(r) for r in live}
+        live = gateway.converge(next((r for r in desired if r.type == gateway.GATEWAY_TYPE), None), live, ctx)
+        ctx.persist(live)
+        started = [r for r in live if id(r) not in before]
+        failed = self._await_ready(started, ctx)
+        if failed:
+            raise ProviderError("\n\n".join(resource.attrs["failure"] for resource in failed))
         return live
 
     def destroy(self, resources: list[Resource], ctx: ApplyContext) -> None:
@@ -119,7 +134,7 @@ class LocalProvider:
     def health(self, resource: Resource) -> str:
         if not process.find(resource.attrs["pid"], resource.attrs["create_time"]):
             return f"gone: pid {resource.attrs['pid']} is no longer running"
-        why = process.answers(resource.attrs["port"])
+        why = process.answers(resource.attrs["port"], path=_READY_PATH[resource.type])
         return "healthy" if why is None else f"unhealthy: {why}"
 
     def _start(self, resource: Resource, ctx: ApplyContext) -> Resource:
@@ -142,7 +157,7 @@ class LocalProvider:
                 why = None
                 if not process.find(attrs["pid"], attrs["create_time"]):
                     why = f"{resource.address} exited before it was ready"
-                elif process.answers(attrs["port"], timeout=1.0) is None:
+                elif process.answers(attrs["port"], timeout=1.0, path=_READY_PATH[resource.type]) is None:
                     pending.remove(resource)
                     ctx.progress(resource.address, "ready")
                     continue

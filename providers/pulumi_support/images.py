@@ -9,3 +9,5 @@ ENGINE_IMAGES = {
     "vllm": "vllm/vllm-openai:v0.8.5",
     "tgi": "ghcr.io/huggingface/text-generation-inference:3.0.0",
 }
+# llmctl's own image (the gateway in a cluster), built from this repository's Dockerfile and tagged with its version.
+GATEWAY_IMAGE = "ghcr.io/llmctl/llmctl:0.1.0"

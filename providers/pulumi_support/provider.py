@@ -164,10 +164,9 @@ class PulumiProvider:
         attrs: dict[str, Any] = {"name": name, "stack": stack, "backend": backend, "project": project,
                                  **applied.get(name, {})}
         if resource.type == self.serving_type:
-            model = resource.owner.split(".", 1)[1]
             # Not `endpoint`, which the SLO verifier load-tests: these answer only inside the VPC or cluster.
-            attrs.update(endpoints=outputs.get(f"{model}.endpoints") or [],
-                         instances=outputs.get(f"{model}.instances") or [])
+            attrs.update(endpoints=outputs.get(f"{resource.owner}.endpoints") or [],
+                         instances=outputs.get(f"{resource.owner}.instances") or [])
         return resource.model_copy(update={"attrs": attrs})
 
     def _offline(self, target: str, why: str) -> Check:

@@ -363,7 +363,7 @@ NOTHING_CLOSE = [
             engine: vllm
             zzzqqq: 1
         """,
-        (7, 5, ["unknown field 'zzzqqq'", "models[a]", "allowed: autoscale"]),
+        (7, 5, ["unknown field 'zzzqqq'", "models[a]", "allowed: api_base, api_key_env, autoscale"]),
         id="model",
     ),
     case(

@@ -405,3 +405,22 @@ def test_a_budget_scope_naming_an_undeclared_model_is_an_error(tmp_path: Path) -
     assert (problem.line, problem.col) == (10, 13)
     assert "budget 'b' scope names model 'asistant'" in problem.message
     assert "did you mean 'assistant'" in problem.message
+
+
+def test_a_gateway_key_naming_an_undeclared_model_is_an_error_at_its_line(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    path = tmp_path / "llmops.yaml"
+    path.write_text("version: 1\nproject: p\nmodels:\n  - name: chat\n    source: api://openai/gpt-4o-mini\n"
+                    "gateway:\n  keys:\n    - name: ci\n      env: CI_KEY\n      models: [chta]\n")
+    with pytest.raises(ConfigError) as caught:
+        load(path)
+    [diagnostic] = caught.value.diagnostics
+    assert (diagnostic.line, diagnostic.message) == (
+        10, "gateway key 'ci' names model 'chta', which is not declared; did you mean 'chat'? (declared: chat)")
+
+
+def test_a_gateway_key_needs_exactly_one_source(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    path = tmp_path / "llmops.yaml"
+    path.write_text("version: 1\nproject: p\ngateway:\n  keys:\n    - name: ci\n      env: A\n      file: b\n")
+    with pytest.raises(ConfigError) as caught:
+        load(path)
+    assert "exactly one of `env`" in caught.value.diagnostics[0].message

@@ -100,11 +100,20 @@ def recorded(resource: Resource, pid: Pid, **attrs: Any) -> Resource:
 
 
 def wanted(desired: Desired, target: str = "laptop") -> list[Resource]:
-    return get_provider("local").resources(desired, target)
+    """The model server processes `desired` needs on `target` (its gateway apart)."""
+    return [r for r in get_provider("local").resources(desired, target) if r.type == "local_process"]
+
+
+def gateway_of(desired: Desired, target: str = "laptop") -> list[Resource]:
+    return [r for r in get_provider("local").resources(desired, target) if r.type == "local_gateway"]
 
 
 def applied(desired: Desired, resources: list[Resource], serial: int = 1) -> State:
-    """The state a successful apply of `desired` would have written."""
+    """The state a successful apply of `desired` would have written: `resources`, and its gateway running (this
+    test process stands in for it) unless `resources` has one."""
+    if not any(r.type == "local_gateway" for r in resources):
+        me = psutil.Process()
+        resources = resources + [recorded(r, (me.pid, me.create_time())) for r in gateway_of(desired)]
     return State(project=desired.project, environment=desired.environment, serial=serial, lineage="lineage-1",
                  desired=desired.to_json(), resources=resources)
 
@@ -140,7 +149,7 @@ def test_first_plan_creates_every_object_and_one_process_per_replica(config) -> 
         f"{kind}.{entry['name']}" for section, kind in
         [("models", "model"), ("prompts", "prompt"), ("guardrails", "guardrail"), ("budgets", "budget"),
          ("slos", "slo")]
-        for entry in sorted(data.get(section, []), key=lambda entry: entry["name"])]
+        for entry in sorted(data.get(section, []), key=lambda entry: entry["name"])] + ["gateway.dev"]
     assert "model.assistant" in expected and "prompt.support-answer" in expected
     assert [(c.address, c.action) for c in plan.changes] == [(a, "create") for a in expected]
     by_address = {c.address: c for c in plan.changes}
@@ -149,7 +158,9 @@ def test_first_plan_creates_every_object_and_one_process_per_replica(config) -> 
     assert [(rc.address, rc.action, rc.owner, rc.provider, rc.target) for rc in plan.resource_changes] == [
         ("local_process.assistant[0]", "create", "model.assistant", "local", "laptop"),
         ("local_process.assistant[1]", "create", "model.assistant", "local", "laptop"),
+        ("local_gateway.dev", "create", "gateway.dev", "local", "laptop"),
     ]
+    assert plan.resource_changes[2].after["models"] == ["assistant"]
     spec = plan.resource_changes[0].after
     assert spec["model"] == str(SMOLLM2)  # the pkg:// source is the installed package's file
     assert (spec["engine"], spec["served_name"], spec["context_length"]) == ("llama-cpp", "assistant", 1024)
@@ -164,7 +175,7 @@ def test_model_without_target_runs_on_the_builtin_local_target(config) -> None:
     plan = plan_for(desired, State(project="quickstart", environment="dev", lineage="fresh"), path)
     assert ("target.local", "create") in [(c.address, c.action) for c in plan.changes]
     assert {rc.target for rc in plan.resource_changes} == {"local"}
-    assert len(plan.resource_changes) == 2
+    assert len(plan.resource_changes) == 3  # two replicas and the gateway
 
 
 def test_applied_state_with_running_processes_plans_nothing(config, live_pid) -> None:
@@ -292,12 +303,16 @@ def test_removed_model_is_deleted_with_its_processes(config, live_pid) -> None:
     desired, path = config()
     plan = plan_for(desired, state, path)
 
-    [change] = plan.changes
+    change, gateway = plan.changes
     assert (change.address, change.action) == ("model.helper", "delete")
     assert change.before == before.objects()["model.helper"] and change.after is None
+    # The gateway stops routing to it: it is restarted with the models that remain.
+    assert (gateway.address, gateway.action) == ("gateway.dev", "update")
     assert [(rc.address, rc.action, rc.owner, rc.deposed) for rc in plan.resource_changes] == [
+        ("local_gateway.dev", "replace", "gateway.dev", False),
         ("local_process.helper[0]", "delete", "model.helper", False)]
-    assert summary(plan) == (0, 0, 1)
+    assert plan.resource_changes[0].after["models"] == ["assistant"]
+    assert summary(plan) == (0, 1, 1)
 
 
 def test_removed_target_still_stops_the_processes_state_records_on_it(config, live_pid) -> None:
@@ -306,10 +321,12 @@ def test_removed_target_still_stops_the_processes_state_records_on_it(config, li
     desired, path = config(lambda data: data.update(models=[], targets={}))
     plan = plan_for(desired, state, path)
 
-    assert [(c.address, c.action) for c in plan.changes] == [("target.laptop", "delete"), ("model.assistant", "delete")]
+    assert [(c.address, c.action) for c in plan.changes] == [("target.laptop", "delete"), ("model.assistant", "delete"),
+                                                            ("gateway.dev", "update")]
     assert rc_rows(plan) == [("local_process.assistant[0]", "delete", None),
-                             ("local_process.assistant[1]", "delete", None)]
-    assert summary(plan) == (0, 0, 2)
+                             ("local_process.assistant[1]", "delete", None),
+                             ("local_gateway.dev", "delete", None)]
+    assert summary(plan) == (0, 1, 2)
 
 
 def test_prompt_template_edit_updates_the_prompt_with_a_line_diff(config, live_pid) -> None:
@@ -322,15 +339,16 @@ def test_prompt_template_edit_updates_the_prompt_with_a_line_diff(config, live_p
     desired, path = config(edit)
     plan = plan_for(desired, state, path)
 
-    [change] = plan.changes
+    change, gateway = plan.changes  # the gateway applies the prompt: it restarts with the new one
+    assert (gateway.address, gateway.action) == ("gateway.dev", "update")
+    assert [(rc.address, rc.action) for rc in plan.resource_changes] == [("local_gateway.dev", "replace")]
     assert (change.address, change.action) == ("prompt.support-answer", "update")
     by_path = {entry.path: entry for entry in change.diff}
     assert sorted(by_path) == ["template", "version"]
     assert by_path["template"].lines == ["- Answer the customer question: {{ question }}",
                                          "+ Answer briefly: {{ question }}", "+ Cite the docs."]
     assert (by_path["version"].before, by_path["version"].after) == (1, 2)
-    assert plan.resource_changes == []  # a prompt is not a process
-    assert summary(plan) == (0, 1, 0)
+    assert summary(plan) == (0, 2, 0)  # no model server restarts: a prompt is the gateway's
 
 
 # --- checks -----------------------------------------------------------------------------------------------------

@@ -52,6 +52,7 @@ def test_names_follow_the_owner_convention(resources):
     assert set(resources) == {
         "target.cluster/provider", "target.cluster/namespace", "target.cluster/config", "target.cluster/quota",
         "model.llama-k8s/deployment", "model.llama-k8s/service", "model.llama-k8s/hpa", "model.llama-k8s/pdb",
+        "gateway.prod/spec", "gateway.prod/data", "gateway.prod/deployment", "gateway.prod/service",
     }
     kinds = {name: r.inputs.get("kind") for name, r in resources.items()}
     assert kinds["target.cluster/namespace"] == "Namespace"
@@ -174,7 +175,7 @@ def test_manifests_validate_against_kubernetes_schemas(resources, tmp_path):
     assert "deployment-llama-k8s.yaml" in texts
     paths = write_manifests(captured, tmp_path / "manifests")
     assert sorted(p.name for p in paths) == sorted(texts)
-    assert len(paths) == 7
+    assert len(paths) == 11  # 7 for the model and the target, 4 for the gateway
     for path in paths:
         documents = list(yaml.safe_load_all(path.read_text()))
         assert len(documents) == 1, path.name
@@ -183,3 +184,28 @@ def test_manifests_validate_against_kubernetes_schemas(resources, tmp_path):
         kubernetes_validate.validate(obj, desired_version="1.30", strict=True)
     deployment = yaml.safe_load(texts["deployment-llama-k8s.yaml"])
     assert deployment["spec"]["replicas"] == 2 and isinstance(deployment["spec"]["replicas"], int)
+
+
+def test_the_gateway_fronts_the_models_with_keys_from_the_clusters_secret(resources, monkeypatch):
+    monkeypatch.setenv("TEAM_KEY", "never-read-at-plan-time")
+    spec = json.loads(resources["gateway.prod/spec"].inputs["data"]["spec.json"])
+    route = spec["routes"]["llama-k8s"]
+    assert route["upstreams"] == ["http://llama-k8s.llm.svc.cluster.local:8000/v1"]
+    assert spec["db_path"] == "/var/lib/llmctl/spend.sqlite"
+    deployment = resources["gateway.prod/deployment"].inputs["spec"]
+    assert deployment["replicas"] == 1 and deployment["strategy"]["type"] == "Recreate"  # one writer of the ledger
+    (container,) = deployment["template"]["spec"]["containers"]
+    assert container["envFrom"] == [{"secretRef": {"name": "llmctl-gateway-keys"}}]
+    assert resources["gateway.prod/data"].inputs["spec"]["accessModes"] == ["ReadWriteOnce"]
+    assert "never-read-at-plan-time" not in json.dumps([r.inputs for r in resources.values()])
+
+
+def test_gateway_keys_are_hashed_in_the_pod_not_at_plan(tmp_path, monkeypatch):
+    def with_key(data):
+        data["gateway"] = {"keys": [{"name": "team", "env": "TEAM_KEY", "requests_per_minute": 60}]}
+
+    monkeypatch.setenv("TEAM_KEY", "never-read-at-plan-time")
+    captured = _by_name(_capture(_desired(tmp_path, with_key)))
+    [key] = json.loads(captured["gateway.prod/spec"].inputs["data"]["spec.json"])["keys"]
+    assert key == {"id": "team", "sha256": None, "env": "TEAM_KEY", "models": None, "requests_per_minute": 60,
+                   "tokens_per_minute": None}

@@ -41,8 +41,8 @@ class RecordedStack:
 
     def up(self, *, on_event: Any, **_: Any) -> Any:
         self._replay("up", on_event)
-        outputs = {"qwen-7b.endpoints": OutputValue(["http://203.0.113.7:8000/v1"], False),
-                   "qwen-7b.instances": OutputValue(["i-0abc"], False)}
+        outputs = {"model.qwen-7b.endpoints": OutputValue(["http://203.0.113.7:8000/v1"], False),
+                   "model.qwen-7b.instances": OutputValue(["i-0abc"], False)}
         return type("UpResult", (), {"outputs": outputs})()
 
 

@@ -1,0 +1,69 @@
+"""python -m llmctl.gateway --spec FILE [--host H] [--port P]: serve a gateway spec with uvicorn.
+
+The first line on stdout is `listening on http://H:P` once the socket accepts connections, with the port bound (so
+`--port 0` lets a parent process pick a free port and read which one it got).
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import socket
+import sys
+from pathlib import Path
+
+import uvicorn
+from pydantic import ValidationError
+
+from llmctl.gateway.app import create_app
+from llmctl.gateway.auth import hashed
+from llmctl.gateway.spec import GatewaySpec
+
+
+def bind(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    sock.listen(2048)  # connections queue from here on, before uvicorn starts accepting them
+    sock.set_inheritable(True)
+    return sock
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m llmctl.gateway", description=__doc__.splitlines()[0])
+    parser.add_argument("--spec", type=Path, required=True, help="the gateway spec (JSON) llmctl wrote at apply")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8080, help="0: any free port (printed on the first line)")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        spec = GatewaySpec.read(args.spec)
+    except OSError as exc:
+        print(f"llmctl gateway: cannot read {args.spec}: {exc.strerror}", file=sys.stderr)
+        return 2
+    except ValidationError as exc:
+        print(f"llmctl gateway: {args.spec} is not a valid gateway spec:\n{exc}", file=sys.stderr)
+        return 2
+    try:
+        # Keys named by variable (a cluster's Secret) are hashed now; from here on the process holds no key.
+        spec = spec.model_copy(update={"keys": hashed(spec.keys, os.environ)})
+        app = create_app(spec)
+    except ValueError as exc:
+        print(f"llmctl gateway: {args.spec}: {exc}", file=sys.stderr)
+        return 2
+    try:
+        sock = bind(args.host, args.port)
+    except OSError as exc:
+        print(f"llmctl gateway: cannot listen on {args.host}:{args.port}: {exc.strerror}", file=sys.stderr)
+        return 1
+    port = sock.getsockname()[1]
+    shown = f"[{args.host}]" if ":" in args.host else args.host
+    print(f"listening on http://{shown}:{port}", flush=True)
+    config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on")
+    uvicorn.Server(config).run(sockets=[sock])
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,412 @@
+"""The gateway: one OpenAI-compatible endpoint in front of every model of an environment.
+
+    app = create_app(GatewaySpec.read(path))   # Starlette; `python -m llmctl.gateway` serves it with uvicorn
+
+A request to /v1/chat/completions or /v1/completions goes: body size → key (401) → JSON and types (400) → model
+(404) → key allowed (403) → rate limit (429) → blocking budgets (429) → the model's prompt → input guardrails
+(400) → upstream (failover across replicas, 502/504) → output guardrails (whole answer or stream) → metering,
+metrics and the audit log. Metering happens after the answer has left: a whole answer's client is not kept waiting
+for the ledger, and a stream's tokens are metered however it ended (finished, blocked, cut off by the client).
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sqlite3
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import anyio
+import httpx
+from prometheus_client import CONTENT_TYPE_LATEST
+from starlette.applications import Starlette
+from starlette.background import BackgroundTask
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route as HttpRoute
+
+from llmctl.gateway.audit import AuditLog, prompt_sha256
+from llmctl.gateway.auth import KeyRing, RateLimiter, allowed
+from llmctl.gateway.errors import GatewayError
+from llmctl.gateway.guardrails import check_input
+from llmctl.gateway.inputs import Kind, Texts, apply_prompt, check_length, parse, read_body, texts
+from llmctl.gateway.metering import Ledger
+from llmctl.gateway.metrics import GatewayMetrics
+from llmctl.gateway.proxy import (Call, Route, StreamRelay, answer_texts, blocked, check_answer, metered_tokens,
+                                  refusal, send)
+from llmctl.gateway.routing import Rotation, Upstream
+from llmctl.gateway.spec import GatewaySpec, KeySpec, RouteSpec
+from llmctl.gateway.spend import Spending
+from llmctl.gateway.tokens import counter_for
+from llmctl.gateway.transport import UpstreamTransport
+
+log = logging.getLogger("llmctl.gateway")
+
+# A replica that does not accept a connection within this is treated as down (the next one is tried); the spec's
+# upstream_timeout_s bounds the wait for an answer once connected.
+CONNECT_TIMEOUT_S = 3.0
+# Idle upstream connections are dropped before uvicorn's (llama-cpp-python's server) 5 s keep-alive would close them
+# under us.
+KEEPALIVE_EXPIRY_S = 4.0
+MAX_CONNECTIONS = 1024
+HEALTH_PROBE_S = 2.0
+ANONYMOUS = "anonymous"
+_JSON = {"content-type": "application/json"}
+
+
+def create_app(spec: GatewaySpec) -> Starlette:
+    gateway = Gateway(spec)
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        gateway.open()  # in the serving thread: SQLite connections belong to the thread that opened them
+        yield
+        await gateway.aclose()
+
+    app = Starlette(
+        routes=[
+            HttpRoute("/v1/chat/completions", gateway.chat_completions, methods=["POST"]),
+            HttpRoute("/v1/completions", gateway.completions, methods=["POST"]),
+            HttpRoute("/v1/models", gateway.models, methods=["GET"]),
+            HttpRoute("/health", gateway.health, methods=["GET"]),
+            HttpRoute("/metrics", gateway.metrics_text, methods=["GET"]),
+        ],
+        exception_handlers={HTTPException: _http_error, Exception: _server_error},
+        lifespan=lifespan,
+    )
+    app.state.gateway = gateway
+    return app
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    code = {404: "unknown_url", 405: "method_not_allowed"}.get(exc.status_code)
+    message = f"{request.method} {request.url.path}: {exc.detail}"
+    return GatewayError(exc.status_code, message, "invalid_request_error", code, headers=exc.headers).response()
+
+
+async def _server_error(request: Request, exc: Exception) -> Response:
+    return GatewayError(500, "the gateway failed on this request (see its log)", "internal_error").response()
+
+
+def _route(spec: RouteSpec) -> Route:
+    caps = [guard.output.max_tokens for guard in spec.guardrails if guard.output.max_tokens is not None]
+    return Route(
+        spec=spec,
+        rotation=Rotation([Upstream(url) for url in spec.upstreams]),
+        counter=counter_for(spec.tokenizer),
+        input_guards=[g for g in spec.guardrails if g.input.max_tokens is not None or g.input.pii != "off"
+                      or g.input.prompt_injection != "off" or g.input.deny_patterns],
+        output_guards=[g for g in spec.guardrails if g.output.pii != "off" or g.output.deny_patterns],
+        max_tokens=min(caps) if caps else None,
+    )
+
+
+def presented_key(request: Request) -> str | None:
+    """The key from `Authorization: Bearer KEY`, or from an `api-key` / `x-api-key` header."""
+    headers = request.headers
+    authorization = headers.get("authorization")
+    if authorization:
+        scheme, _, value = authorization.partition(" ")
+        if scheme.lower() == "bearer" and value.strip():
+            return value.strip()
+    return headers.get("api-key") or headers.get("x-api-key")
+
+
+class Gateway:
+    def __init__(self, spec: GatewaySpec) -> None:
+        self.spec = spec
+        self.routes = {route.model: _route(route) for route in spec.routes.values()}
+        for route in spec.routes.values():
+            unknown = [name for name in route.budgets if name not in spec.budgets]
+            if unknown:
+                raise ValueError(f"model '{route.model}' counts against budgets not in the spec: {unknown}")
+            if not route.upstreams:
+                raise ValueError(f"model '{route.model}' has no upstream")
+        self.keys = KeyRing(spec.keys)
+        self.keys_required = bool(spec.keys)
+        self.limiter = RateLimiter()
+        self.audit = AuditLog(Path(spec.audit_path))
+        self.metrics = GatewayMetrics()
+        self._ledger: Ledger | None = None
+        self._spending: Spending | None = None
+        # One client for every upstream: pooled HTTP/1.1 keep-alive connections, no per-request setup. Plain-http
+        # upstreams (the replicas) go through the lean transport; https (hosted APIs) through httpx's own, which
+        # also honours HTTPS_PROXY.
+        limits = httpx.Limits(max_connections=MAX_CONNECTIONS, max_keepalive_connections=MAX_CONNECTIONS,
+                              keepalive_expiry=KEEPALIVE_EXPIRY_S)
+        self.client = httpx.AsyncClient(
+            timeout=httpx.Timeout(spec.upstream_timeout_s, connect=min(CONNECT_TIMEOUT_S, spec.upstream_timeout_s)),
+            limits=limits, mounts={"http://": UpstreamTransport(limits)},
+        )
+
+    def open(self) -> None:
+        if self._ledger is None:
+            self._ledger = Ledger(Path(self.spec.db_path))
+            self._spending = Spending(self._ledger, self.spec.budgets)
+
+    @property
+    def ledger(self) -> Ledger:
+        self.open()  # on first use where the app is served without a lifespan (httpx.ASGITransport)
+        assert self._ledger is not None
+        return self._ledger
+
+    @property
+    def spending(self) -> Spending:
+        self.open()
+        assert self._spending is not None
+        return self._spending
+
+    async def aclose(self) -> None:
+        await self.client.aclose()
+        if self._ledger is not None:
+            self._ledger.close()
+            self._ledger = self._spending = None
+        self.audit.close()
+
+    # --- endpoints ---------------------------------------------------------------------------------------------------
+
+    async def chat_completions(self, request: Request) -> Response:
+        return await self._serve(request, "chat")
+
+    async def completions(self, request: Request) -> Response:
+        return await self._serve(request, "completions")
+
+    async def models(self, request: Request) -> Response:
+        try:
+            key = self._authenticate(request)
+        except GatewayError as error:
+            return error.response()
+        names = [name for name in self.routes if key is None or allowed(key, name)]
+        return JSONResponse({"object": "list", "data": [
+            {"id": name, "object": "model", "created": 0, "owned_by": "llmctl"} for name in names]})
+
+    async def health(self, request: Request) -> Response:
+        """200 while the gateway runs; per model, whether its upstreams answer (replicas are probed now; a hosted
+        API is not called, it is reported by whether its key is set)."""
+        async def probe(upstream: Upstream) -> None:
+            try:
+                await self.client.get(upstream.models_url, timeout=HEALTH_PROBE_S)
+            except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
+                upstream.mark_down(str(exc) or type(exc).__name__)
+                return
+            except httpx.HTTPError:
+                return  # connected, slow to answer: busy, not down
+            upstream.mark_up()
+
+        async with anyio.create_task_group() as group:
+            for route in self.routes.values():
+                if route.spec.kind == "replicas":
+                    for upstream in route.rotation.upstreams:
+                        group.start_soon(probe, upstream)
+        now = time.monotonic()
+        routes: dict[str, Any] = {}
+        for name, route in self.routes.items():
+            upstreams = [{"url": u.base_url, "healthy": u.healthy(now),
+                          **({} if u.healthy(now) else {"error": u.last_error})} for u in route.rotation.upstreams]
+            entry: dict[str, Any] = {"kind": route.spec.kind, "healthy": any(u["healthy"] for u in upstreams),
+                                     "upstreams": upstreams}
+            if route.spec.kind == "api" and route.spec.api_key_env:
+                entry["api_key_env"] = route.spec.api_key_env
+                entry["api_key_set"] = bool(os.environ.get(route.spec.api_key_env))
+                entry["healthy"] = entry["healthy"] and entry["api_key_set"]
+            routes[name] = entry
+        status = "ok" if all(entry["healthy"] for entry in routes.values()) else "degraded"
+        return JSONResponse({"status": status, "routes": routes})
+
+    async def metrics_text(self, request: Request) -> Response:
+        return Response(self.metrics.render(), media_type=CONTENT_TYPE_LATEST)
+
+    # --- a completion ------------------------------------------------------------------------------------------------
+
+    async def _serve(self, request: Request, kind: Kind) -> Response:
+        call = Call(time.perf_counter(), kind)
+        try:
+            return await self._complete(request, call)
+        except GatewayError as error:
+            self.finish(call, error.status, reason=f"{error.type}: {error.reason}")
+            return error.response()
+
+    def _authenticate(self, request: Request) -> KeySpec | None:
+        if not self.keys_required:
+            return None
+        raw = presented_key(request)
+        if raw is None:
+            raise GatewayError(401, "no API key: send one as 'Authorization: Bearer KEY'", "authentication_error",
+                               "missing_api_key")
+        key = self.keys.authenticate(raw)
+        if key is None:
+            raise GatewayError(401, "the API key is not valid", "authentication_error", "invalid_api_key")
+        return key
+
+    async def _complete(self, request: Request, call: Call) -> Response:
+        limit = self.spec.max_body_bytes
+        check_length(request, limit)
+        call.key = key = self._authenticate(request)
+        call.request = client = parse(await read_body(request, limit), call.kind)
+        route = self.routes.get(client.model)
+        if route is None:
+            known = [name for name in self.routes if key is None or allowed(key, name)]
+            raise GatewayError(404, f"model '{client.model[:100]}' does not exist on this gateway; models: "
+                               f"{', '.join(known) or '(none)'}", "invalid_request_error", "model_not_found", "model")
+        call.route = route
+        if key is not None:
+            if not allowed(key, client.model):
+                raise GatewayError(403, f"key '{key.id}' may not call model '{client.model}'", "permission_error",
+                                   "model_not_allowed", "model")
+            retry_after = self.limiter.admit(key)
+            if retry_after is not None:
+                raise GatewayError(429, f"key '{key.id}' is over its per-minute limit; retry in {retry_after} s",
+                                   "rate_limit_error", "rate_limit_exceeded",
+                                   headers={"retry-after": str(retry_after)})
+        if route.spec.budgets:
+            self.spending.check(route.spec.budgets)
+        apply_prompt(client, route.spec.prompt)
+        call.texts = found = texts(client)
+        call.prompt_sha256 = prompt_sha256(found.text())
+        if route.input_guards and found.places:
+            self._guard_input(call, route, found)
+        body = self._upstream_body(call, route)
+        response = await send(self.client, call, body, self._upstream_headers(route), client.stream)
+        if response.status_code != 200:
+            if response.status_code >= 500:
+                call.upstream_failures.append("status")
+            raise await refusal(response)
+        if client.stream:
+            content_type = response.headers.get("content-type", "")
+            if not content_type.startswith("text/event-stream"):
+                await response.aclose()
+                raise GatewayError(502, f"the upstream answered a streamed request with {content_type or 'no'} "
+                                   "content, not an event stream", "upstream_error", "upstream_malformed")
+            call.forwarded = True
+            return StreamRelay(call, response, self.finish, client.include_usage, self.spec.upstream_timeout_s)
+        call.forwarded = True
+        return self._whole(call, route, response)
+
+    def _guard_input(self, call: Call, route: Route, found: Texts) -> None:
+        text = found.text()
+        for guard in route.input_guards:
+            verdict = check_input(text, guard.input, route.counter)
+            call.note(verdict)
+            if verdict.blocked:
+                raise blocked(guard, verdict, "request")
+            if verdict.text == text:
+                continue
+            # Redacted: write the redaction back into each message (checked one by one, so each gets its own).
+            if len(found.places) == 1:
+                holder, key = found.places[0]
+                holder[key] = verdict.text
+            else:
+                for holder, key in found.places:
+                    own = check_input(holder[key], guard.input, route.counter)
+                    if own.blocked:
+                        raise blocked(guard, own, "request")
+                    holder[key] = own.text
+            text = found.text()
+
+    def _upstream_body(self, call: Call, route: Route) -> bytes:
+        assert call.request is not None
+        client, body = call.request, call.request.body
+        body["model"] = route.spec.upstream_model
+        if client.stream:
+            # Usage at the end of the stream, for metering (an upstream that ignores this is counted instead).
+            body["stream_options"] = {**(body.get("stream_options") or {}), "include_usage": True}
+        if call.kind == "chat" and route.spec.kind == "replicas" and body.get("max_tokens") is None \
+                and body.get("max_completion_tokens") is not None:
+            body["max_tokens"] = body["max_completion_tokens"]  # llama-cpp-python's server reads only max_tokens
+        if route.max_tokens is not None:
+            fields = [name for name in ("max_tokens", "max_completion_tokens") if body.get(name) is not None]
+            for name in fields:
+                body[name] = min(body[name], route.max_tokens)
+            if not fields:
+                # OpenAI's reasoning models take only max_completion_tokens; self-hosted servers read max_tokens.
+                name = "max_completion_tokens" if call.kind == "chat" and route.spec.kind == "api" else "max_tokens"
+                body[name] = route.max_tokens
+        return json.dumps(body, ensure_ascii=False).encode()
+
+    def _upstream_headers(self, route: Route) -> dict[str, str]:
+        env = route.spec.api_key_env
+        if route.spec.kind != "api" or not env:
+            return _JSON
+        secret = os.environ.get(env)  # read per request: a rotated key is picked up without a restart
+        if not secret:
+            raise GatewayError(502, f"model '{route.spec.model}' needs its API key in the environment variable "
+                               f"{env}, which is not set for the gateway", "upstream_error", "upstream_key_missing")
+        return {"content-type": "application/json", "authorization": f"Bearer {secret}"}
+
+    def _whole(self, call: Call, route: Route, response: httpx.Response) -> Response:
+        raw = response.content
+        try:
+            data = json.loads(raw)
+        except ValueError:
+            data = None
+        if not isinstance(data, dict):
+            raise GatewayError(502, "the upstream's answer is not a JSON object", "upstream_error",
+                               "upstream_malformed")
+        places = answer_texts(data, call.kind)
+        output = [holder[key] for holder, key in places]
+        usage = data.get("usage")
+        if route.output_guards:
+            try:
+                if check_answer(call, places):
+                    raw = json.dumps(data, ensure_ascii=False).encode()
+            except GatewayError as error:  # blocked: the tokens were spent all the same
+                self.finish(call, error.status, usage, output, f"{error.type}: {error.reason}")
+                return error.response()
+        return Response(raw, 200, media_type="application/json",
+                        background=BackgroundTask(self._finish_after, call, 200, usage, output))
+
+    async def _finish_after(self, call: Call, status: int, usage: Any, output: list[str]) -> None:
+        # async so that Starlette runs it on the event loop, not in a thread (the ledger's connection is this
+        # thread's), right after the body was sent.
+        self.finish(call, status, usage, output, None)
+
+    # --- metering ----------------------------------------------------------------------------------------------------
+
+    def finish(self, call: Call, status: int, usage: dict[str, Any] | None = None, output: list[str] | None = None,
+               reason: str | None = None) -> None:
+        """Meter, count and audit one request however it ended. `output` is None when no answer came back."""
+        try:
+            self._finish(call, status, usage, output, reason)
+        except Exception:  # noqa: BLE001 - metering must not turn an answered request into a failure
+            log.exception("metering a request to %s failed", call.route.spec.model if call.route else "(no model)")
+
+    def _finish(self, call: Call, status: int, usage: dict[str, Any] | None, output: list[str] | None,
+                reason: str | None) -> None:
+        route = call.route
+        model = route.spec.model if route else None
+        label = model or "unknown"
+        key_id = call.key.id if call.key else (None if self.keys_required else ANONYMOUS)
+        input_tokens = output_tokens = 0
+        if route is not None and call.forwarded and output is not None:
+            input_tokens, output_tokens = metered_tokens(call, usage, output)
+            price = route.spec.price
+            usd = None if price is None else (input_tokens * price.usd_per_1m_input +
+                                              output_tokens * price.usd_per_1m_output) / 1_000_000
+            try:
+                self.ledger.record(model=route.spec.model, key_id=key_id or ANONYMOUS, budgets=route.spec.budgets,
+                                   input_tokens=input_tokens, output_tokens=output_tokens, usd=usd)
+            except sqlite3.Error:  # the rest (metrics, the audit line) still says what happened
+                log.exception("the ledger %s could not record a request to %s", self.spec.db_path, model)
+            self.metrics.tokens(label, input_tokens, output_tokens)
+            if usd:
+                self.metrics.spend(label, usd)
+                if route.spec.budgets:
+                    self.spending.recorded(route.spec.budgets, usd)
+            if call.key is not None:
+                self.limiter.add_tokens(call.key, input_tokens + output_tokens)
+        self.metrics.request(label, status, time.perf_counter() - call.started)
+        if call.ttft is not None:
+            self.metrics.ttft(label, call.ttft)
+        for action in call.actions:
+            self.metrics.guardrail(label, action.rule, action.action)
+        for failure in call.upstream_failures:
+            self.metrics.upstream_error(label, failure)
+        self.audit.write(key_id=key_id, model=model, prompt_sha256=call.prompt_sha256, input_tokens=input_tokens,
+                         output_tokens=output_tokens, actions=[f"{a.rule}:{a.action}" for a in call.actions],
+                         status=status, reason=reason)

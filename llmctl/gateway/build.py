@@ -1,0 +1,170 @@
+"""The gateway's runtime spec from the Desired config and what apply learned: upstream URLs, key hashes, prices.
+
+Data flow: the local provider calls `build_spec` at apply, once its model servers answer, and writes the result
+beside its other run files; the gateway process only ever reads that file.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from llmctl.config.schema import Gateway, GatewayKey, duration_seconds
+from llmctl.config.sources import parse_source
+from llmctl.cost.catalog import CatalogError, load_catalog
+from llmctl.cost.estimate import estimate
+from llmctl.desired import Desired
+from llmctl.errors import LlmctlError
+from llmctl.gateway.auth import hash_key
+from llmctl.gateway.spec import BudgetSpec, GatewaySpec, KeySpec, Price, RouteSpec, TokenizerSpec
+from llmctl.plan.model import Check
+
+# The key llmctl's own SLO load test sends; its plain text lives only in a 0600 file beside the gateway's spec.
+VERIFY_KEY_ID = "llmctl-verify"
+VERIFY_KEY_FILE = "llmctl.key"
+# OpenAI-compatible defaults per hosted provider; any other provider needs `api_base` and `api_key_env`.
+API_DEFAULTS = {"openai": ("https://api.openai.com/v1", "OPENAI_API_KEY")}
+
+
+@dataclass(frozen=True)
+class Upstream:
+    urls: list[str]  # OpenAI base URLs ending in /v1, one per replica
+    served_name: str
+    tokenizer: TokenizerSpec | None = None
+
+
+def gateway_dir(run_dir: Path) -> Path:
+    return run_dir / "gateway"
+
+
+def read_verify_key(run_dir: Path) -> str | None:
+    path = gateway_dir(run_dir) / VERIFY_KEY_FILE
+    return path.read_text().strip() if path.exists() else None
+
+
+def settings(desired: Desired) -> Gateway:
+    return desired.gateway or Gateway()
+
+
+def routed(desired: Desired, local_targets: set[str]) -> list[str]:
+    """The models a gateway on this machine fronts: those on its local targets and every hosted one."""
+    return sorted(name for name, model in desired.models.items()
+                  if model.target in local_targets or parse_source(model.source).hosted)
+
+
+def build_spec(desired: Desired, upstreams: dict[str, Upstream], directory: Path,
+               verify_key_sha: str | None = None, keys_from_env: bool = False) -> GatewaySpec:
+    """`keys_from_env`: for a gateway whose keys are not readable here (a cluster's Secret), each key is named by
+    the environment variable the gateway will find it in (`cluster_key_env`) and hashed when it starts."""
+    gateway = settings(desired)
+    prices = _prices(desired)
+    routes = {}
+    for name, model in desired.models.items():
+        source = parse_source(model.source)
+        common = dict(model=name, guardrails=[desired.guardrails[g] for g in model.guardrails],
+                      prompt=desired.prompts.get(model.prompt or ""), price=prices.get(name),
+                      budgets=desired.budgets_of(name))
+        if source.hosted:
+            provider, _, remote = source.location.partition("/")
+            base, key_env = API_DEFAULTS.get(provider, (None, None))
+            routes[name] = RouteSpec(kind="api", upstreams=[(model.api_base or base or "").rstrip("/")],
+                                     upstream_model=remote, api_key_env=model.api_key_env or key_env, **common)
+        elif name in upstreams:
+            upstream = upstreams[name]
+            routes[name] = RouteSpec(kind="replicas", upstreams=upstream.urls, upstream_model=upstream.served_name,
+                                     tokenizer=upstream.tokenizer, **common)
+    keys = [KeySpec(id=key.name, env=cluster_key_env(key), models=key.models,
+                    requests_per_minute=key.requests_per_minute, tokens_per_minute=key.tokens_per_minute)
+            if keys_from_env else _key_spec(key, desired.config_dir) for key in gateway.keys]
+    if verify_key_sha and keys:
+        keys.append(KeySpec(id=VERIFY_KEY_ID, sha256=verify_key_sha))
+    budgets = {name: BudgetSpec(name=name, limit_usd=b.limit_usd, period=b.period, alert_at=b.alert_at,
+                                on_exceed=b.on_exceed) for name, b in desired.budgets.items()}
+    return GatewaySpec(routes=routes, keys=keys, budgets=budgets, max_body_bytes=gateway.max_request_bytes,
+                       upstream_timeout_s=duration_seconds(gateway.upstream_timeout),
+                       db_path=str(directory / "spend.sqlite"), audit_path=str(directory / "audit.jsonl"))
+
+
+def cluster_key_env(key: GatewayKey) -> str:
+    """The variable a gateway in a cluster reads a key from: the config's `env`, or one named after the key."""
+    return key.env or "LLMCTL_KEY_" + "".join(c if c.isalnum() else "_" for c in key.name.upper())
+
+
+def checks(desired: Desired, local_targets: set[str]) -> list[Check]:
+    """What a reviewer should know before the gateway runs: keys that cannot be read here, hosted models without
+    an endpoint or key variable, and budgets that would meter tokens without a price."""
+    found = []
+    gateway = settings(desired)
+    for key in gateway.keys:
+        try:
+            _read_key(key, desired.config_dir)
+        except LlmctlError as exc:
+            found.append(Check(severity="warning", address=f"gateway.{desired.environment}",
+                               message=f"{exc}; apply will refuse until it is"))
+    prices = _prices(desired)
+    for name in routed(desired, local_targets):
+        model = desired.models[name]
+        source = parse_source(model.source)
+        if source.hosted and source.location.partition("/")[0] not in API_DEFAULTS and not (
+                model.api_base and model.api_key_env):
+            found.append(Check(severity="error", address=f"model.{name}", message=(
+                f"{model.source} has no built-in endpoint: set api_base (an OpenAI-compatible URL) and api_key_env")))
+        if desired.budgets_of(name) and prices.get(name) is None:
+            found.append(Check(severity="warning", address=f"model.{name}", message=(
+                f"counts against budget {', '.join(desired.budgets_of(name))} but has no price, so the gateway "
+                "meters its tokens without spend: declare `traffic` and a price (gpu_hour_usd on its target)")))
+    return found
+
+
+def _prices(desired: Desired) -> dict[str, Price | None]:
+    """USD per 1M tokens: catalog prices for hosted models; for self-hosted ones the amortised figure of the cost
+    estimate (the replicas' hourly cost over the declared output tokens), charged on output tokens, which it
+    already covers input for. None where the estimate has none, so spend is never a silent $0."""
+    from llmctl.lock import lock_path, read_lock  # the lock module pulls in the hub client only when used
+
+    try:
+        report, _ = estimate(desired, load_catalog(), read_lock(lock_path(desired.config_dir / "llmops.yaml")))
+    except CatalogError:
+        return {}
+    prices: dict[str, Price | None] = {}
+    catalog = load_catalog()
+    for cost in report.models:
+        model = desired.models[cost.model]
+        source = parse_source(model.source)
+        if cost.kind == "api":
+            provider, _, remote = source.location.partition("/")
+            try:
+                price = catalog.api_price(provider, remote)
+            except CatalogError:  # the plan already says the model has no price
+                prices[cost.model] = None
+                continue
+            prices[cost.model] = Price(usd_per_1m_input=price.input_per_1m, usd_per_1m_output=price.output_per_1m,
+                                       basis=f"catalog: {model.source}")
+        elif cost.per_1m_output_tokens_usd:
+            prices[cost.model] = Price(usd_per_1m_input=0.0, usd_per_1m_output=cost.per_1m_output_tokens_usd,
+                                       basis=f"amortised: {cost.detail} × {cost.replicas_min} over the declared "
+                                             "traffic's output tokens")
+        else:
+            prices[cost.model] = None
+    return prices
+
+
+def _key_spec(key: GatewayKey, config_dir: Path) -> KeySpec:
+    return KeySpec(id=key.name, sha256=hash_key(_read_key(key, config_dir)), models=key.models,
+                   requests_per_minute=key.requests_per_minute, tokens_per_minute=key.tokens_per_minute)
+
+
+def _read_key(key: GatewayKey, config_dir: Path) -> str:
+    if key.env is not None:
+        value = os.environ.get(key.env, "").strip()
+        if not value:
+            raise LlmctlError(f"gateway key '{key.name}': environment variable {key.env} is not set")
+        return value
+    path = config_dir / (key.file or "")
+    try:
+        value = path.read_text().strip()
+    except OSError as exc:
+        raise LlmctlError(f"gateway key '{key.name}': cannot read {path}: {exc.strerror}") from None
+    if not value:
+        raise LlmctlError(f"gateway key '{key.name}': {path} is empty")
+    return value

@@ -1,0 +1,53 @@
+"""Prometheus metrics of one gateway process, served at /metrics."""
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+
+# A whole request runs from a few ms (a refusal, a cached short answer) to minutes (a long generation, up to the
+# upstream timeout); the default buckets stop at 10 s and would put every long generation in +Inf.
+REQUEST_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0)
+# Time to first token is prefill plus queueing: tens of ms on a warm server, seconds under load or for long prompts.
+TTFT_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.2, 0.35, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0, 20.0, 30.0, 60.0)
+
+
+class GatewayMetrics:
+    def __init__(self) -> None:
+        # Its own registry, not the process-global one: several gateways (or tests) in one process stay separate.
+        self.registry = CollectorRegistry()
+        self._requests = Counter("llmctl_gateway_requests", "Requests answered, by HTTP status.",
+                                 ["model", "status"], registry=self.registry)
+        self._request_seconds = Histogram("llmctl_gateway_request_seconds", "Whole request latency.",
+                                          ["model"], buckets=REQUEST_BUCKETS, registry=self.registry)
+        self._ttft_seconds = Histogram("llmctl_gateway_ttft_seconds", "Time to the first streamed token.",
+                                       ["model"], buckets=TTFT_BUCKETS, registry=self.registry)
+        self._tokens = Counter("llmctl_gateway_tokens", "Tokens metered, by direction (input|output).",
+                               ["model", "direction"], registry=self.registry)
+        self._spend = Counter("llmctl_gateway_spend_usd", "Priced spend in USD (unpriced tokens add nothing).",
+                              ["model"], registry=self.registry)
+        self._guardrail = Counter("llmctl_gateway_guardrail_actions", "Guardrail actions taken, by rule.",
+                                  ["model", "rule", "action"], registry=self.registry)
+        self._upstream_errors = Counter("llmctl_gateway_upstream_errors", "Failed upstream calls, by reason.",
+                                        ["model", "reason"], registry=self.registry)
+
+    def request(self, model: str, status: int, seconds: float) -> None:
+        self._requests.labels(model=model, status=str(status)).inc()
+        self._request_seconds.labels(model=model).observe(seconds)
+
+    def ttft(self, model: str, seconds: float) -> None:
+        self._ttft_seconds.labels(model=model).observe(seconds)
+
+    def tokens(self, model: str, input: int, output: int) -> None:
+        self._tokens.labels(model=model, direction="input").inc(input)
+        self._tokens.labels(model=model, direction="output").inc(output)
+
+    def spend(self, model: str, usd: float) -> None:
+        self._spend.labels(model=model).inc(usd)
+
+    def guardrail(self, model: str, rule: str, action: str) -> None:
+        self._guardrail.labels(model=model, rule=rule, action=action).inc()
+
+    def upstream_error(self, model: str, reason: str) -> None:
+        self._upstream_errors.labels(model=model, reason=reason).inc()
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

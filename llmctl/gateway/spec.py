@@ -1,0 +1,76 @@
+"""What a running gateway enforces: one JSON file built by llmctl at apply time and read by the gateway process.
+
+It is derived from the Desired config plus what apply learned (upstream ports) and never holds a secret in plain
+text: API keys are sha256 hashes, hosted-API keys are named by the environment variable that holds them.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, Field, PositiveInt
+
+from llmctl.config.schema import Guardrail, Prompt
+
+
+class KeySpec(BaseModel):
+    id: str = Field(description="The key's name in the config; what logs, metrics and the audit log show.")
+    sha256: str | None = Field(None, description="hex sha256 of the key; the key itself is never written anywhere.")
+    env: str | None = Field(None, description="Where the hash is not known when the spec is written (a cluster): "
+                            "the environment variable holding the key, hashed once when the gateway starts.")
+    models: list[str] | None = Field(None, description="Models this key may call; None: every model.")
+    requests_per_minute: PositiveInt | None = None
+    tokens_per_minute: PositiveInt | None = None
+
+
+class Price(BaseModel):
+    """USD per million tokens. For self-hosted models: the amortised cost of the serving hardware."""
+
+    usd_per_1m_input: float
+    usd_per_1m_output: float
+    basis: str = Field(description="Where the figure comes from, e.g. 'catalog: openai gpt-4o-mini'.")
+
+
+class TokenizerSpec(BaseModel):
+    kind: Literal["gguf", "tokenizer_json"]
+    path: str
+
+
+class RouteSpec(BaseModel):
+    model: str = Field(description="The name clients send as `model`.")
+    kind: Literal["replicas", "api"]
+    upstreams: list[str] = Field(description="OpenAI base URLs ending in /v1, one per replica (or the hosted API).")
+    upstream_model: str = Field(description="The `model` sent upstream.")
+    api_key_env: str | None = Field(None, description="Environment variable holding the hosted API's key.")
+    guardrails: list[Guardrail] = Field(default_factory=list, description="Applied in the order declared.")
+    prompt: Prompt | None = None
+    price: Price | None = Field(None, description="None: tokens are metered but cannot be priced (said at plan).")
+    budgets: list[str] = Field(default_factory=list, description="Budgets this model's spend counts against.")
+    tokenizer: TokenizerSpec | None = Field(None, description="None: the documented estimate counts tokens.")
+
+
+class BudgetSpec(BaseModel):
+    name: str
+    limit_usd: float
+    period: Literal["day", "week", "month"]
+    alert_at: list[float] = Field(default_factory=list)
+    on_exceed: Literal["warn", "block"]
+
+
+class GatewaySpec(BaseModel):
+    routes: dict[str, RouteSpec]
+    keys: list[KeySpec] = Field(default_factory=list, description="Empty: no key is required (said at plan).")
+    budgets: dict[str, BudgetSpec] = Field(default_factory=dict)
+    max_body_bytes: int = 1_048_576
+    upstream_timeout_s: float = 120.0
+    db_path: str = Field(description="SQLite ledger of metered spend; survives restarts.")
+    audit_path: str = Field(description="JSON-lines audit log.")
+
+    def write(self, path: Path) -> None:
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(self.model_dump_json(indent=2))
+        tmp.replace(path)
+
+    @classmethod
+    def read(cls, path: Path) -> "GatewaySpec":
+        return cls.model_validate_json(path.read_text())

@@ -1,0 +1,137 @@
+"""The gateway on the local target: one `python -m llmctl.gateway` process in front of the model servers.
+
+It is a resource like a replica (`local_gateway.ENV`), planned from the config, but its runtime spec also needs the
+replicas' ports, so apply writes that spec once the servers answer and restarts the gateway (on the same port) only
+when the spec it serves changed.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import secrets
+import socket
+import sys
+from pathlib import Path
+from typing import Any
+
+from llmctl.desired import Desired
+from llmctl.gateway import build
+from llmctl.gateway.auth import hash_key
+from llmctl.gateway.spec import TokenizerSpec
+from providers.base import ApplyContext, Resource
+from providers.local import process
+
+GATEWAY_TYPE = "local_gateway"
+PROCESS_TYPE = "local_process"
+
+
+def home(desired: Desired) -> str | None:
+    """The local target the environment's gateway runs on: the first (by name) local target."""
+    local = sorted(name for name, target in desired.targets.items() if target.provider == "local")
+    return local[0] if local else None
+
+
+def local_targets(desired: Desired) -> set[str]:
+    return {name for name, target in desired.targets.items() if target.provider == "local"}
+
+
+def resource(desired: Desired, target: str) -> Resource | None:
+    if home(desired) != target:
+        return None
+    models = build.routed(desired, local_targets(desired))
+    if not models:
+        return None
+    settings = build.settings(desired)
+    # What the gateway enforces, without secrets: a change here restarts it.
+    enforced = {"gateway": settings.model_dump(mode="json", exclude={"port"}),
+                "models": {name: desired.models[name].model_dump(mode="json", include={
+                    "source", "guardrails", "prompt", "budget", "api_base", "api_key_env"}) for name in models},
+                "guardrails": {n: g.model_dump(mode="json") for n, g in desired.guardrails.items()},
+                "prompts": {n: p.model_dump(mode="json") for n, p in desired.prompts.items()},
+                "budgets": {n: b.model_dump(mode="json") for n, b in desired.budgets.items()}}
+    return Resource(address=f"{GATEWAY_TYPE}.{desired.environment}", type=GATEWAY_TYPE,
+                    owner=f"gateway.{desired.environment}", provider="local", target=target,
+                    spec={"models": models, "port": settings.port, "enforces": _sha(json.dumps(enforced, sort_keys=True))})
+
+
+def verify_key(run_dir: Path) -> str:
+    """llmctl's own key for load tests through the gateway, created once; readable by this user only."""
+    path = build.gateway_dir(run_dir) / build.VERIFY_KEY_FILE
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as out:
+            out.write(secrets.token_urlsafe(32))
+    return path.read_text().strip()
+
+
+def converge(want: Resource | None, live: list[Resource], ctx: ApplyContext) -> list[Resource]:
+    """Start, restart or stop the gateway so that it serves `want` over the replicas now running."""
+    have = next((r for r in live if r.type == GATEWAY_TYPE), None)
+    if want is None:
+        if have is not None:
+            _stop(have, ctx)
+            live = [r for r in live if r is not have]
+        return live
+    desired: Desired = ctx.extra["desired"]
+    spec = build.build_spec(desired, _upstreams(live), build.gateway_dir(ctx.run_dir), hash_key(verify_key(ctx.run_dir)))
+    text = spec.model_dump_json(indent=2)
+    running = have is not None and process.find(have.attrs["pid"], have.attrs["create_time"]) is not None
+    if running and have is not None and have.spec == want.spec and have.attrs.get("spec_sha") == _sha(text):
+        return live
+    if have is not None:
+        _stop(have, ctx)
+        live = [r for r in live if r is not have]
+    port = want.spec["port"] or _kept_port(build.gateway_dir(ctx.run_dir) / "port")
+    path = build.gateway_dir(ctx.run_dir) / "spec.json"
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
+    log = ctx.run_dir / "logs" / "gateway.log"
+    cmd = [sys.executable, "-m", "llmctl.gateway", "--spec", str(path), "--host", process.HOST, "--port", str(port)]
+    started = process.start(cmd, port, log)
+    ctx.progress(want.address, f"starting (pid {started.pid}, port {port})")
+    attrs: dict[str, Any] = {"pid": started.pid, "create_time": started.create_time, "port": port, "log": str(log),
+                             "url": f"http://{process.HOST}:{port}/v1", "serves": want.spec["models"],
+                             "spec_sha": _sha(text), "spec_path": str(path), "command": cmd}
+    return [*live, want.model_copy(update={"attrs": attrs})]
+
+
+def _upstreams(live: list[Resource]) -> dict[str, build.Upstream]:
+    found: dict[str, build.Upstream] = {}
+    for replica in live:
+        if replica.type != PROCESS_TYPE or replica.attrs.get("deposed"):
+            continue
+        name = replica.owner.split(".", 1)[1]
+        tokenizer = (TokenizerSpec(kind="gguf", path=replica.spec["model"])
+                     if replica.spec["engine"] == "llama-cpp" else None)
+        previous = found.get(name)
+        urls = (previous.urls if previous else []) + [replica.attrs["endpoint"]]
+        found[name] = build.Upstream(urls=urls, served_name=replica.spec["served_name"], tokenizer=tokenizer)
+    return found
+
+
+def _kept_port(path: Path) -> int:
+    """The port this gateway had before (clients keep their base URL across restarts, even after a crash), while
+    it is free; else a new free one, remembered."""
+    try:
+        port = int(path.read_text())
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind((process.HOST, port))
+        return port
+    except (OSError, ValueError):
+        port = process.free_port()
+        path.write_text(str(port))
+        return port
+
+
+def _stop(gateway: Resource, ctx: ApplyContext) -> None:
+    ctx.progress(gateway.address, "stopping")
+    process.stop(gateway.attrs["pid"], gateway.attrs["create_time"])
+    ctx.progress(gateway.address, "stopped")
+
+
+def _sha(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()

@@ -1,0 +1,224 @@
+"""Test doubles for the gateway's tests: a recording OpenAI-style upstream, and the gateway itself run for a test.
+
+`RecordingUpstream` is a named test double, not a model server: it answers /v1/chat/completions and
+/v1/completions with a scripted reply (whole, or streamed in the deltas given), and records every request body it
+received, so a test can assert what the gateway sent upstream (a redacted email, the capped max_tokens, the
+upstream model name, the hosted API's key). `hung_up` is set when the gateway closed a stream's connection early.
+
+    with RecordingUpstream(reply="Write to bob@example.com") as upstream:
+        upstream.base_url          # http://127.0.0.1:PORT/v1
+        upstream.bodies[-1]        # the JSON the gateway sent
+
+`running_gateway(spec)` serves `create_app(spec)` with uvicorn in a thread on a free port; `gateway_process(spec)`
+runs `python -m llmctl.gateway` as a user (or the local provider) would.
+"""
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import uvicorn
+
+from llmctl.gateway.app import create_app
+from llmctl.gateway.spec import GatewaySpec
+
+
+@dataclass
+class RecordingUpstream:
+    reply: str = "hello there"
+    deltas: list[str] | None = None  # the streamed pieces; default: the reply word by word
+    usage: bool = True  # usage in whole answers, and at the end of a stream when include_usage was asked for
+    finish_reason: bool = True  # the last streamed piece carries finish_reason "stop"
+    status: int = 200
+    itl_s: float = 0.0  # pause before each streamed piece
+    hang: bool = False  # read the request, never answer
+    reasoning: str | None = None  # a reasoning model's reasoning_content, before the reply
+    hang_up_after_answer: bool = False  # close the connection after each answer, without saying so in a header
+    connections: int = field(default=0, init=False)
+    bodies: list[dict[str, Any]] = field(default_factory=list, init=False)
+    headers: list[dict[str, str]] = field(default_factory=list, init=False)
+    paths: list[str] = field(default_factory=list, init=False)
+    hung_up: threading.Event = field(default_factory=threading.Event, init=False)
+    _httpd: ThreadingHTTPServer | None = field(default=None, init=False, repr=False)
+
+    @property
+    def base_url(self) -> str:
+        assert self._httpd is not None
+        return f"http://127.0.0.1:{self._httpd.server_address[1]}/v1"
+
+    def __enter__(self) -> "RecordingUpstream":
+        double = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+            # Headers and body leave in separate writes: without TCP_NODELAY, Nagle's algorithm meeting the
+            # client's delayed ACK holds the body back ~40 ms.
+            disable_nagle_algorithm = True
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+            def setup(self) -> None:  # once per TCP connection
+                super().setup()
+                double.connections += 1
+
+            def do_GET(self) -> None:
+                double._send(self, 200, {"object": "list", "data": [{"id": "upstream-model", "object": "model"}]})
+
+            def do_POST(self) -> None:
+                body = json.loads(self.rfile.read(int(self.headers.get("content-length", 0))))
+                double.paths.append(self.path)
+                double.headers.append({k.lower(): v for k, v in self.headers.items()})
+                double.bodies.append(body)
+                double._answer(self, body)
+                if double.hang_up_after_answer:
+                    self.close_connection = True
+
+        self._httpd = _Server(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self._httpd.serve_forever, daemon=True).start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        assert self._httpd is not None
+        self._httpd.shutdown()
+        self._httpd.server_close()
+
+    def _answer(self, handler: BaseHTTPRequestHandler, body: dict[str, Any]) -> None:
+        if self.hang:
+            time.sleep(3600)
+            return
+        if self.status != 200:
+            self._send(handler, self.status, {"error": {"message": f"scripted {self.status}", "type": "server_error"}})
+            return
+        chat = handler.path.endswith("/chat/completions")
+        usage = {"prompt_tokens": 11, "completion_tokens": 7, "total_tokens": 18}
+        if not body.get("stream"):
+            message = {"role": "assistant", "content": self.reply,
+                       **({"reasoning_content": self.reasoning} if self.reasoning is not None else {})}
+            choice = ({"index": 0, "message": message, "finish_reason": "stop"}
+                      if chat else {"index": 0, "text": self.reply, "finish_reason": "stop"})
+            answer = {"id": "cmpl-1", "object": "chat.completion" if chat else "text_completion", "created": 1,
+                      "model": body.get("model"), "choices": [choice]}
+            self._send(handler, 200, {**answer, **({"usage": usage} if self.usage else {})})
+            return
+        handler.send_response(200)
+        handler.send_header("content-type", "text/event-stream")
+        handler.send_header("transfer-encoding", "chunked")
+        handler.end_headers()
+        deltas = self.deltas if self.deltas is not None else [w + " " for w in self.reply.split(" ")]
+        base = {"id": "chunk-1", "object": "chat.completion.chunk" if chat else "text_completion", "created": 1,
+                "model": body.get("model")}
+        try:
+            if chat:
+                self._event(handler, {**base, "choices": [{"index": 0, "delta": {"role": "assistant"},
+                                                           "finish_reason": None}]})
+                for piece in (self.reasoning or "").split(" ") if self.reasoning else ():
+                    self._event(handler, {**base, "choices": [{"index": 0, "delta": {"reasoning_content": piece + " "},
+                                                               "finish_reason": None}]})
+            for number, delta in enumerate(deltas):
+                time.sleep(self.itl_s)
+                last = self.finish_reason and number == len(deltas) - 1
+                choice = {"index": 0, "delta": {"content": delta}} if chat else {"index": 0, "text": delta}
+                self._event(handler, {**base, "choices": [{**choice, "finish_reason": "stop" if last else None}]})
+            if self.usage and (body.get("stream_options") or {}).get("include_usage"):
+                self._event(handler, {**base, "choices": [], "usage": usage})
+            self._chunk(handler, b"data: [DONE]\n\n")
+            self._chunk(handler, b"")
+        except (BrokenPipeError, ConnectionResetError):
+            self.hung_up.set()
+
+    @staticmethod
+    def _send(handler: BaseHTTPRequestHandler, status: int, payload: dict[str, Any]) -> None:
+        data = json.dumps(payload).encode()
+        handler.send_response(status)
+        handler.send_header("content-type", "application/json")
+        handler.send_header("content-length", str(len(data)))
+        handler.end_headers()
+        handler.wfile.write(data)
+
+    def _event(self, handler: BaseHTTPRequestHandler, payload: dict[str, Any]) -> None:
+        self._chunk(handler, f"data: {json.dumps(payload)}\n\n".encode())
+
+    @staticmethod
+    def _chunk(handler: BaseHTTPRequestHandler, data: bytes) -> None:
+        handler.wfile.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
+        handler.wfile.flush()
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    request_queue_size = 128
+
+    def handle_error(self, request: object, client_address: object) -> None:
+        pass
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def dead_url() -> str:
+    """An upstream URL nothing listens on: connecting is refused."""
+    return f"http://127.0.0.1:{free_port()}/v1"
+
+
+@contextmanager
+def running_gateway(spec: GatewaySpec) -> Iterator[str]:
+    """The gateway for `spec`, served by uvicorn in a thread; yields its base URL (…/v1)."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(128)
+    server = uvicorn.Server(uvicorn.Config(create_app(spec), log_level="warning", access_log=False, lifespan="on"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not server.started:
+        assert thread.is_alive() and time.monotonic() < deadline, "the gateway did not start"
+        time.sleep(0.01)
+    try:
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}/v1"
+    finally:
+        server.should_exit = True
+        thread.join(20)
+        sock.close()
+
+
+@contextmanager
+def gateway_process(spec: GatewaySpec, spec_path: Path, env: dict[str, str] | None = None) -> Iterator[str]:
+    """`python -m llmctl.gateway --port 0` on `spec`, written to `spec_path`; yields its base URL (…/v1)."""
+    spec.write(spec_path)
+    log_path = spec_path.with_suffix(".log")
+    with log_path.open("a") as log:
+        process = subprocess.Popen([sys.executable, "-m", "llmctl.gateway", "--spec", str(spec_path), "--port", "0"],
+                                   stdout=subprocess.PIPE, stderr=log, text=True, env={**os.environ, **(env or {})})
+    try:
+        assert process.stdout is not None
+        line = process.stdout.readline()
+        assert line.startswith("listening on http://127.0.0.1:"), (line, log_path.read_text())
+        yield line.split("listening on ", 1)[1].strip() + "/v1"
+    finally:
+        process.terminate()
+        process.wait(20)
+
+
+def eventually(check: Callable[[], Any], timeout_s: float = 10.0) -> Any:
+    """check()'s first truthy result, retried until timeout_s: the gateway meters just after the answer leaves."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        result = check()
+        if result or time.monotonic() > deadline:
+            return result
+        time.sleep(0.02)
