@@ -53,9 +53,11 @@ def routed(desired: Desired, local_targets: set[str]) -> list[str]:
 
 
 def build_spec(desired: Desired, upstreams: dict[str, Upstream], directory: Path,
-               verify_key_sha: str | None = None, keys_from_env: bool = False) -> GatewaySpec:
+               verify_key_sha: str | None = None, keys_from_env: bool = False,
+               hosted: bool = True) -> GatewaySpec:
     """`keys_from_env`: for a gateway whose keys are not readable here (a cluster's Secret), each key is named by
-    the environment variable the gateway will find it in (`cluster_key_env`) and hashed when it starts."""
+    the environment variable the gateway will find it in (`cluster_key_env`) and hashed when it starts.
+    `hosted`: whether it also routes the api:// models (a gateway on one model's instances does not)."""
     gateway = settings(desired)
     prices = _prices(desired)
     routes = {}
@@ -64,7 +66,7 @@ def build_spec(desired: Desired, upstreams: dict[str, Upstream], directory: Path
         common = dict(model=name, guardrails=[desired.guardrails[g] for g in model.guardrails],
                       prompt=desired.prompts.get(model.prompt or ""), price=prices.get(name),
                       budgets=desired.budgets_of(name))
-        if source.hosted:
+        if source.hosted and hosted:
             provider, _, remote = source.location.partition("/")
             base, key_env = API_DEFAULTS.get(provider, (None, None))
             routes[name] = RouteSpec(kind="api", upstreams=[(model.api_base or base or "").rstrip("/")],

@@ -15,6 +15,7 @@ import base64
 import json
 import shlex
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pulumi
@@ -24,7 +25,8 @@ from llmctl.config.schema import AwsTarget, Budget, Model, ReplicaRange
 from llmctl.config.sources import parse_source
 from llmctl.cost.catalog import load_catalog
 from llmctl.desired import Desired
-from providers.pulumi_support.images import ENGINE_IMAGES
+from llmctl.gateway import build
+from providers.pulumi_support.images import ENGINE_IMAGES, GATEWAY_IMAGE
 
 AMI_CALL = "aws:ec2/getAmi:getAmi"
 SUBNETS_CALL = "aws:ec2/getSubnets:getSubnets"
@@ -32,7 +34,8 @@ INSTANCES_CALL = "aws:ec2/getInstances:getInstances"
 AMI_NAME = "Deep Learning Base OSS Nvidia Driver GPU AMI (Ubuntu 22.04)*"
 AMI_OWNERS = ["amazon"]
 
-SERVING_PORT = 8000
+SERVING_PORT = 8000  # the gateway's, in front of the engine
+ENGINE_PORT = 8001  # the engine's, on the instance's loopback only
 # No CIDRs are declared in llmops.yaml (the aws target has no field for them yet), so the serving port is open to
 # the private 10.0.0.0/8 range only: reachable from inside a VPC / peered network, never from the internet.
 DEFAULT_INGRESS_CIDRS = ["10.0.0.0/8"]
@@ -130,25 +133,44 @@ def engine_command(model: Model, locked: dict[str, Any]) -> tuple[str, list[str]
     raise ValueError(f"model '{model.name}': engine '{model.engine}' does not run on aws (use vllm or tgi)")
 
 
+def key_parameter(project: str, environment: str, variable: str) -> str:
+    """The SSM parameter (SecureString) an instance's gateway reads a client key from."""
+    return f"/llmctl/{project}/{environment}/keys/{variable}"
+
+
 def user_data(desired: Desired, target: AwsTarget, model: Model, locked: dict[str, Any]) -> str:
-    """The boot script: read the HF token from SSM on the instance (it never appears here), start the engine."""
+    """The boot script: start the engine on the instance's loopback and the gateway in front of it on the serving
+    port. Secrets (the HF token, the gateway's keys) are read from SSM on the instance and never appear here."""
     image, args, port = engine_command(model, locked)
-    parameter = hf_token_parameter(desired.project, desired.environment)
     docker = ["docker", "run", "-d", "--restart", "unless-stopped", "--name", f"llmctl-{model.name}",
-              "--gpus", "all", "--ipc=host", "-p", f"{SERVING_PORT}:{port}", "-e", "HF_TOKEN",
+              "--gpus", "all", "--ipc=host", "-p", f"127.0.0.1:{ENGINE_PORT}:{port}", "-e", "HF_TOKEN",
               "-v", "/opt/llmctl/hf-cache:/root/.cache/huggingface"]
     if model.engine == "tgi":
         docker += ["-v", "/opt/llmctl/hf-cache:/data"]
+    upstream = build.Upstream(urls=[f"http://127.0.0.1:{ENGINE_PORT}/v1"], served_name=model.name)
+    spec = build.build_spec(desired, {model.name: upstream}, Path("/var/lib/llmctl"), keys_from_env=True,
+                            hosted=False)
+    secrets = {"HF_TOKEN": hf_token_parameter(desired.project, desired.environment)}
+    secrets |= {key.env: key_parameter(desired.project, desired.environment, key.env) for key in spec.keys if key.env}
+    gateway = ["docker", "run", "-d", "--restart", "unless-stopped", "--name", "llmctl-gateway", "--network", "host",
+               *[item for variable in secrets if variable != "HF_TOKEN" for item in ("-e", variable)],
+               "-v", "/opt/llmctl/gateway:/var/lib/llmctl", "-v", "/opt/llmctl/gateway/spec.json:/etc/llmctl/spec.json:ro",
+               GATEWAY_IMAGE, "python", "-m", "llmctl.gateway", "--spec", "/etc/llmctl/spec.json",
+               "--host", "0.0.0.0", "--port", str(SERVING_PORT)]
     lines = [
         "#!/bin/bash",
-        "# written by llmctl: starts the model server; the Hugging Face token is read from SSM, not stored here",
+        "# written by llmctl: starts the model server and the gateway; secrets are read from SSM, not stored here",
         "set -euo pipefail",
-        "mkdir -p /opt/llmctl/hf-cache",
-        f"HF_TOKEN=\"$(aws ssm get-parameter --region {shlex.quote(target.region)} "
-        f"--name {shlex.quote(parameter)} --with-decryption --query Parameter.Value --output text "
-        "2>/dev/null || true)\"",
-        "export HF_TOKEN",
+        "mkdir -p /opt/llmctl/hf-cache /opt/llmctl/gateway",
+        *[f"{variable}=\"$(aws ssm get-parameter --region {shlex.quote(target.region)} --name {shlex.quote(name)} "
+          "--with-decryption --query Parameter.Value --output text 2>/dev/null || true)\"" for variable, name in
+          secrets.items()],
+        f"export {' '.join(secrets)}",
+        "cat > /opt/llmctl/gateway/spec.json <<'LLMCTL_SPEC'",
+        spec.model_dump_json(indent=1),
+        "LLMCTL_SPEC",
         shlex.join([*docker, image, *args]),
+        shlex.join(gateway),
         "",
     ]
     return "\n".join(lines)
@@ -167,11 +189,12 @@ def _model(desired: Desired, target: AwsTarget, model: Model, locked: dict[str, 
     prefix = f"llmctl-{desired.project}-{desired.environment}-{model.name}"
 
     role = aws.iam.Role(f"{address}/role", assume_role_policy=EC2_ASSUME_ROLE, tags=tags, opts=opts)
-    parameter = hf_token_parameter(desired.project, desired.environment)
+    parameters = [hf_token_parameter(desired.project, desired.environment),
+                  key_parameter(desired.project, desired.environment, "*")]
     aws.iam.RolePolicy(f"{address}/role-policy", role=role.id, opts=opts, policy=json.dumps({
         "Version": "2012-10-17",
         "Statement": [{"Effect": "Allow", "Action": ["ssm:GetParameter"],
-                       "Resource": f"arn:aws:ssm:{target.region}:*:parameter{parameter}"}],
+                       "Resource": [f"arn:aws:ssm:{target.region}:*:parameter{name}" for name in parameters]}],
     }))
     profile = aws.iam.InstanceProfile(f"{address}/profile", role=role.id, tags=tags, opts=opts)
 

@@ -85,7 +85,9 @@ def test_role_is_assumable_by_ec2_and_profile_uses_it(example: list[Captured]) -
     assert only(example, "model.qwen-7b/profile").inputs["role"] == "model.qwen-7b/role-id"
     access = json.loads(only(example, "model.qwen-7b/role-policy").inputs["policy"])
     assert access["Statement"][0]["Action"] == ["ssm:GetParameter"]
-    assert access["Statement"][0]["Resource"].endswith(":parameter/llmctl/support-bot/prod/hf-token")
+    hf_token, keys = access["Statement"][0]["Resource"]
+    assert hf_token.endswith(":parameter/llmctl/support-bot/prod/hf-token")
+    assert keys.endswith(":parameter/llmctl/support-bot/prod/keys/*")  # the gateway's client keys
 
 
 def test_gpu_spec_picks_instance_type_from_catalog(example: list[Captured]) -> None:
@@ -184,8 +186,19 @@ def test_user_data_starts_vllm_at_the_locked_revision(example: list[Captured]) -
     assert "--max-model-len 8192" in script
     assert "--served-model-name qwen-7b" in script
     assert "--dtype bfloat16" in script and "--gpu-memory-utilization 0.9" in script
-    assert "-p 8000:8000" in script
+    assert "-p 127.0.0.1:8001:8000" in script  # the engine answers only on the instance
     assert "aws ssm get-parameter" in script and "/llmctl/support-bot/prod/hf-token" in script
+
+
+def test_the_gateway_fronts_the_engine_on_each_instance(example: list[Captured]) -> None:
+    script = user_data(example)
+    spec_text = script.split("<<'LLMCTL_SPEC'\n", 1)[1].split("\nLLMCTL_SPEC", 1)[0]
+    spec = json.loads(spec_text)
+    assert list(spec["routes"]) == ["qwen-7b"]  # hosted models are not routed from a model's instances
+    assert spec["routes"]["qwen-7b"]["upstreams"] == ["http://127.0.0.1:8001/v1"]
+    assert spec["routes"]["qwen-7b"]["price"]["basis"].startswith("amortised")
+    last = script.strip().splitlines()[-1]
+    assert "--network host" in last and "ghcr.io/llmctl/llmctl:" in last and last.endswith("--port 8000")
 
 
 def test_revision_falls_back_to_the_source(tmp_path: Path) -> None:

@@ -57,7 +57,8 @@ def test_edits_show_updates_in_place_and_nothing_else(example) -> None:  # type:
 
     text = run("plan", "-f", str(config)).stdout
     assert "~ aws_autoscaling_group.qwen-7b/asg  # desired_capacity, min_size changed" in text
-    assert "~ aws_ec2_launch_template.qwen-7b/lt  # instance_type changed" in text
+    # The new instance's price changes the amortised price in the instances' gateway spec too.
+    assert "~ aws_ec2_launch_template.qwen-7b/lt  # instance_type, user_data changed" in text
 
 
 def test_apply_without_the_pulumi_cli_stops_before_anything_changes(example) -> None:  # type: ignore[no-untyped-def]
