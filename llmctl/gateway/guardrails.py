@@ -101,13 +101,17 @@ _HOLD = 48
 _MIN_RELEASE = 32  # characters: releasing each word as it comes would re-check the held tail for every word
 _SENTENCE_END = re.compile(r"(?:[.!?][\"')\]]*\s|\n)\s*\Z")
 _UP_TO_LAST_SPACE = re.compile(r".*\s", re.DOTALL)
+# Only these values run across whitespace: grouped digits (phone, card, IBAN) and a secret after its keyword. Plain
+# words before the last space, with none of this near them, cannot be the start of a value still arriving.
+_SPANS_SPACE = re.compile(r"[0-9=:]|pass|secret|token|key|bearer|auth", re.IGNORECASE)
 
 
 class OutputStream:
     """Streamed output: feed deltas as they arrive, send what each call returns.
 
     Text is released up to the last whitespace at least _HOLD characters before the end of what has arrived (or all
-    of it at a sentence end, which no value spans), so every value that starts in the released part is complete in
+    of it at a sentence end, which no value spans; or up to the last whitespace when nothing that could run across a
+    space, digits or a secret's keyword, is near it), so every value that starts in the released part is complete in
     what was checked. A value that crosses the release point is held back whole. Checks also see the tail of what was
     already released, so a deny pattern cannot hide across a release point either."""
 
@@ -133,6 +137,11 @@ class OutputStream:
     def _release_point(self) -> int:
         if _SENTENCE_END.search(self._pending):
             return len(self._pending)
+        # Whole words go out as they complete unless a value could span the space (a deny pattern can be anything)
+        words = _UP_TO_LAST_SPACE.match(self._pending)
+        if (words and not self._guard.deny_patterns
+                and not _SPANS_SPACE.search(self._pending, max(0, words.end() - _HOLD), words.end())):
+            return words.end()
         held_from = _UP_TO_LAST_SPACE.match(self._pending, 0, max(0, len(self._pending) - _HOLD))
         return held_from.end() if held_from and held_from.end() >= _MIN_RELEASE else 0
 

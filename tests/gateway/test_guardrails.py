@@ -301,7 +301,7 @@ def test_stream_holds_back_a_card_written_in_groups() -> None:
     out = OutputStream(output_guard(pii="redact"))
     emitted = [out.feed(delta).text for delta in ["Your card ", "4111 ", "1111 ", "1111 ", "1111", " is on file. "]]
     assert "".join(emitted) == "Your card [REDACTED:CREDIT_CARD] is on file. "
-    assert emitted[:4] == ["", "", "", ""]  # nothing released while a value could still be forming
+    assert emitted[:4] == ["Your card ", "", "", ""]  # plain words go; nothing while a value could be forming
 
 
 def test_stream_releases_text_while_it_flows() -> None:
@@ -338,3 +338,14 @@ def test_stream_without_checks_passes_deltas_straight_through() -> None:
     out = OutputStream(output_guard(pii="off"))
     assert [out.feed(delta).text for delta in ["a@b.c", "om 4111 "]] == ["a@b.c", "om 4111 "]
     assert out.close() == Verdict("", [], None)
+
+
+def test_plain_words_are_released_as_they_complete_so_the_first_token_is_not_held() -> None:
+    out = OutputStream(output_guard(pii="redact"))
+    assert [out.feed(delta).text for delta in [" The", " GPU", " is", " a"]] == [" ", "The ", "GPU ", "is "]
+
+
+def test_words_are_held_when_a_deny_pattern_could_span_them() -> None:
+    out = OutputStream(output_guard(pii="redact", deny_patterns=["internal use only"]))
+    assert [out.feed(delta).text for delta in [" for", " internal", " use", " only"]] == ["", "", "", ""]
+    assert out.close().blocked
