@@ -196,10 +196,7 @@ class ScriptedUpstream(ScriptedServer):
                 "index": 0, "message": {"role": "assistant", "content": " ".join(WORDS)}, "finish_reason": "stop"}]}
             self._send(handler, 200, "application/json", json.dumps(body).encode())
             return
-        handler.send_response(200)
-        handler.send_header("content-type", "text/event-stream")
-        handler.send_header("transfer-encoding", "chunked")
-        handler.end_headers()
+        self._begin_stream(handler)
         chunk = {**envelope, "object": "chat.completion.chunk"}
 
         def event(choices: list, **extra: object) -> None:

@@ -73,10 +73,7 @@ class ScriptedServer:
             body = {"choices": [{"message": {"role": "assistant", "content": "hello"}}]}
             self._send(handler, 200, "application/json", json.dumps(body).encode())
             return
-        handler.send_response(200)
-        handler.send_header("content-type", "text/event-stream")
-        handler.send_header("transfer-encoding", "chunked")
-        handler.end_headers()
+        self._begin_stream(handler)
         write = lambda text: self._chunk(handler, text)  # noqa: E731
         try:
             write(_event({"choices": [{"delta": {"role": "assistant"}}]}))
@@ -110,6 +107,13 @@ class ScriptedServer:
         handler.send_header("content-length", str(len(body)))
         handler.end_headers()
         handler.wfile.write(body)
+
+    @staticmethod
+    def _begin_stream(handler: BaseHTTPRequestHandler) -> None:
+        handler.send_response(200)
+        handler.send_header("content-type", "text/event-stream")
+        handler.send_header("transfer-encoding", "chunked")
+        handler.end_headers()
 
     @staticmethod
     def _chunk(handler: BaseHTTPRequestHandler, text: str) -> None:
