@@ -124,12 +124,12 @@ def _prices(desired: Desired) -> dict[str, Price | None]:
     already covers input for. None where the estimate has none, so spend is never a silent $0."""
     from llmctl.lock import lock_path, read_lock  # the lock module pulls in the hub client only when used
 
+    catalog = load_catalog()
     try:
-        report, _ = estimate(desired, load_catalog(), read_lock(lock_path(desired.config_dir / "llmops.yaml")))
+        report, _ = estimate(desired, catalog, read_lock(lock_path(desired.config_dir / "llmops.yaml")))
     except CatalogError:
         return {}
     prices: dict[str, Price | None] = {}
-    catalog = load_catalog()
     for cost in report.models:
         model = desired.models[cost.model]
         source = parse_source(model.source)
