@@ -17,6 +17,7 @@ import pytest
 from openai import OpenAI
 from prometheus_client.parser import text_string_to_metric_families
 
+from gateway.upstream import eventually
 from support import QUICKSTART_KEY, Run, edit
 
 pytestmark = pytest.mark.integration
@@ -62,10 +63,12 @@ def test_keys_guardrails_and_a_budget_that_survives_a_restart(llmctl: Run, deplo
 
     answer = _ask(endpoint, "Repeat after me: write to jane.doe@example.com today.")
     assert "jane.doe@example.com" not in answer
-    audit = (deployed.parent / ".llmctl" / "run" / "quickstart" / "dev" / "gateway" / "audit.jsonl").read_text()
-    assert "jane.doe@example.com" not in audit
-    lines = [json.loads(line) for line in audit.splitlines()]
-    assert any("pii.email:redact" in line["actions"] and line["status"] == 200 for line in lines)
+    # The gateway meters and audits after the answer has left: wait for the line (the ledger is written first).
+    path = deployed.parent / ".llmctl" / "run" / "quickstart" / "dev" / "gateway" / "audit.jsonl"
+    lines = eventually(lambda: [line for line in map(json.loads, path.read_text().splitlines())
+                                if line["status"] == 200] or None, timeout_s=60)
+    assert any("pii.email:redact" in line["actions"] for line in lines)
+    assert "jane.doe@example.com" not in path.read_text()
 
     # That answer cost more than the $1 budget: the next request is refused, and still after a restart.
     with pytest.raises(openai.RateLimitError, match="team-monthly"):
@@ -80,11 +83,13 @@ def test_keys_guardrails_and_a_budget_that_survives_a_restart(llmctl: Run, deplo
 
     budget = restarted["spend"]["budgets"]["team-monthly"]
     assert budget["spent_usd"] > 1 and budget["alerts"] == [0.5, 0.8, 1.0]
-    text = urllib.request.urlopen(endpoint.removesuffix("/v1") + "/metrics", timeout=10).read().decode()
-    families = {family.name: family for family in text_string_to_metric_families(text)}
-    refused = [s for s in families["llmctl_gateway_requests"].samples
-               if s.name == "llmctl_gateway_requests_total" and s.labels.get("status") == "429"]
-    assert refused and refused[0].value == 1  # counted since this gateway process started
+    def refused() -> list:  # 429s counted since this gateway process started (counted just after answering)
+        text = urllib.request.urlopen(endpoint.removesuffix("/v1") + "/metrics", timeout=10).read().decode()
+        families = {family.name: family for family in text_string_to_metric_families(text)}
+        return [s.value for s in families["llmctl_gateway_requests"].samples
+                if s.name == "llmctl_gateway_requests_total" and s.labels.get("status") == "429"]
+
+    assert eventually(refused, timeout_s=60) == [1]
 
     cost = llmctl("cost", "-f", str(deployed))
     assert cost.returncode == 3  # the estimate is over the blocking budget too
