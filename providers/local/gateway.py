@@ -75,19 +75,18 @@ def converge(want: Resource | None, live: list[Resource], ctx: ApplyContext) -> 
             live = [r for r in live if r is not have]
         return live
     desired: Desired = ctx.extra["desired"]
-    spec = build.build_spec(desired, _upstreams(live), build.gateway_dir(ctx.run_dir), hash_key(verify_key(ctx.run_dir)))
-    text = spec.model_dump_json(indent=2)
+    directory = build.gateway_dir(ctx.run_dir)
+    spec = build.build_spec(desired, _upstreams(live), directory, hash_key(verify_key(ctx.run_dir)))
+    text = spec.model_dump_json(indent=2)  # what GatewaySpec.write writes
     running = have is not None and process.find(have.attrs["pid"], have.attrs["create_time"]) is not None
     if running and have is not None and have.spec == want.spec and have.attrs.get("spec_sha") == _sha(text):
         return live
     if have is not None:
         _stop(have, ctx)
         live = [r for r in live if r is not have]
-    port = want.spec["port"] or _kept_port(build.gateway_dir(ctx.run_dir) / "port")
-    path = build.gateway_dir(ctx.run_dir) / "spec.json"
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
+    port = want.spec["port"] or _kept_port(directory / "port")
+    path = directory / "spec.json"
+    spec.write(path)
     log = ctx.run_dir / "logs" / "gateway.log"
     cmd = [sys.executable, "-m", "llmctl.gateway", "--spec", str(path), "--host", process.HOST, "--port", str(port)]
     started = process.start(cmd, port, log)
