@@ -89,11 +89,8 @@ class _Stream(httpcore.AsyncNetworkStream):
         if not protocol.buffer and not protocol.eof:
             protocol.waiter = asyncio.get_running_loop().create_future()
             try:
-                if timeout is None:
+                async with asyncio.timeout(timeout):  # None: no limit
                     await protocol.waiter
-                else:
-                    async with asyncio.timeout(timeout):
-                        await protocol.waiter
             except TimeoutError:
                 raise httpcore.ReadTimeout(f"no data for {timeout:g} s") from None
             finally:

@@ -38,14 +38,14 @@ def urn_name(urn: str) -> str:
     return urn.rsplit("::", 1)[-1]
 
 
+def _cloud(step: StepEventMetadata) -> bool:
+    return not (step.type in _INTERNAL_TYPES or step.type.startswith(_INTERNAL_PREFIXES))
+
+
 def _steps(events: Iterable[EngineEvent]) -> Iterable[StepEventMetadata]:
     for event in events:
-        if event.resource_pre_event is None:
-            continue
-        step = event.resource_pre_event.metadata
-        if step.type in _INTERNAL_TYPES or step.type.startswith(_INTERNAL_PREFIXES):
-            continue
-        yield step
+        if event.resource_pre_event is not None and _cloud(event.resource_pre_event.metadata):
+            yield event.resource_pre_event.metadata
 
 
 def preview_changes(events: Iterable[EngineEvent], addresses: dict[str, tuple[str, str]], provider: str,
@@ -104,7 +104,7 @@ def applied_outputs(events: Iterable[EngineEvent]) -> dict[str, dict[str, Any]]:
         if event.res_outputs_event is None:
             continue
         step = event.res_outputs_event.metadata
-        if step.type in _INTERNAL_TYPES or step.type.startswith(_INTERNAL_PREFIXES) or step.new is None:
+        if not _cloud(step) or step.new is None:
             continue
         found[urn_name(step.urn)] = {"urn": step.urn, "id": step.new.id}
     return found
