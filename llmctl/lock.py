@@ -107,6 +107,11 @@ def read_lock(path: Path) -> Lock | None:
         raise _corrupt(path, f"{where}: {first['msg']}") from None
 
 
+def lock_of(desired: Desired) -> Lock | None:
+    """The llmops.lock beside `desired`'s config, when there is one."""
+    return read_lock(lock_path(desired.config_dir / "llmops.yaml"))
+
+
 def _corrupt(path: Path, detail: str) -> LockError:
     return LockError(f"{path} is not a valid llmctl lock file ({detail}): restore it from version control, or "
                      f"delete it and run llmctl lock to pin the models again")

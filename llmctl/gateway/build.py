@@ -75,9 +75,7 @@ def build_spec(desired: Desired, upstreams: dict[str, Upstream], directory: Path
             upstream = upstreams[name]
             routes[name] = RouteSpec(kind="replicas", upstreams=upstream.urls, upstream_model=upstream.served_name,
                                      tokenizer=upstream.tokenizer, **common)
-    keys = [KeySpec(id=key.name, env=cluster_key_env(key), models=key.models,
-                    requests_per_minute=key.requests_per_minute, tokens_per_minute=key.tokens_per_minute)
-            if keys_from_env else _key_spec(key, desired.config_dir) for key in gateway.keys]
+    keys = [_key_spec(key, desired.config_dir, keys_from_env) for key in gateway.keys]
     if verify_key_sha and keys:
         keys.append(KeySpec(id=VERIFY_KEY_ID, sha256=verify_key_sha))
     budgets = {name: BudgetSpec(name=name, limit_usd=b.limit_usd, period=b.period, alert_at=b.alert_at,
@@ -122,11 +120,11 @@ def _prices(desired: Desired) -> dict[str, Price | None]:
     """USD per 1M tokens: catalog prices for hosted models; for self-hosted ones the amortised figure of the cost
     estimate (the replicas' hourly cost over the declared output tokens), charged on output tokens, which it
     already covers input for. None where the estimate has none, so spend is never a silent $0."""
-    from llmctl.lock import lock_path, read_lock  # the lock module pulls in the hub client only when used
+    from llmctl.lock import lock_of  # the lock module pulls in the hub client only when used
 
     catalog = load_catalog()
     try:
-        report, _ = estimate(desired, catalog, read_lock(lock_path(desired.config_dir / "llmops.yaml")))
+        report, _ = estimate(desired, catalog, lock_of(desired))
     except CatalogError:
         return {}
     prices: dict[str, Price | None] = {}
@@ -151,9 +149,10 @@ def _prices(desired: Desired) -> dict[str, Price | None]:
     return prices
 
 
-def _key_spec(key: GatewayKey, config_dir: Path) -> KeySpec:
-    return KeySpec(id=key.name, sha256=hash_key(_read_key(key, config_dir)), models=key.models,
-                   requests_per_minute=key.requests_per_minute, tokens_per_minute=key.tokens_per_minute)
+def _key_spec(key: GatewayKey, config_dir: Path, from_env: bool) -> KeySpec:
+    secret = {"env": cluster_key_env(key)} if from_env else {"sha256": hash_key(_read_key(key, config_dir))}
+    return KeySpec(id=key.name, models=key.models, requests_per_minute=key.requests_per_minute,
+                   tokens_per_minute=key.tokens_per_minute, **secret)
 
 
 def _read_key(key: GatewayKey, config_dir: Path) -> str:

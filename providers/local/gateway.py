@@ -28,8 +28,7 @@ PROCESS_TYPE = "local_process"
 
 def home(desired: Desired) -> str | None:
     """The local target the environment's gateway runs on: the first (by name) local target."""
-    local = sorted(name for name, target in desired.targets.items() if target.provider == "local")
-    return local[0] if local else None
+    return min(local_targets(desired), default=None)
 
 
 def local_targets(desired: Desired) -> set[str]:

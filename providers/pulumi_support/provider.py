@@ -198,7 +198,7 @@ def cli_available() -> bool:
 
 def desired_lock(desired: Desired) -> dict[str, dict[str, Any]] | None:
     """The lock entries of the config's models, read from llmops.lock beside it, when there is one."""
-    from llmctl.lock import lock_path, read_lock  # the lock module pulls in the hub client only when used
+    from llmctl.lock import lock_of  # the lock module pulls in the hub client only when used
 
-    lock = read_lock(lock_path(desired.config_dir / "llmops.yaml"))
+    lock = lock_of(desired)
     return {name: entry.model_dump() for name, entry in lock.models.items()} if lock else None
