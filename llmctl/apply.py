@@ -6,14 +6,17 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import TypeVar
 
+from llmctl.config.schema import Config
 from llmctl.desired import Desired
 from llmctl.errors import BudgetExceeded, LlmctlError, VerificationFailed
-from llmctl.plan.model import Change, Plan, ResourceChange, Summary
-from llmctl.plan.planner import refreshed_targets
-from llmctl.state import LocalBackend, State
+from llmctl.plan.model import Change, Plan, Summary
+from llmctl.plan.planner import TargetView, applied_desired, refreshed_targets
+from llmctl.provider import ApplyContext, Provider, ProviderError
+from llmctl.resolve import Resolved, resolve_applied
+from llmctl.resource import Resource, ResourceChange
+from llmctl.state import STATUS_TEXT, LocalBackend, State
 from llmctl.verify.model import ModelVerification, VerificationReport
 from llmctl.workspace import Workspace
-from providers.base import ApplyContext, Provider, ProviderError, Resource
 
 Progress = Callable[[str, str], None]
 T = TypeVar("T", Resource, ResourceChange)
@@ -28,14 +31,15 @@ class ApplyOutcome:
     report: VerificationReport | None = None
 
 
-def apply_plan(plan: Plan, workspace: Workspace, get_provider: Callable[[str], Provider], progress: Progress,
+def apply_plan(plan: Plan, resolved: Resolved, get_provider: Callable[[str], Provider], progress: Progress,
                ready_timeout: float = 300.0, verify: Verify | None = None) -> ApplyOutcome:
-    """Carry out `plan`, load-test the changed models against their SLOs, then record the new state, or roll
-    back to the previous one and raise VerificationFailed. The caller holds the state lock."""
+    """Carry out `plan` (whose config and lock entries `resolved` holds), load-test the changed models against
+    their SLOs, then record the new state, or roll back to the previous one and raise VerificationFailed. Every
+    refusal that can be known beforehand comes before the first change. The caller holds the state lock."""
     if plan.refresh_only:
         raise LlmctlError("a --refresh-only plan reports drift and has nothing to apply: run `llmctl plan` to see "
                           "how apply would bring the drifted resources back, then `llmctl apply`")
-    backend = workspace.backend()
+    backend = resolved.workspace.backend()
     state = backend.read()
     if state.serial == plan.state_serial == 0:
         # Nothing was ever written: the lineage read() invented is nobody's yet; keep the plan's.
@@ -48,7 +52,7 @@ def apply_plan(plan: Plan, workspace: Workspace, get_provider: Callable[[str], P
         )
     if _interrupted_since(state, plan):
         raise LlmctlError(
-            f"an apply after this plan was made did not finish ({state.history_note.split(':')[0]}), so the "
+            f"an apply after this plan was made did not finish ({STATUS_TEXT[state.status or 'applying']}), so the "
             "resources differ from what the plan saw: run `llmctl plan` again and apply the new plan")
     if plan.budget_blocked:
         raise BudgetExceeded(f"the plan exceeds budget {', '.join(plan.budget_blocked)} (on_exceed: block): lower "
@@ -59,77 +63,87 @@ def apply_plan(plan: Plan, workspace: Workspace, get_provider: Callable[[str], P
     if not plan.has_changes:
         return ApplyOutcome(state)
 
-    desired = Desired.from_json(plan.desired)
+    changes = _by_target(plan.resource_changes)
+    views = refreshed_targets(resolved, state, get_provider)
+    _preflight(resolved, {target: views[target].provider for target in changes})
+
     # Progress is written under the current serial (1 for a first apply): only a verified apply moves it, so a
     # rolled-back one leaves the serial where it was and saved plans made against it stay valid.
-    new = state.model_copy(deep=True, update={"serial": max(state.serial, 1), "history_note": "apply in progress"})
+    new = state.model_copy(deep=True, update={"serial": max(state.serial, 1), "status": "applying",
+                                              "status_reason": None})
     try:
-        _apply_changes(desired, new, _by_target(plan.resource_changes), workspace, get_provider, progress,
-                       ready_timeout)
+        _apply_changes(resolved, new, changes, views, progress, ready_timeout)
     except ProviderError as exc:
-        new.history_note = f"apply failed: {exc}"
+        new.status, new.status_reason = "failed", str(exc)
         backend.write(new)
         raise LlmctlError(
             f"apply failed; state serial {new.serial} records what exists now, "
             f"and `llmctl plan` shows how to converge:\n{exc}"
         ) from None
 
-    report, note = None, "apply"
+    report, warned = None, None
+    desired = resolved.desired
     models = _models_to_verify(plan, desired, new.endpoints)
     if verify and models:
         try:
             report = verify(desired, new.endpoints, models)
         except LlmctlError as exc:
-            _roll_back(state, new, workspace, get_provider, progress, ready_timeout, f"load test did not run: {exc}")
+            _roll_back(state, new, resolved, get_provider, progress, ready_timeout, f"load test did not run: {exc}")
             raise LlmctlError(f"{exc}\nThe SLOs could not be checked, so the change was rolled back.") from None
         new.verification = {**new.verification, **report.for_state()}
         missed = [r for r in report.results if not r.passed]
         blocking = [r for r in missed if desired.slos[r.slo].on_violation == "rollback"]
         if blocking:
             why = "; ".join(_missed(result) for result in blocking)
-            _roll_back(state, new, workspace, get_provider, progress, ready_timeout, f"SLO missed: {why}")
+            _roll_back(state, new, resolved, get_provider, progress, ready_timeout, f"SLO missed: {why}")
             raise VerificationFailed(f"SLO missed, the change was rolled back (state serial {new.serial}): {why}",
                                      report)
         if missed:
-            note = "apply; SLO missed (on_violation: warn): " + "; ".join(_missed(r) for r in missed)
-    new.serial, new.desired, new.history_note = state.serial + 1, plan.desired, note
+            warned = "SLO missed (on_violation: warn): " + "; ".join(_missed(r) for r in missed)
+    new.serial, new.desired, new.lock = state.serial + 1, plan.desired, resolved.lock
+    new.status, new.status_reason = "applied", warned
     backend.write(new)
     return ApplyOutcome(new, report)
 
 
-def _apply_changes(desired: Desired, new: State, changes: dict[str, list[ResourceChange]], workspace: Workspace,
-                   get_provider: Callable[[str], Provider], progress: Progress, ready_timeout: float) -> None:
+def _preflight(resolved: Resolved, providers: dict[str, Provider]) -> None:
+    """Every target can proceed, or nothing changes anywhere: all the reasons at once, so one fix-and-retry
+    round is enough."""
+    problems = [f"  target '{target}': {problem}" for target, provider in providers.items()
+                for problem in provider.preflight(resolved, target)]
+    if problems:
+        raise LlmctlError("apply would fail, so nothing was changed:\n" + "\n".join(problems))
+
+
+def _apply_changes(resolved: Resolved, new: State, changes: dict[str, list[ResourceChange]],
+                   views: dict[str, TargetView], progress: Progress, ready_timeout: float) -> None:
     """Each target's provider carries out its changes; `new` is persisted after every step."""
-    views = refreshed_targets(desired, new, get_provider)
-    backend = workspace.backend()
-    for target in changes:  # every target can proceed, or nothing changes anywhere
-        views[target].provider.preflight(target)
+    backend = resolved.workspace.backend()
     for target, target_changes in changes.items():
         view = views[target]
-        ctx = ApplyContext(run_dir=workspace.run_dir, persist=_persister(backend, new, target), progress=progress,
-                           ready_timeout=ready_timeout, extra={"desired": desired, "target": target})
+        ctx = ApplyContext(resolved=resolved, target=target, persist=_persister(backend, new, target),
+                           progress=progress, ready_timeout=ready_timeout)
         ctx.persist(view.provider.apply(target_changes, view.desired, view.current, ctx))
 
 
-def _roll_back(previous: State, new: State, workspace: Workspace, get_provider: Callable[[str], Provider],
+def _roll_back(previous: State, new: State, resolved: Resolved, get_provider: Callable[[str], Provider],
                progress: Progress, ready_timeout: float, why: str) -> None:
     """Converge the resources back to the previously applied config and record why, under the old serial."""
-    before = (Desired.from_json(previous.desired) if previous.desired else
-              Desired.empty(previous.project, previous.environment, workspace.config_path.resolve().parent))
-    views = refreshed_targets(before, new, get_provider)
-    changes = {target: view.provider.plan(before, target, view.desired, view.current, view.gone)[0]
+    before = applied_desired(previous, resolved) or Desired.empty(
+        previous.project, previous.environment, resolved.workspace.config_path.resolve().parent)
+    back = resolved.with_desired(before, previous.lock)
+    views = refreshed_targets(back, new, get_provider)
+    changes = {target: view.provider.plan(back, target, view.desired, view.current, view.gone)[0]
                for target, view in views.items()}
-    _apply_changes(before, new, {t: c for t, c in changes.items() if c}, workspace, get_provider, progress,
-                   ready_timeout)
-    new.desired = previous.desired
-    new.history_note = f"apply rolled back: {why}"
-    workspace.backend().write(new)
+    _apply_changes(back, new, {t: c for t, c in changes.items() if c}, views, progress, ready_timeout)
+    new.desired, new.lock = previous.desired, previous.lock
+    new.status, new.status_reason = "rolled_back", why
+    resolved.workspace.backend().write(new)
 
 
 def _interrupted_since(state: State, plan: Plan) -> bool:
     """A failed or interrupted apply rewrote the resources under the same serial after `plan` was made."""
-    unfinished = (state.history_note or "").startswith(("apply failed", "apply in progress"))
-    return unfinished and state.updated_at is not None and (
+    return state.status in ("failed", "applying") and state.updated_at is not None and (
         datetime.fromisoformat(state.updated_at) >= datetime.fromisoformat(plan.created_at))
 
 
@@ -150,20 +164,20 @@ def _missed(result: ModelVerification) -> str:
 
 def destroy_plan(state: State, workspace: Workspace) -> Plan:
     """A plan that deletes every object and resource in state."""
-    objects = (state.desired or {}).get("objects", {})
-    changes = [Change(address=address, action="delete", before=before) for address, before in objects.items()]
+    applied = (Desired.from_parts(state.desired, workspace.config_path.resolve().parent).objects()
+               if state.desired else {})
+    changes = [Change(address=address, action="delete", before=before) for address, before in applied.items()]
     return Plan(
         project=state.project, environment=state.environment, config_path=str(workspace.config_path),
         created_at=datetime.now(timezone.utc).isoformat(timespec="milliseconds"),
         state_serial=state.serial, state_lineage=state.lineage, changes=changes,
         resource_changes=[
             ResourceChange(address=r.address, owner=r.owner, provider=r.provider, target=r.target, action="delete",
-                           before=r.spec, deposed=bool(r.attrs.get("deposed")))
+                           before=r.spec, deposed=r.deposed)
             for r in state.resources
         ],
         summary=Summary(add=0, change=0, destroy=len(changes)), checks=[],
-        desired={"project": state.project, "environment": state.environment,
-                 "config_dir": str(workspace.config_path.resolve().parent), "objects": {}},
+        desired=Config(version=1, project=state.project, environment=state.environment),
     )
 
 
@@ -173,18 +187,21 @@ def destroy(workspace: Workspace, get_provider: Callable[[str], Provider], progr
     state = backend.read()
     if state.serial == 0:
         return state
-    new = state.model_copy(deep=True, update={"serial": state.serial + 1, "history_note": "destroy in progress"})
-    applied = (Desired.from_json(state.desired) if state.desired else
-               Desired.empty(state.project, state.environment, workspace.config_path.resolve().parent))
+    config_dir = workspace.config_path.resolve().parent
+    applied = (Desired.from_parts(state.desired, config_dir) if state.desired else
+               Desired.empty(state.project, state.environment, config_dir))
+    resolved = resolve_applied(workspace, applied, state.lock)
     targets = {target: (get_provider(resources[0].provider), resources)
                for target, resources in _by_target(state.resources).items()}
-    for target, (provider, _) in targets.items():  # every target can proceed, or nothing is removed anywhere
-        provider.preflight(target)
+    _preflight(resolved, {target: provider for target, (provider, _) in targets.items()})
+    new = state.model_copy(deep=True, update={"serial": state.serial + 1, "status": "destroying",
+                                              "status_reason": None})
     for target, (provider, resources) in targets.items():
-        ctx = ApplyContext(run_dir=workspace.run_dir, persist=_persister(backend, new, target), progress=progress,
-                           extra={"desired": applied, "target": target})
+        ctx = ApplyContext(resolved=resolved, target=target, persist=_persister(backend, new, target),
+                           progress=progress)
         provider.destroy(resources, ctx)
-    new.desired, new.resources, new.endpoints, new.history_note = None, [], {}, "destroy"
+    new.desired, new.lock, new.resources, new.endpoints = None, None, [], {}
+    new.status = "destroyed"
     backend.write(new)
     return new
 
@@ -194,11 +211,12 @@ def endpoints(resources: list[Resource]) -> dict[str, list[str]]:
     there, so guardrails and keys are in the measured path), else its replicas."""
     found: dict[str, list[str]] = {}
     for resource in resources:
-        if "endpoint" in resource.attrs and not resource.attrs.get("deposed"):
-            found.setdefault(resource.owner.split(".", 1)[1], []).append(resource.attrs["endpoint"])
+        if resource.endpoint and not resource.serves and not resource.deposed:
+            found.setdefault(resource.model, []).append(resource.endpoint)
     for resource in resources:
-        for model in resource.attrs.get("serves", []):
-            found[model] = [resource.attrs["url"]]
+        for model in resource.serves:
+            if resource.endpoint:
+                found[model] = [resource.endpoint]
     return found
 
 

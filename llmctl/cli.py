@@ -1,41 +1,25 @@
-"""The llmctl command line: parse, call the engine, render, exit. No logic lives here."""
+"""The llmctl command line: parse, call the engine, render, exit. No logic lives here.
+
+Each command imports what it uses when it runs, so `llmctl --help` or `validate` does not pay for the planner,
+the price catalog or Pulumi.
+"""
 from __future__ import annotations
 
 import json
 import sys
 from collections.abc import Callable
-from functools import partial
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import click
 import typer
 
 from llmctl import console
-from llmctl.apply import apply_plan, destroy, destroy_plan
 from llmctl.config.errors import ConfigError
-from llmctl.config.load import LoadedConfig, load
-from llmctl.cost.catalog import refresh_snapshot
-from llmctl.gateway.usage import with_actual_spend
-from llmctl.cost.estimate import estimate
-from llmctl.cost.pricing import pricing_for
-from llmctl.cost.render import render_cost
-from llmctl.desired import Desired
 from llmctl.errors import BudgetExceeded, LlmctlError, VerificationFailed
-from llmctl.gitops import render_target
-from llmctl.lock import lock_path
-from llmctl.plan.model import Plan
-from llmctl.plan.planner import make_plan, make_refresh_plan
-from llmctl.plan.render import render
-from llmctl.providers import get_provider
-from llmctl.scaffold import scaffold
-from llmctl.schemas import config_reference, config_schema, plan_schema
-from llmctl.state import LocalBackend
-from llmctl.status import render_status_text, status
-from llmctl.verify.report import render as render_report
-from llmctl.verify.report import write_report_dir
-from llmctl.verify.run import Overrides, deployed, parse_overrides, record, verify
-from llmctl.workspace import Workspace
+
+if TYPE_CHECKING:
+    from llmctl.plan.model import Plan
 
 app = typer.Typer(
     name="llmctl", no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
@@ -51,10 +35,6 @@ AllowOverBudget = Annotated[bool, typer.Option("--allow-over-budget",
                                                     "the plan records that it was used.")]
 PlanFormat = Literal["text", "json", "markdown"]
 DEFAULT_FILE = Path("llmops.yaml")
-
-
-def _workspace(loaded: LoadedConfig) -> Workspace:
-    return Workspace(loaded.path, loaded.config.project, loaded.config.environment)
 
 
 def _approve(auto_approve: bool, question: str, cancelled: str) -> None:
@@ -74,6 +54,8 @@ def _approve(auto_approve: bool, question: str, cancelled: str) -> None:
 @app.command()
 def init(directory: Annotated[Path, typer.Argument(help="Where to write llmops.yaml.")] = Path(".")) -> None:
     """Scaffold an llmops.yaml that runs on the local target."""
+    from llmctl.scaffold import scaffold
+
     written = scaffold(directory)
     console.note(f"Wrote {written}. Next: cd {directory} && llmctl plan")
 
@@ -82,6 +64,8 @@ def init(directory: Annotated[Path, typer.Argument(help="Where to write llmops.y
 def validate(file: ConfigFile = DEFAULT_FILE, env: Env = None,
              format: Annotated[Literal["text", "json"], typer.Option("--format")] = "text") -> None:
     """Check the config: schema and references; every problem as FILE:LINE:COL: message."""
+    from llmctl.config.load import load
+
     try:
         loaded = load(file, env)
     except ConfigError as exc:
@@ -108,12 +92,16 @@ def plan(file: ConfigFile = DEFAULT_FILE, env: Env = None,
              "--refresh-only", help="Only report what changed outside llmctl since the last apply.")] = False,
          lock_timeout: LockTimeout = 30.0) -> None:
     """Show what apply would change and what it will cost."""
-    loaded = load(file, env)
-    workspace = _workspace(loaded)
-    backend = workspace.backend()
+    from llmctl.config.load import load
+    from llmctl.plan.planner import make_plan, make_refresh_plan
+    from llmctl.plan.render import render
+    from llmctl.providers import get_provider
+    from llmctl.resolve import resolve
+
+    resolved = resolve(load(file, env), allow_over_budget)
+    backend = resolved.workspace.backend()
     with backend.lock(lock_timeout, "llmctl plan"):
-        result = (make_refresh_plan(Desired.from_config(loaded), backend.read(), loaded.path, get_provider)
-                  if refresh_only else _plan(loaded, backend, allow_over_budget))
+        result = (make_refresh_plan if refresh_only else make_plan)(resolved, backend.read(), get_provider)
     console.out(render(result, format))
     if out:
         out.write_text(result.model_dump_json(indent=2) + "\n")
@@ -124,12 +112,6 @@ def plan(file: ConfigFile = DEFAULT_FILE, env: Env = None,
         raise typer.Exit(BudgetExceeded.exit_code)
     if detailed_exitcode and result.has_changes:
         raise typer.Exit(2)
-
-
-def _plan(loaded: LoadedConfig, backend: LocalBackend, allow_over_budget: bool) -> Plan:
-    desired = Desired.from_config(loaded)
-    pricing = pricing_for(loaded.path, desired, allow_over_budget)
-    return make_plan(desired, backend.read(), loaded.path, get_provider, pricing)
 
 
 @app.command()
@@ -144,16 +126,26 @@ def apply(saved: Annotated[Path | None, typer.Argument(metavar="[PLAN]", help="A
                                                        help="Seconds a model server may take to answer.")] = 300.0
           ) -> None:
     """Make the deployment match the config (or carry out a saved plan), then verify the SLOs."""
+    from functools import partial
+
+    from llmctl.apply import apply_plan
+    from llmctl.config.load import load
+    from llmctl.plan.planner import make_plan
+    from llmctl.plan.render import render
+    from llmctl.providers import get_provider
+    from llmctl.resolve import resolve, resolve_saved_plan
+    from llmctl.verify.report import render as render_report
+    from llmctl.verify.run import Overrides, verify
+
     if saved is not None:
         result = _read_plan(saved)
-        workspace = Workspace(Path(result.config_path), result.project, result.environment)
+        resolved = resolve_saved_plan(result)
     else:
-        loaded = load(file, env)
-        workspace = _workspace(loaded)
-    backend = workspace.backend()
+        resolved = resolve(load(file, env), allow_over_budget)
+    backend = resolved.workspace.backend()
     with backend.lock(lock_timeout, "llmctl apply"):
         if saved is None:
-            result = _plan(loaded, backend, allow_over_budget)
+            result = make_plan(resolved, backend.read(), get_provider)
             console.out(render(result, "text"))
             if result.errors:
                 raise typer.Exit(1)
@@ -163,7 +155,7 @@ def apply(saved: Annotated[Path | None, typer.Argument(metavar="[PLAN]", help="A
         with console.progress("Applying") as update:
             check = None if skip_verify else partial(verify, progress=_loadtest_progress(update), overrides=Overrides())
             try:
-                outcome = apply_plan(result, workspace, get_provider, update, ready_timeout, check)
+                outcome = apply_plan(result, resolved, get_provider, update, ready_timeout, check)
             except VerificationFailed as exc:
                 console.out(render_report(exc.report, "text"))  # type: ignore[arg-type]
                 raise
@@ -187,8 +179,15 @@ def loadtest(file: ConfigFile = DEFAULT_FILE, env: Env = None,
                                                              "and a PNG chart per model here.")] = None,
              lock_timeout: LockTimeout = 30.0) -> None:
     """Run the SLO load test against what is deployed. Exits 4 when an SLO is missed."""
-    backend = _workspace(load(file, env)).backend()
-    desired, models = deployed(backend.read(), model)
+    from llmctl.config.load import load
+    from llmctl.resolve import workspace_of
+    from llmctl.verify.report import render as render_report
+    from llmctl.verify.report import write_report_dir
+    from llmctl.verify.run import deployed, parse_overrides, record, verify
+
+    loaded = load(file, env)
+    backend = workspace_of(loaded).backend()
+    desired, models = deployed(backend.read(), loaded.base_dir, model)
     overrides = parse_overrides(users, duration)
     with console.progress("Load test") as update:
         report = verify(desired, backend.read().endpoints, models, _loadtest_progress(update), overrides)
@@ -215,7 +214,13 @@ def _loadtest_progress(update: Callable[[str, str], None]) -> Callable[[str, dic
 def destroy_command(file: ConfigFile = DEFAULT_FILE, env: Env = None, auto_approve: AutoApprove = False,
                     lock_timeout: LockTimeout = 30.0) -> None:
     """Stop and remove everything recorded in state."""
-    workspace = _workspace(load(file, env))
+    from llmctl.apply import destroy, destroy_plan
+    from llmctl.config.load import load
+    from llmctl.plan.render import render
+    from llmctl.providers import get_provider
+    from llmctl.resolve import workspace_of
+
+    workspace = workspace_of(load(file, env))
     backend = workspace.backend()
     with backend.lock(lock_timeout, "llmctl destroy"):
         preview = destroy_plan(backend.read(), workspace)
@@ -232,7 +237,12 @@ def destroy_command(file: ConfigFile = DEFAULT_FILE, env: Env = None, auto_appro
 def status_command(file: ConfigFile = DEFAULT_FILE, env: Env = None,
                    format: Annotated[Literal["text", "json"], typer.Option("--format")] = "text") -> None:
     """What is deployed: endpoints, pids, health. Exits 1 when a replica is not healthy."""
-    report = status(_workspace(load(file, env)).backend().read(), get_provider)
+    from llmctl.config.load import load
+    from llmctl.providers import get_provider
+    from llmctl.resolve import workspace_of
+    from llmctl.status import render_status_text, status
+
+    report = status(workspace_of(load(file, env)).backend().read(), get_provider)
     console.out(report.model_dump_json(indent=2) if format == "json" else render_status_text(report))
     if not report.healthy:
         raise typer.Exit(1)
@@ -242,13 +252,16 @@ def status_command(file: ConfigFile = DEFAULT_FILE, env: Env = None,
 def cost(file: ConfigFile = DEFAULT_FILE, env: Env = None,
          format: Annotated[PlanFormat, typer.Option("--format")] = "text") -> None:
     """The cost breakdown and budget headroom of the config. Exits 3 when a blocking budget is exceeded."""
-    loaded = load(file, env)
-    desired = Desired.from_config(loaded)
-    pricing = pricing_for(loaded.path, desired)
-    report, checks = estimate(desired, pricing.catalog, pricing.lock)
-    report = with_actual_spend(report, _workspace(loaded).backend().read())
+    from llmctl.config.load import load
+    from llmctl.cost.render import render_cost
+    from llmctl.gateway.usage import with_actual_spend
+    from llmctl.resolve import resolve
+
+    resolved = resolve(load(file, env))
+    report, checks = resolved.cost
+    report = with_actual_spend(report, resolved.workspace.backend().read())
     console.out(render_cost(report, format))
-    for check in [*pricing.notes, *checks]:
+    for check in [*resolved.notes, *checks]:
         console.note(f"{check.severity.capitalize()}: [{check.address}] {check.message}")
     if any(check.severity == "error" for check in checks):
         raise typer.Exit(1)
@@ -261,11 +274,15 @@ def lock_command(file: ConfigFile = DEFAULT_FILE, env: Env = None,
                  update: Annotated[bool, typer.Option("--update", help="Re-resolve every model, not only new ones.")
                                    ] = False) -> None:
     """Pin model revisions, sizes, prompt hashes and the price catalog in llmops.lock."""
+    from llmctl.config.load import load
+    from llmctl.lock import lock_path
+    from llmctl.resolve import resolve
+
     loaded = load(file, env)
-    pricing = pricing_for(loaded.path, Desired.from_config(loaded), update=update)
-    console.note(f"Wrote {lock_path(loaded.path)} ({len(pricing.lock.models) if pricing.lock else 0} models, "
-                 f"prices {pricing.catalog.version}).")
-    for check in pricing.notes:
+    resolved = resolve(loaded, update=update)
+    console.note(f"Wrote {lock_path(loaded.path)} ({len(resolved.lock.models) if resolved.lock else 0} models, "
+                 f"prices {resolved.catalog.version}).")
+    for check in resolved.notes:
         console.note(check.message)
 
 
@@ -277,6 +294,8 @@ app.add_typer(pricing_app, name="pricing")
 def pricing_refresh(out: Annotated[Path, typer.Option("--out", help="Where to write the snapshot.")],
                     provider: Annotated[list[str], typer.Option("--provider")] = ["aws"]) -> None:  # noqa: B006
     """Fetch gpuhunt's live catalog (needs network) and write a snapshot usable with GPUHUNT_CATALOG_DIR."""
+    from llmctl.cost.catalog import refresh_snapshot
+
     catalog = refresh_snapshot(out, provider)
     console.note(f"Wrote {out}: catalog {catalog.version}, as of {catalog.as_of}.")
 
@@ -286,7 +305,12 @@ def render_command(target: Annotated[str, typer.Option("--target", help="A kuber
                    out: Annotated[Path, typer.Option("--out", help="Directory for the YAML manifests.")],
                    file: ConfigFile = DEFAULT_FILE, env: Env = None) -> None:
     """Write the Kubernetes manifests a target's program declares, for GitOps."""
-    for path in render_target(Desired.from_config(load(file, env)), target, out, get_provider):
+    from llmctl.config.load import load
+    from llmctl.gitops import render_target
+    from llmctl.providers import get_provider
+    from llmctl.resolve import resolve
+
+    for path in render_target(resolve(load(file, env)), target, out, get_provider):
         console.out(str(path))
 
 
@@ -296,6 +320,8 @@ def schema(out: Annotated[Path | None, typer.Option("--out", help="Write here in
                "--kind", help="config: llmops.yaml's JSON schema; plan: the JSON plan's; reference: Markdown tables.")
            ] = "config") -> None:
     """Write the JSON schema of llmops.yaml (or of the JSON plan, or the config reference)."""
+    from llmctl.schemas import config_reference, config_schema, plan_schema
+
     text = {"config": config_schema, "plan": plan_schema, "reference": config_reference}[kind]()
     if out is None:
         sys.stdout.write(text)
@@ -305,6 +331,8 @@ def schema(out: Annotated[Path | None, typer.Option("--out", help="Write here in
 
 
 def _read_plan(path: Path) -> Plan:
+    from llmctl.plan.model import Plan
+
     try:
         return Plan.model_validate_json(path.read_text())
     except OSError as exc:

@@ -86,28 +86,21 @@ class Desired:
     def models_on(self, target: str) -> list[Model]:
         return [model for model in self.models.values() if model.target == target]
 
-    def to_json(self) -> dict[str, Any]:
-        return {"project": self.project, "environment": self.environment, "config_dir": str(self.config_dir),
-                "objects": self.objects()}
+    def to_config(self) -> Config:
+        """The normalised config (defaults filled, the built-in target declared): what plans and state record."""
+        return config_from_objects(self.project, self.environment, self.objects())
 
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> "Desired":
-        """Rebuild from `to_json` (a saved plan applies exactly what it showed)."""
-        objects: dict[str, dict[str, Any]] = data["objects"]
-        config = Config.model_validate(
-            {
-                "version": 1,
-                "project": data["project"],
-                "environment": data["environment"],
-                "targets": {a.split(".", 1)[1]: o for a, o in objects.items() if a.startswith("target.")},
-                **{
-                    section: [o for a, o in objects.items() if a.startswith(f"{kind}.")]
-                    for section, kind in SECTIONS.items()
-                },
-                "gateway": next((o for a, o in objects.items() if a.startswith("gateway.")), None),
-            }
-        )
-        return cls.from_parts(config, Path(data["config_dir"]))
+
+def config_from_objects(project: str, environment: str, objects: dict[str, dict[str, Any]]) -> Config:
+    """A Config from declared objects by plan address (as `Desired.objects` gives them)."""
+    return Config.model_validate({
+        "version": 1,
+        "project": project,
+        "environment": environment,
+        "targets": {a.split(".", 1)[1]: o for a, o in objects.items() if a.startswith("target.")},
+        **{section: [o for a, o in objects.items() if a.startswith(f"{kind}.")] for section, kind in SECTIONS.items()},
+        "gateway": next((o for a, o in objects.items() if a.startswith("gateway.")), None),
+    })
 
 
 def _data(entry: BaseModel) -> dict[str, Any]:

@@ -5,7 +5,7 @@ from functools import cache
 from importlib.metadata import entry_points
 
 from llmctl.errors import LlmctlError
-from providers.base import Provider
+from llmctl.provider import Provider
 
 GROUP = "llmctl.providers"
 

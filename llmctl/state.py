@@ -14,10 +14,13 @@ from pathlib import Path
 from typing import Any, Literal
 
 import filelock
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, Field, ValidationError, model_validator
 
+from llmctl.config.schema import Config
+from llmctl.desired import config_from_objects
 from llmctl.errors import LlmctlError
-from providers.base import Resource
+from llmctl.lock import Lock
+from llmctl.resource import Resource
 
 FORMAT_VERSION = 1
 
@@ -30,18 +33,53 @@ class StateLocked(LlmctlError):
     """Another process holds the state lock."""
 
 
+ApplyStatus = Literal["applying", "applied", "failed", "rolled_back", "destroying", "destroyed"]
+# What `llmctl status` calls each; "applying" and "destroying" left behind mean the run was interrupted.
+STATUS_TEXT: dict[str, str] = {"applying": "apply in progress", "applied": "applied", "failed": "apply failed",
+                               "rolled_back": "apply rolled back", "destroying": "destroy in progress",
+                               "destroyed": "destroyed"}
+
+
 class State(BaseModel):
     format_version: Literal[1] = FORMAT_VERSION
     project: str
     environment: str
     serial: int = 0  # 0 = nothing ever written
     lineage: str  # no default: a file without one must fail validation, not silently get a new identity
-    desired: dict[str, Any] | None = None
+    desired: Config | None = Field(None, description="The config last applied (normalised).")
+    lock: Lock | None = Field(None, description="The lock entries it was applied with: what is deployed.")
     resources: list[Resource] = Field(default_factory=list)
     endpoints: dict[str, list[str]] = Field(default_factory=dict)
     updated_at: str | None = None
-    history_note: str | None = None
+    status: ApplyStatus | None = Field(None, description="How the last apply or destroy ended; None: never run.")
+    status_reason: str | None = Field(None, description="Why it failed or rolled back, or what it warned about.")
     verification: dict[str, Any] = Field(default_factory=dict)  # model -> its last SLO load-test result
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_earlier_layout(cls, data: Any) -> Any:
+        """State written before the applied config and the apply status were typed: the config as objects by
+        address, the status as the first words of a note. Read it as it was meant, losing nothing."""
+        if not isinstance(data, dict):
+            return data
+        data = dict(data)
+        old = data.get("desired")
+        if isinstance(old, dict) and "objects" in old:
+            data["desired"] = config_from_objects(old["project"], old["environment"], old["objects"])
+        note = data.pop("history_note", None)
+        if note and "status" not in data:
+            texts = [*STATUS_TEXT.items(), ("applied", "apply"), ("destroyed", "destroy")]
+            for status, text in sorted(texts, key=lambda item: -len(item[1])):  # "apply failed" before "apply"
+                if note.startswith(text):
+                    data["status"], data["status_reason"] = status, note[len(text):].lstrip(":; ") or None
+                    break
+        return data
+
+    @property
+    def last_change(self) -> str | None:
+        if self.status is None:
+            return None
+        return STATUS_TEXT[self.status] + (f": {self.status_reason}" if self.status_reason else "")
 
     def resources_of(self, target: str) -> list[Resource]:
         return [r for r in self.resources if r.target == target]

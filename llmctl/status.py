@@ -14,7 +14,7 @@ from llmctl.config.sources import parse_source
 from llmctl.gateway.usage import ledger_usage
 from llmctl.state import State
 from llmctl.verify.model import ModelVerification
-from providers.base import Provider
+from llmctl.provider import Provider
 
 
 class Replica(BaseModel):
@@ -60,22 +60,21 @@ class StatusReport(BaseModel):
 
 
 def status(state: State, get_provider: Callable[[str], Provider]) -> StatusReport:
-    objects = (state.desired or {}).get("objects", {})
-    hosted = [HostedModel(model=address.split(".", 1)[1], source=obj["source"])
-              for address, obj in objects.items()
-              if address.startswith("model.") and parse_source(obj["source"]).hosted]
+    models = state.desired.models if state.desired else []
+    hosted = [HostedModel(model=model.name, source=model.source) for model in models
+              if parse_source(model.source).hosted]
     replicas = [
-        Replica(address=r.address, model=r.owner.split(".", 1)[1], target=r.target,
-                endpoint=r.attrs.get("endpoint") or next(iter(r.attrs.get("endpoints") or []), None),
+        Replica(address=r.address, model=r.model, target=r.target,
+                endpoint=r.endpoint or next(iter(r.attrs.get("endpoints") or []), None),
                 pid=r.attrs.get("pid"), health=get_provider(r.provider).health(r), log=r.attrs.get("log"))
-        for r in state.resources if "serves" not in r.attrs
+        for r in state.resources if not r.serves
     ]
-    gateways = [GatewayStatus(address=r.address, endpoint=r.attrs["url"], pid=r.attrs.get("pid"),
-                              health=get_provider(r.provider).health(r), serves=r.attrs["serves"],
+    gateways = [GatewayStatus(address=r.address, endpoint=r.endpoint or "-", pid=r.attrs.get("pid"),
+                              health=get_provider(r.provider).health(r), serves=r.serves,
                               spend=ledger_usage(Path(r.attrs["spec_path"])))
-                for r in state.resources if "serves" in r.attrs]
+                for r in state.resources if r.serves]
     return StatusReport(project=state.project, environment=state.environment, serial=state.serial,
-                        updated_at=state.updated_at, last_change=state.history_note, replicas=replicas, gateways=gateways,
+                        updated_at=state.updated_at, last_change=state.last_change, replicas=replicas, gateways=gateways,
                         hosted=hosted,
                         verification={model: ModelVerification.model_validate(result)
                                       for model, result in state.verification.items()})

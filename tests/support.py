@@ -5,8 +5,14 @@ import shutil
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
+
+if TYPE_CHECKING:
+    from llmctl.desired import Desired
+    from llmctl.lock import Lock
+    from llmctl.resolve import Resolved
 
 REPO = Path(__file__).resolve().parents[1]
 QUICKSTART = REPO / "examples" / "quickstart" / "llmops.yaml"
@@ -31,18 +37,41 @@ def edit(config: Path, old: str, new: str) -> None:
     config.write_text(text.replace(old, new))
 
 
+def context(desired: Desired, lock: Lock | None = None) -> Resolved:
+    """`desired` as the engine passes it down, with the lock entries the test pins (None: no llmops.lock, as for
+    a cloud model whose hub cannot be reached here) instead of resolving them against a hub."""
+    from llmctl.cost.catalog import load_catalog
+    from llmctl.resolve import Resolved
+    from llmctl.workspace import Workspace
+
+    workspace = Workspace(desired.config_dir / "llmops.yaml", desired.project, desired.environment)
+    return Resolved(desired, workspace, load_catalog(), lock)
+
+
+def hub_lock(**shas: str) -> Lock:
+    """A lock pinning each named hf:// model at a commit."""
+    from llmctl.lock import Lock, ModelLock
+
+    return Lock(models={name: ModelLock(source=f"hf://test/{name}", kind="hf", sha=sha) for name, sha in shas.items()},
+                prompts={})
+
+
 def record_apply(config: Path):  # type: ignore[no-untyped-def]
-    """Write the state an apply of `config` records: its desired config and every resource its programs declare.
-    (Cloud targets cannot be applied here: no pulumi CLI and no cloud.)"""
+    """Write the state an apply of `config` records: its desired config, the llmops.lock entries beside it (if
+    any) and every resource its programs declare. (Cloud targets cannot be applied here: no pulumi CLI and no
+    cloud.)"""
     from llmctl.config.load import load
     from llmctl.desired import Desired
+    from llmctl.lock import lock_path, read_lock
     from llmctl.providers import get_provider
-    from llmctl.state import LocalBackend, State
+    from llmctl.state import State
 
-    desired = Desired.from_config(load(config))
-    backend = LocalBackend(config.parent / ".llmctl", desired.project, desired.environment)
+    lock = read_lock(lock_path(config))
+    resolved = context(Desired.from_config(load(config)), lock)
+    desired = resolved.desired
+    backend = resolved.workspace.backend()
     resources = [r for name, target in desired.targets.items()
-                 for r in get_provider(target.provider).resources(desired, name)]
-    backend.write(State(project=desired.project, environment=desired.environment, serial=1,
-                        lineage=backend.read().lineage, desired=desired.to_json(), resources=resources))
+                 for r in get_provider(target.provider).resources(resolved, name)]
+    backend.write(State(project=desired.project, environment=desired.environment, serial=1, status="applied",
+                        lineage=backend.read().lineage, desired=desired.to_config(), lock=lock, resources=resources))
     return backend

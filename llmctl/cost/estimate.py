@@ -1,7 +1,7 @@
 """What the declared models will cost, whether they fit their GPUs, and where each budget stands."""
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from llmctl.config.schema import AwsTarget, KubernetesTarget, LocalTarget, Model
 from llmctl.config.sources import parse_source
@@ -9,9 +9,12 @@ from llmctl.cost.catalog import Catalog, CatalogError
 from llmctl.cost.fit import Fit, check_fit, kv_cache_bytes, weights_bytes
 from llmctl.cost.model import HOURS, MONTH_HOURS, BudgetStatus, CostReport, ModelCost, PlanCost
 from llmctl.cost.render import money
+from llmctl.checks import Check
 from llmctl.desired import Desired
 from llmctl.lock import Lock
-from llmctl.plan.model import Check
+
+if TYPE_CHECKING:
+    from llmctl.resolve import Resolved
 
 
 def estimate(desired: Desired, catalog: Catalog, lock: Lock | None) -> tuple[CostReport, list[Check]]:
@@ -145,19 +148,13 @@ def _budget(name: str, desired: Desired, models: list[ModelCost]) -> BudgetStatu
     )
 
 
-@dataclass(frozen=True)
-class Pricing:
-    catalog: Catalog
-    lock: Lock | None
-    allow_over_budget: bool = False
-    notes: list[Check] = field(default_factory=list)  # e.g. a pinned branch that moved upstream
-
-
-def plan_cost(desired: Desired, applied: Desired | None, pricing: Pricing) -> tuple[PlanCost, list[Check]]:
-    """The cost before (what is applied) and after (the plan), and the budget gate's checks."""
-    after, checks = estimate(desired, pricing.catalog, pricing.lock)
-    checks = [*pricing.notes, *checks]
-    before = estimate(applied, pricing.catalog, pricing.lock)[0] if applied else None
+def plan_cost(resolved: Resolved, applied: Desired | None, applied_lock: Lock | None
+              ) -> tuple[PlanCost, list[Check]]:
+    """The cost before (what is applied, with the lock it was applied with) and after (the plan), and the budget
+    gate's checks."""
+    after, checks = resolved.cost
+    checks = [*resolved.notes, *checks]
+    before = estimate(applied, resolved.catalog, applied_lock)[0] if applied else None
     blocked = [b.name for b in after.budgets if b.exceeded and b.on_exceed == "block"]
     for budget in after.budgets:
         previous = before.budget(budget.name) if before else None
@@ -166,7 +163,7 @@ def plan_cost(desired: Desired, applied: Desired | None, pricing: Pricing) -> tu
                              key=lambda m: -(m.monthly_max_usd or 0))
             over = ", ".join(f"model.{m.model} ({money(m.monthly_max_usd)}/mo)" for m in pushers if m.monthly_max_usd)
             action = ("the plan is blocked: lower replicas or instance size, or pass --allow-over-budget"
-                      if budget.on_exceed == "block" and not pricing.allow_over_budget else
+                      if budget.on_exceed == "block" and not resolved.allow_over_budget else
                       "allowed by --allow-over-budget" if budget.on_exceed == "block" else "on_exceed: warn")
             grew = f", was {money(previous.projected_max_usd)}" if previous else ""
             checks.append(Check(severity="warning", address=f"budget.{budget.name}", message=(
@@ -178,5 +175,5 @@ def plan_cost(desired: Desired, applied: Desired | None, pricing: Pricing) -> tu
     return PlanCost(
         before_monthly_usd=before.monthly_min_usd if before else 0.0, after_monthly_usd=after.monthly_min_usd,
         after_monthly_max_usd=after.monthly_max_usd, after=after, blocked_by=blocked,
-        allow_over_budget=pricing.allow_over_budget,
+        allow_over_budget=resolved.allow_over_budget,
     ), checks

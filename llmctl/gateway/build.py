@@ -9,15 +9,18 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from typing import TYPE_CHECKING
+
+from llmctl.checks import Check
 from llmctl.config.schema import Gateway, GatewayKey, duration_seconds
 from llmctl.config.sources import parse_source
-from llmctl.cost.catalog import CatalogError, load_catalog
-from llmctl.cost.estimate import estimate
 from llmctl.desired import Desired
 from llmctl.errors import LlmctlError
 from llmctl.gateway.auth import hash_key
 from llmctl.gateway.spec import BudgetSpec, GatewaySpec, KeySpec, Price, RouteSpec, TokenizerSpec
-from llmctl.plan.model import Check
+
+if TYPE_CHECKING:
+    from llmctl.resolve import Resolved
 
 # The key llmctl's own SLO load test sends; its plain text lives only in a 0600 file beside the gateway's spec.
 VERIFY_KEY_ID = "llmctl-verify"
@@ -52,14 +55,15 @@ def routed(desired: Desired, local_targets: set[str]) -> list[str]:
                   if model.target in local_targets or parse_source(model.source).hosted)
 
 
-def build_spec(desired: Desired, upstreams: dict[str, Upstream], directory: Path,
+def build_spec(resolved: Resolved, upstreams: dict[str, Upstream], directory: Path,
                verify_key_sha: str | None = None, keys_from_env: bool = False,
                hosted: bool = True) -> GatewaySpec:
     """`keys_from_env`: for a gateway whose keys are not readable here (a cluster's Secret), each key is named by
     the environment variable the gateway will find it in (`cluster_key_env`) and hashed when it starts.
     `hosted`: whether it also routes the api:// models (a gateway on one model's instances does not)."""
+    desired = resolved.desired
     gateway = settings(desired)
-    prices = _prices(desired)
+    prices = _prices(resolved)
     routes = {}
     for name, model in desired.models.items():
         source = parse_source(model.source)
@@ -90,18 +94,24 @@ def cluster_key_env(key: GatewayKey) -> str:
     return key.env or "LLMCTL_KEY_" + "".join(c if c.isalnum() else "_" for c in key.name.upper())
 
 
-def checks(desired: Desired, local_targets: set[str]) -> list[Check]:
-    """What a reviewer should know before the gateway runs: keys that cannot be read here, hosted models without
-    an endpoint or key variable, and budgets that would meter tokens without a price."""
+def key_problems(desired: Desired) -> list[str]:
+    """The declared keys that cannot be read here (a variable not set, a file missing or empty)."""
     found = []
-    gateway = settings(desired)
-    for key in gateway.keys:
+    for key in settings(desired).keys:
         try:
             _read_key(key, desired.config_dir)
         except LlmctlError as exc:
-            found.append(Check(severity="warning", address=f"gateway.{desired.environment}",
-                               message=f"{exc}; apply will refuse until it is"))
-    prices = _prices(desired)
+            found.append(str(exc))
+    return found
+
+
+def checks(resolved: Resolved, local_targets: set[str]) -> list[Check]:
+    """What a reviewer should know before the gateway runs: keys that cannot be read here, hosted models without
+    an endpoint or key variable, and budgets that would meter tokens without a price."""
+    desired = resolved.desired
+    found = [Check(severity="warning", address=f"gateway.{desired.environment}",
+                   message=f"{problem}; apply will refuse until it is") for problem in key_problems(desired)]
+    prices = _prices(resolved)
     for name in routed(desired, local_targets):
         model = desired.models[name]
         source = parse_source(model.source)
@@ -116,15 +126,15 @@ def checks(desired: Desired, local_targets: set[str]) -> list[Check]:
     return found
 
 
-def _prices(desired: Desired) -> dict[str, Price | None]:
+def _prices(resolved: Resolved) -> dict[str, Price | None]:
     """USD per 1M tokens: catalog prices for hosted models; for self-hosted ones the amortised figure of the cost
     estimate (the replicas' hourly cost over the declared output tokens), charged on output tokens, which it
     already covers input for. None where the estimate has none, so spend is never a silent $0."""
-    from llmctl.lock import lock_of  # the lock module pulls in the hub client only when used
+    from llmctl.cost.catalog import CatalogError
 
-    catalog = load_catalog()
+    desired, catalog = resolved.desired, resolved.catalog
     try:
-        report, _ = estimate(desired, catalog, lock_of(desired))
+        report, _ = resolved.cost
     except CatalogError:
         return {}
     prices: dict[str, Price | None] = {}

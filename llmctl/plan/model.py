@@ -8,8 +8,11 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-Action = Literal["create", "update", "replace", "delete"]
-Severity = Literal["error", "warning", "info"]
+from llmctl.checks import Check
+from llmctl.config.schema import Config
+from llmctl.cost.model import PlanCost
+from llmctl.lock import Lock
+from llmctl.resource import Action, ResourceChange
 
 
 class DiffEntry(BaseModel):
@@ -34,20 +37,6 @@ class Change(BaseModel):
     reason: str | None = Field(None, description="Why, when the config diff alone does not say (drift).")
 
 
-class ResourceChange(BaseModel):
-    """A provider resource (a process, a cloud resource) that will change."""
-
-    address: str = Field(description="TYPE.NAME[INDEX], e.g. local_process.assistant[0]")
-    owner: str = Field(description="The object it serves, e.g. model.assistant")
-    provider: str
-    target: str
-    action: Action
-    reason: str | None = None
-    deposed: bool = Field(False, description="The old object of a replace that an interrupted apply left behind.")
-    before: dict[str, Any] | None = None
-    after: dict[str, Any] | None = None
-
-
 class Drift(BaseModel):
     """A resource that changed outside llmctl, found by a refresh (`llmctl plan --refresh-only`)."""
 
@@ -59,12 +48,6 @@ class Drift(BaseModel):
     detail: str = Field(description="What was observed: why it is gone, or which attributes changed.")
 
 
-class Check(BaseModel):
-    severity: Severity
-    address: str | None = None
-    message: str
-
-
 class Summary(BaseModel):
     add: int
     change: int
@@ -74,7 +57,7 @@ class Summary(BaseModel):
 class Plan(BaseModel):
     model_config = ConfigDict(title="llmctl plan")
 
-    format_version: Literal[1] = 1
+    format_version: Literal[2] = 2
     project: str
     environment: str
     config_path: str
@@ -84,10 +67,12 @@ class Plan(BaseModel):
     changes: list[Change]
     resource_changes: list[ResourceChange]
     summary: Summary
-    cost: dict[str, Any] | None = Field(
-        None, description="The cost estimate and budget verdict (llmctl.cost.model.PlanCost); absent without pricing.")
+    cost: PlanCost | None = Field(None, description="The cost estimate and budget verdict; absent for a "
+                                  "destroy or refresh-only plan.")
     checks: list[Check]
-    desired: dict[str, Any] = Field(description="The desired configuration this plan applies.")
+    desired: Config = Field(description="The desired configuration this plan applies (normalised).")
+    lock: Lock | None = Field(None, description="The lock entries this plan was made with: apply deploys exactly "
+                              "these, and refuses when llmops.lock says otherwise.")
     refresh_only: bool = Field(False, description="Made by --refresh-only: reports drift and changes nothing.")
     drift: list[Drift] = Field(default_factory=list, description="Resources changed outside llmctl.")
 
@@ -98,9 +83,9 @@ class Plan(BaseModel):
     @property
     def budget_blocked(self) -> list[str]:
         """Budgets with on_exceed: block that this plan exceeds, unless --allow-over-budget was given."""
-        if not self.cost or self.cost.get("allow_over_budget"):
+        if not self.cost or self.cost.allow_over_budget:
             return []
-        return list(self.cost.get("blocked_by", []))
+        return list(self.cost.blocked_by)
 
     @property
     def errors(self) -> list[Check]:

@@ -4,17 +4,19 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from pathlib import Path
 from typing import Any
 
+from llmctl.checks import Check
 from llmctl.config.schema import SECTIONS
-from llmctl.cost.estimate import Pricing, plan_cost
+from llmctl.cost.estimate import plan_cost
 from llmctl.desired import Desired
 from llmctl.errors import LlmctlError
 from llmctl.plan.diff import diff_object
-from llmctl.plan.model import Change, Check, Drift, Plan, ResourceChange, Summary
+from llmctl.plan.model import Change, Drift, Plan, Summary
+from llmctl.provider import Provider
+from llmctl.resolve import Resolved
+from llmctl.resource import Resource, ResourceChange
 from llmctl.state import State
-from providers.base import Provider, Resource
 
 # Plans list targets first, then the sections in the order the config declares them.
 _KIND_ORDER = ["target", *SECTIONS.values(), "gateway"]
@@ -30,73 +32,81 @@ class TargetView:
     gone: dict[str, str] = field(default_factory=dict)
 
 
-def make_plan(desired: Desired, state: State, config_path: Path,
-              get_provider: Callable[[str], Provider], pricing: Pricing | None = None) -> Plan:
-    before: dict[str, dict[str, Any]] = (state.desired or {}).get("objects", {})
+def applied_desired(state: State, resolved: Resolved) -> Desired | None:
+    """The config the state says is applied, as a Desired beside the one being planned."""
+    if state.desired is None:
+        return None
+    return Desired.from_parts(state.desired, resolved.workspace.config_path.resolve().parent)
+
+
+def make_plan(resolved: Resolved, state: State, get_provider: Callable[[str], Provider]) -> Plan:
+    desired = resolved.desired
+    applied = applied_desired(state, resolved)
+    before: dict[str, dict[str, Any]] = applied.objects() if applied else {}
     after = desired.objects()
     changes = [change for address in before.keys() | after.keys()
                if (change := _change(address, before.get(address), after.get(address)))]
 
     checks: list[Check] = []
     resource_changes: list[ResourceChange] = []
-    for target, view in _targets(desired, state, get_provider, checks).items():
-        checks += view.provider.check(desired, target) if target in desired.targets else []
-        target_changes, target_checks = view.provider.plan(desired, target, view.desired, view.current, view.gone)
+    for target, view in _targets(resolved, state, get_provider, checks).items():
+        checks += view.provider.check(resolved, target) if target in desired.targets else []
+        target_changes, target_checks = view.provider.plan(resolved, target, view.desired, view.current, view.gone)
         resource_changes += target_changes
         checks += target_checks
     changes += _drift_changes(changes, resource_changes, after)
-    cost = None
-    if pricing is not None:
-        applied = Desired.from_json(state.desired) if state.desired else None
-        cost, cost_checks = plan_cost(desired, applied, pricing)
-        checks += cost_checks
+    cost, cost_checks = plan_cost(resolved, applied, state.lock)
+    checks += cost_checks
 
     return Plan(
         project=desired.project,
         environment=desired.environment,
-        config_path=str(config_path),
-        created_at=datetime.now(timezone.utc).isoformat(timespec="milliseconds"),
+        config_path=str(resolved.workspace.config_path),
+        created_at=_now(),
         state_serial=state.serial,
         state_lineage=state.lineage,
         changes=sorted(changes, key=lambda c: _sort_key(c.address)),
         resource_changes=resource_changes,
         summary=_summary(changes),
-        cost=cost.model_dump(mode="json") if cost else None,
+        cost=cost,
         checks=checks,
-        desired=desired.to_json(),
+        desired=desired.to_config(),
+        lock=resolved.lock,
     )
 
 
-def make_refresh_plan(desired: Desired, state: State, config_path: Path,
-                      get_provider: Callable[[str], Provider]) -> Plan:
+def make_refresh_plan(resolved: Resolved, state: State, get_provider: Callable[[str], Provider]) -> Plan:
     """What changed outside llmctl since the last apply, as `terraform plan -refresh-only` shows it: the recorded
     resources refreshed against what exists, nothing planned."""
     checks: list[Check] = []
     drift: list[Drift] = []
-    for target, view in _targets(desired, state, get_provider, checks).items():
+    for target, view in _targets(resolved, state, get_provider, checks).items():
         recorded = {r.address: r for r in state.resources_of(target)}
         drift += [Drift(address=address, owner=recorded[address].owner, provider=recorded[address].provider,
                         target=target, kind="deleted", detail=why) for address, why in view.gone.items()]
         drift += [Drift(address=r.address, owner=r.owner, provider=r.provider, target=target, kind="changed",
-                        detail=f"{', '.join(r.attrs['drift'])} changed") for r in view.current if r.attrs.get("drift")]
+                        detail=f"{', '.join(r.drift)} changed") for r in view.current if r.drift]
     return Plan(
-        project=desired.project, environment=desired.environment, config_path=str(config_path),
-        created_at=datetime.now(timezone.utc).isoformat(timespec="milliseconds"), state_serial=state.serial,
+        project=resolved.desired.project, environment=resolved.desired.environment,
+        config_path=str(resolved.workspace.config_path), created_at=_now(), state_serial=state.serial,
         state_lineage=state.lineage, changes=[], resource_changes=[], summary=Summary(add=0, change=0, destroy=0),
-        checks=checks, desired=desired.to_json(), refresh_only=True, drift=sorted(drift, key=lambda d: d.address))
+        checks=checks, desired=resolved.desired.to_config(), lock=resolved.lock, refresh_only=True,
+        drift=sorted(drift, key=lambda d: d.address))
 
 
-def refreshed_targets(desired: Desired, state: State, get_provider: Callable[[str], Provider]) -> dict[str, TargetView]:
+def refreshed_targets(resolved: Resolved, state: State,
+                      get_provider: Callable[[str], Provider]) -> dict[str, TargetView]:
     """Every target that is declared or still has resources in state, refreshed against what exists."""
     checks: list[Check] = []
-    views = _targets(desired, state, get_provider, checks)
+    views = _targets(resolved, state, get_provider, checks)
     if checks:
         raise LlmctlError("\n".join(check.message for check in checks))
     return views
 
 
-def _targets(desired: Desired, state: State, get_provider: Callable[[str], Provider],
+def _targets(resolved: Resolved, state: State, get_provider: Callable[[str], Provider],
              checks: list[Check]) -> dict[str, TargetView]:
+    desired = resolved.desired
     providers = {name: target.provider for name, target in desired.targets.items()}
     providers.update({r.target: r.provider for r in state.resources if r.target not in providers})
     views = {}
@@ -109,7 +119,7 @@ def _targets(desired: Desired, state: State, get_provider: Callable[[str], Provi
                                 message=f"{exc}; apply will refuse this target until it is"))
             continue
         try:
-            wanted = provider.resources(desired, target) if target in desired.targets else []
+            wanted = provider.resources(resolved, target) if target in desired.targets else []
         except LlmctlError as exc:  # e.g. a GPU the price catalog cannot place: the rest of the plan still shows,
             # and this target's resources are not planned at all (never shown as deleted)
             checks.append(Check(severity="error", address=f"target.{target}", message=str(exc)))
@@ -117,6 +127,10 @@ def _targets(desired: Desired, state: State, get_provider: Callable[[str], Provi
         current, gone = provider.refresh(state.resources_of(target))
         views[target] = TargetView(provider, wanted, current, gone)
     return views
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
 
 
 def _change(address: str, before: dict[str, Any] | None, after: dict[str, Any] | None) -> Change | None:

@@ -12,8 +12,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from llmctl.plan.model import Action, Change, Check, DiffEntry, Plan, ResourceChange, Summary
-from llmctl.cost.model import CostReport
+from llmctl.plan.model import Change, DiffEntry, Plan, Summary
+from llmctl.resource import Action, ResourceChange
+from llmctl.checks import Check
 from llmctl.cost.render import cost_lines, render_cost
 from llmctl.textfmt import clean, md_cell, plural
 
@@ -66,21 +67,11 @@ def _money(amount: float) -> str:
     return f"{sign}${abs(amount):,.2f}"
 
 
-def _number(value: Any) -> float | None:
-    # bool is an int to Python but never a price.
-    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
-
-
 def _cost(plan: Plan) -> str | None:
     """`$1,234.50/mo -> $2,000.00/mo (+$765.50)`, or None when there is nothing to say."""
     if plan.cost is None:
         return None
-    before = _number(plan.cost.get("before_monthly_usd"))
-    after = _number(plan.cost.get("after_monthly_usd"))
-    if after is None:
-        return None
-    if before is None:
-        return f"{_money(after)}/mo"
+    before, after = plan.cost.before_monthly_usd, plan.cost.after_monthly_usd
     delta = round(after - before, 2)
     return f"{_money(before)}/mo -> {_money(after)}/mo ({'-' if delta < 0 else '+'}{_money(abs(delta))})"
 
@@ -217,8 +208,8 @@ def render_text(plan: Plan) -> str:
     out = [f"llmctl will perform the following actions ({_where(plan)}):", ""]
     for block in _blocks(plan):
         out += [*block.lines, ""]
-    if plan.cost and "after" in plan.cost:
-        out += [*cost_lines(CostReport.model_validate(plan.cost["after"])), ""]
+    if plan.cost:
+        out += [*cost_lines(plan.cost.after), ""]
     cost = _cost(plan)
     if cost:
         out.append(f"Cost: {cost}")
@@ -345,8 +336,8 @@ def render_markdown(plan: Plan, limit: int = 60_000) -> str:
     cost = _cost(plan)
     if cost:
         head += f"\n\n**Cost:** {cost}"
-    if plan.cost and "after" in plan.cost:
-        head += "\n\n" + render_cost(CostReport.model_validate(plan.cost["after"]), "markdown")
+    if plan.cost:
+        head += "\n\n" + render_cost(plan.cost.after, "markdown")
     blocks = _blocks(plan)
     comment = _Comment(
         head=head,

@@ -105,11 +105,11 @@ def verify(desired: Desired, endpoints: dict[str, list[str]], models: list[str],
     return report
 
 
-def deployed(state: State, names: list[str] | None) -> tuple[Desired, list[str]]:
+def deployed(state: State, config_dir: Path, names: list[str] | None) -> tuple[Desired, list[str]]:
     """What is deployed, and which of its models to test: those named, else every one with an SLO."""
     if not state.desired or not state.endpoints:
         raise LlmctlError("nothing is deployed in this environment: run `llmctl apply` first")
-    desired = Desired.from_json(state.desired)
+    desired = Desired.from_parts(state.desired, config_dir)
     if not names:
         models = [name for name, model in desired.models.items() if model.slo and state.endpoints.get(name)]
         if not models:

@@ -16,16 +16,19 @@ import json
 import shlex
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pulumi
 import pulumi_aws as aws
 
 from llmctl.config.schema import AwsTarget, Budget, Model, ReplicaRange
 from llmctl.config.sources import parse_source
-from llmctl.cost.catalog import load_catalog
 from llmctl.desired import Desired
 from llmctl.gateway import build
+from llmctl.resolve import Resolved
+
+if TYPE_CHECKING:
+    from llmctl.cost.catalog import Catalog
 from providers.pulumi_support.images import ENGINE_IMAGES, GATEWAY_IMAGE
 
 AMI_CALL = "aws:ec2/getAmi:getAmi"
@@ -61,12 +64,12 @@ def hf_token_parameter(project: str, environment: str) -> str:
     return f"/llmctl/{project}/{environment}/hf-token"
 
 
-def program(desired: Desired, target: str, lock: dict[str, dict] | None = None) -> Callable[[], None]:
+def program(resolved: Resolved, target: str) -> Callable[[], None]:
     """The Pulumi program for `target`: a zero-argument function that registers its resources when run."""
+    desired = resolved.desired
     spec = desired.targets.get(target)
     if not isinstance(spec, AwsTarget):
         raise ValueError(f"target '{target}' is not an aws target")
-    locked = lock or {}
 
     def run() -> None:
         provider = aws.Provider(f"target.{target}/provider", region=spec.region)
@@ -81,7 +84,7 @@ def program(desired: Desired, target: str, lock: dict[str, dict] | None = None) 
                 filters=[aws.ec2.GetSubnetsFilterArgs(name="default-for-az", values=["true"])],
                 opts=pulumi.InvokeOptions(provider=provider))
             for model in models:
-                _model(desired, spec, model, locked.get(model.name) or {}, ami.id, list(subnets.ids or []), opts)
+                _model(resolved, spec, model, ami.id, list(subnets.ids or []), opts)
         for budget in desired.budgets.values():
             _budget(desired, budget, opts)
 
@@ -91,12 +94,12 @@ def program(desired: Desired, target: str, lock: dict[str, dict] | None = None) 
 # --- models ----------------------------------------------------------------------------------------------------
 
 
-def instance_type(model: Model, target: AwsTarget) -> str:
+def instance_type(model: Model, target: AwsTarget, catalog: Catalog) -> str:
     if model.instance_type:
         return model.instance_type
     if model.gpu is None:
         raise ValueError(f"model '{model.name}' on an aws target needs `gpu` or `instance_type`")
-    return load_catalog().for_gpu("aws", target.region, model.gpu.type, model.gpu.count, spot=False).instance_type
+    return catalog.for_gpu("aws", target.region, model.gpu.type, model.gpu.count, spot=False).instance_type
 
 
 def replica_bounds(model: Model) -> tuple[int, int]:
@@ -105,16 +108,11 @@ def replica_bounds(model: Model) -> tuple[int, int]:
     return model.replicas, model.replicas
 
 
-def revision(model: Model, locked: dict[str, Any]) -> str:
-    return locked.get("sha") or parse_source(model.source).revision or "main"
-
-
-def engine_command(model: Model, locked: dict[str, Any]) -> tuple[str, list[str], int]:
+def engine_command(model: Model, sha: str) -> tuple[str, list[str], int]:
     """(image, container arguments, container port) of the engine serving `model`."""
     source = parse_source(model.source)
     if source.scheme != "hf":
         raise ValueError(f"model '{model.name}': aws targets serve hf:// sources, not {source.scheme}://")
-    sha = revision(model, locked)
     extra: list[str] = []
     for key, value in model.engine_args.items():
         flag = "--" + key.replace("_", "-")
@@ -138,17 +136,18 @@ def key_parameter(project: str, environment: str, variable: str) -> str:
     return f"/llmctl/{project}/{environment}/keys/{variable}"
 
 
-def user_data(desired: Desired, target: AwsTarget, model: Model, locked: dict[str, Any]) -> str:
+def user_data(resolved: Resolved, target: AwsTarget, model: Model) -> str:
     """The boot script: start the engine on the instance's loopback and the gateway in front of it on the serving
     port. Secrets (the HF token, the gateway's keys) are read from SSM on the instance and never appear here."""
-    image, args, port = engine_command(model, locked)
+    desired = resolved.desired
+    image, args, port = engine_command(model, resolved.revision(model))
     docker = ["docker", "run", "-d", "--restart", "unless-stopped", "--name", f"llmctl-{model.name}",
               "--gpus", "all", "--ipc=host", "-p", f"127.0.0.1:{ENGINE_PORT}:{port}", "-e", "HF_TOKEN",
               "-v", "/opt/llmctl/hf-cache:/root/.cache/huggingface"]
     if model.engine == "tgi":
         docker += ["-v", "/opt/llmctl/hf-cache:/data"]
     upstream = build.Upstream(urls=[f"http://127.0.0.1:{ENGINE_PORT}/v1"], served_name=model.name)
-    spec = build.build_spec(desired, {model.name: upstream}, Path("/var/lib/llmctl"), keys_from_env=True,
+    spec = build.build_spec(resolved, {model.name: upstream}, Path("/var/lib/llmctl"), keys_from_env=True,
                             hosted=False)
     secrets = {"HF_TOKEN": hf_token_parameter(desired.project, desired.environment)}
     secrets |= {key.env: key_parameter(desired.project, desired.environment, key.env) for key in spec.keys if key.env}
@@ -180,8 +179,9 @@ def _tags(desired: Desired, **extra: str) -> dict[str, str]:
     return {"llmctl:project": desired.project, "llmctl:environment": desired.environment, **extra}
 
 
-def _model(desired: Desired, target: AwsTarget, model: Model, locked: dict[str, Any], ami_id: str,
+def _model(resolved: Resolved, target: AwsTarget, model: Model, ami_id: str,
            subnet_ids: list[str], opts: pulumi.ResourceOptions) -> None:
+    desired = resolved.desired
     address = f"model.{model.name}"
     # IDs, not names/ARNs: under mocks (plans) only IDs are known; for IAM roles and instance profiles the ID is
     # the name
@@ -207,12 +207,12 @@ def _model(desired: Desired, target: AwsTarget, model: Model, locked: dict[str, 
         egress=[aws.ec2.SecurityGroupEgressArgs(protocol="-1", from_port=0, to_port=0, cidr_blocks=["0.0.0.0/0"])],
         tags=tags, opts=opts)
 
-    script = user_data(desired, target, model, locked)
+    script = user_data(resolved, target, model)
     lt = aws.ec2.LaunchTemplate(
         f"{address}/lt",
         name_prefix=f"{prefix}-",
         image_id=ami_id,
-        instance_type=instance_type(model, target),
+        instance_type=instance_type(model, target, resolved.catalog),
         user_data=base64.b64encode(script.encode()).decode(),
         iam_instance_profile=aws.ec2.LaunchTemplateIamInstanceProfileArgs(name=profile.id),
         vpc_security_group_ids=[sg.id],

@@ -11,7 +11,7 @@ from pathlib import Path
 import pulumi
 import pulumi_kubernetes as k8s
 
-from llmctl.desired import Desired
+from llmctl.resolve import Resolved
 from llmctl.gateway import build
 from providers.pulumi_support.images import GATEWAY_IMAGE
 
@@ -24,9 +24,10 @@ KEYS_SECRET = "llmctl-gateway-keys"
 NAME = "llmctl-gateway"
 
 
-def declare(desired: Desired, target: str, namespace: str, upstreams: dict[str, build.Upstream],
+def declare(resolved: Resolved, target: str, namespace: str, upstreams: dict[str, build.Upstream],
             meta: k8s.meta.v1.ObjectMetaArgs, opts: pulumi.ResourceOptions) -> None:
-    spec = build.build_spec(desired, upstreams, Path(DATA_DIR), keys_from_env=True)
+    desired = resolved.desired
+    spec = build.build_spec(resolved, upstreams, Path(DATA_DIR), keys_from_env=True)
     labels = {"app.kubernetes.io/name": NAME, "app.kubernetes.io/managed-by": "llmctl"}
     owner = f"gateway.{desired.environment}"
     config = k8s.core.v1.ConfigMap(f"{owner}/spec", metadata=meta, data={"spec.json": spec.model_dump_json(indent=2)},

@@ -18,6 +18,7 @@ from llmctl.config.schema import Budget, KubernetesTarget, Model, ReplicaRange
 from llmctl.config.sources import parse_source
 from llmctl.cost.model import HOURS, MONTH_HOURS
 from llmctl.desired import Desired
+from llmctl.resolve import Resolved
 from llmctl.gateway import build
 from providers.kubernetes import gateway
 from providers.pulumi_support.images import ENGINE_IMAGES
@@ -36,8 +37,9 @@ CONCURRENCY_METRICS = {"vllm": "vllm:num_requests_running", "tgi": "tgi_batch_cu
 CPU_UTILISATION = 80
 
 
-def program(desired: Desired, target: str, lock: dict[str, dict] | None = None) -> Callable[[], None]:
+def program(resolved: Resolved, target: str) -> Callable[[], None]:
     """A Pulumi program declaring `target`'s namespace, quota, config and each of its models' workloads."""
+    desired = resolved.desired
     spec = desired.targets[target]
     if not isinstance(spec, KubernetesTarget):
         raise ValueError(f"target '{target}' is not a kubernetes target")
@@ -49,7 +51,6 @@ def program(desired: Desired, target: str, lock: dict[str, dict] | None = None) 
         if parse_source(model.source).scheme != "hf":
             raise ValueError(f"model '{model.name}': a kubernetes target pulls weights from the Hugging Face Hub: "
                              f"use an hf:// source")
-    lock = lock or {}
 
     def run() -> None:
         namespace = spec.namespace
@@ -77,10 +78,10 @@ def program(desired: Desired, target: str, lock: dict[str, dict] | None = None) 
             opts=opts,
         )
         for model in models:
-            _model(desired, model, namespace, _sha(model, lock), opts)
+            _model(desired, model, namespace, resolved.revision(model), opts)
         if models:
             upstreams = {m.name: build.Upstream(urls=[service_url(m, namespace)], served_name=m.name) for m in models}
-            gateway.declare(desired, target, namespace, upstreams, _meta(gateway.NAME, desired, namespace), opts)
+            gateway.declare(resolved, target, namespace, upstreams, _meta(gateway.NAME, desired, namespace), opts)
 
     return run
 
@@ -254,11 +255,6 @@ def _metric(model: Model) -> k8s.autoscaling.v2.MetricSpecArgs:
 
 
 # --- helpers -------------------------------------------------------------------------------------------------------
-
-
-def _sha(model: Model, lock: dict[str, dict]) -> str:
-    locked = (lock.get(model.name) or {}).get("sha")
-    return locked or parse_source(model.source).revision or "main"
 
 
 def _budgets_of(desired: Desired, models: list[Model]) -> list[Budget]:

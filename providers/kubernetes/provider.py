@@ -3,11 +3,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from llmctl.desired import Desired
+from llmctl.resolve import Resolved
 from providers.kubernetes.manifests import write_manifests
 from providers.kubernetes.program import program
 from providers.pulumi_support.capture import capture
-from providers.pulumi_support.provider import PulumiProvider, desired_lock, stack_name
+from providers.pulumi_support.provider import PulumiProvider, stack_name
 
 _IDENTITY = frozenset({"metadata.name", "metadata.namespace"})
 
@@ -27,8 +27,8 @@ class KubernetesProvider(PulumiProvider):
         "kubernetes:policy/v1:PodDisruptionBudget": _IDENTITY | {"spec.selector"},
     }
 
-    def render(self, desired: Desired, target: str, directory: Path) -> list[Path]:
+    def render(self, resolved: Resolved, target: str, directory: Path) -> list[Path]:
         """The manifests the program declares, as YAML files for GitOps (from the same run under mocks)."""
-        captured = capture(program(desired, target, desired_lock(desired)), project=desired.project,
-                           stack=stack_name(desired, target))
+        desired = resolved.desired
+        captured = capture(program(resolved, target), project=desired.project, stack=stack_name(desired, target))
         return write_manifests(captured, directory)

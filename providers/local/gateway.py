@@ -19,7 +19,9 @@ from llmctl.desired import Desired
 from llmctl.gateway import build
 from llmctl.gateway.auth import hash_key
 from llmctl.gateway.spec import TokenizerSpec
-from providers.base import ApplyContext, Resource
+from llmctl.provider import ApplyContext
+from llmctl.resolve import Resolved
+from llmctl.resource import Resource
 from providers.local import process
 
 GATEWAY_TYPE = "local_gateway"
@@ -35,7 +37,8 @@ def local_targets(desired: Desired) -> set[str]:
     return {name for name, target in desired.targets.items() if target.provider == "local"}
 
 
-def resource(desired: Desired, target: str) -> Resource | None:
+def resource(resolved: Resolved, target: str) -> Resource | None:
+    desired = resolved.desired
     if home(desired) != target:
         return None
     models = build.routed(desired, local_targets(desired))
@@ -73,9 +76,8 @@ def converge(want: Resource | None, live: list[Resource], ctx: ApplyContext) -> 
             _stop(have, ctx)
             live = [r for r in live if r is not have]
         return live
-    desired: Desired = ctx.extra["desired"]
     directory = build.gateway_dir(ctx.run_dir)
-    spec = build.build_spec(desired, _upstreams(live), directory, hash_key(verify_key(ctx.run_dir)))
+    spec = build.build_spec(ctx.resolved, _upstreams(live), directory, hash_key(verify_key(ctx.run_dir)))
     text = spec.model_dump_json(indent=2)  # what GatewaySpec.write writes
     running = have is not None and process.find(have.attrs["pid"], have.attrs["create_time"]) is not None
     if running and have is not None and have.spec == want.spec and have.attrs.get("spec_sha") == _sha(text):
@@ -91,21 +93,21 @@ def converge(want: Resource | None, live: list[Resource], ctx: ApplyContext) -> 
     started = process.start(cmd, port, log)
     ctx.progress(want.address, f"starting (pid {started.pid}, port {port})")
     attrs: dict[str, Any] = {"pid": started.pid, "create_time": started.create_time, "port": port, "log": str(log),
-                             "url": f"http://{process.HOST}:{port}/v1", "serves": want.spec["models"],
                              "spec_sha": _sha(text), "spec_path": str(path), "command": cmd}
-    return [*live, want.model_copy(update={"attrs": attrs})]
+    return [*live, want.model_copy(update={"attrs": attrs, "endpoint": f"http://{process.HOST}:{port}/v1",
+                                           "serves": want.spec["models"]})]
 
 
 def _upstreams(live: list[Resource]) -> dict[str, build.Upstream]:
     found: dict[str, build.Upstream] = {}
     for replica in live:
-        if replica.type != PROCESS_TYPE or replica.attrs.get("deposed"):
+        if replica.type != PROCESS_TYPE or replica.deposed or replica.endpoint is None:
             continue
-        name = replica.owner.split(".", 1)[1]
+        name = replica.model
         tokenizer = (TokenizerSpec(kind="gguf", path=replica.spec["model"])
                      if replica.spec["engine"] == "llama-cpp" else None)
         previous = found.get(name)
-        urls = (previous.urls if previous else []) + [replica.attrs["endpoint"]]
+        urls = (previous.urls if previous else []) + [replica.endpoint]
         found[name] = build.Upstream(urls=urls, served_name=replica.spec["served_name"], tokenizer=tokenizer)
     return found
 

@@ -1,6 +1,7 @@
 """The local provider: every replica of a model is a real server process on this machine."""
 from __future__ import annotations
 
+import hashlib
 import time
 from pathlib import Path
 from typing import Any
@@ -9,8 +10,10 @@ from llmctl.config.schema import Model
 from llmctl.config.sources import SourceNotFound, local_path, parse_source
 from llmctl.desired import Desired
 from llmctl.gateway import build
-from llmctl.plan.model import Check, ResourceChange
-from providers.base import ApplyContext, ProviderError, Resource, diff_resources
+from llmctl.checks import Check
+from llmctl.resource import ResourceChange
+from llmctl.provider import ApplyContext, ProviderError, diff_resources
+from llmctl.resource import Resource
 from providers.local import gateway, process
 from providers.local.engines import command, missing
 
@@ -23,7 +26,8 @@ _POLL_SECONDS = 0.25
 class LocalProvider:
     name = "local"
 
-    def check(self, desired: Desired, target: str) -> list[Check]:
+    def check(self, resolved: Resolved, target: str) -> list[Check]:
+        desired = resolved.desired
         checks = []
         for model in desired.models_on(target):
             address = f"model.{model.name}"
@@ -44,20 +48,21 @@ class LocalProvider:
                 checks.append(Check(severity="warning", address=address,
                                     message="gpu and instance_type are ignored on a local target"))
         if gateway.home(desired) == target:
-            checks += build.checks(desired, gateway.local_targets(desired))
+            checks += build.checks(resolved, gateway.local_targets(desired))
         return checks
 
-    def resources(self, desired: Desired, target: str) -> list[Resource]:
+    def resources(self, resolved: Resolved, target: str) -> list[Resource]:
+        desired = resolved.desired
         resources = []
         for model in desired.models_on(target):
             count = model.replicas if isinstance(model.replicas, int) else model.replicas.min
-            spec = _spec(model, desired.config_dir)
+            spec = _spec(model, resolved)
             resources += [
                 Resource(address=f"{RESOURCE_TYPE}.{model.name}[{index}]", type=RESOURCE_TYPE,
                          owner=f"model.{model.name}", provider=self.name, target=target, spec=spec)
                 for index in range(count)
             ]
-        front = gateway.resource(desired, target)
+        front = gateway.resource(resolved, target)
         return resources + ([front] if front else [])
 
     def refresh(self, resources: list[Resource]) -> tuple[list[Resource], dict[str, str]]:
@@ -65,16 +70,29 @@ class LocalProvider:
         for resource in resources:
             if process.find(resource.attrs["pid"], resource.attrs["create_time"]):
                 current.append(resource)
-            elif not resource.attrs.get("deposed"):
+            elif not resource.deposed:
                 gone[resource.address] = f"pid {resource.attrs['pid']} is no longer running"
         return current, gone
 
-    def plan(self, config: Desired, target: str, desired: list[Resource], current: list[Resource],
+    def plan(self, resolved: Resolved, target: str, desired: list[Resource], current: list[Resource],
              gone: dict[str, str]) -> tuple[list[ResourceChange], list[Check]]:
         return diff_resources(desired, current, gone), []
 
-    def preflight(self, target: str) -> None:
-        """Engines are checked at plan time; nothing else is needed here."""
+    def preflight(self, resolved: Resolved, target: str) -> list[str]:
+        """What the plan checked may no longer hold where and when apply runs (a saved plan applied later, or on
+        another machine): engines, the pinned model files, and the gateway's keys."""
+        desired = resolved.desired
+        problems = []
+        for model in desired.models_on(target):
+            problem = missing(model.engine or "")
+            if problem:
+                problems.append(f"model {model.name}: {problem}")
+            source = parse_source(model.source)
+            if source.scheme in ("pkg", "file"):
+                problems += [f"model {model.name}: {why}" for why in _pinned_file_problems(model, resolved)]
+        if gateway.home(desired) == target:
+            problems += build.key_problems(desired)
+        return problems
 
     def apply(self, changes: list[ResourceChange], desired: list[Resource], current: list[Resource],
               ctx: ApplyContext) -> list[Resource]:
@@ -105,7 +123,7 @@ class LocalProvider:
         ready = {r.address for r in starting if r not in failed}
         deletes = {(c.address, c.deposed) for c in changes if c.action == "delete"}
         for resource in [r for r in live if _stops(r, ready, deletes)]:
-            ctx.progress(resource.address, "stopping" + (" (replaced)" if resource.attrs.get("deposed") else ""))
+            ctx.progress(resource.address, "stopping" + (" (replaced)" if resource.deposed else ""))
             process.stop(resource.attrs["pid"], resource.attrs["create_time"])
             live.remove(resource)
             ctx.persist(live)
@@ -144,8 +162,8 @@ class LocalProvider:
         started = process.start(cmd, port, log)
         ctx.progress(resource.address, f"starting (pid {started.pid}, port {port})")
         attrs: dict[str, Any] = {"pid": started.pid, "create_time": started.create_time, "port": port,
-                                 "log": str(log), "endpoint": f"http://{process.HOST}:{port}/v1", "command": cmd}
-        return resource.model_copy(update={"attrs": attrs})
+                                 "log": str(log), "command": cmd}
+        return resource.model_copy(update={"attrs": attrs, "endpoint": f"http://{process.HOST}:{port}/v1"})
 
     def _await_ready(self, starting: list[Resource], ctx: ApplyContext) -> list[Resource]:
         """Wait until each new process answers GET /v1/models; returns those that died or timed out."""
@@ -173,28 +191,50 @@ class LocalProvider:
         return failed
 
 
-def _spec(model: Model, config_dir: Path) -> dict[str, Any]:
+def _spec(model: Model, resolved: Resolved) -> dict[str, Any]:
+    """What a replica runs; the pinned file hash or commit is part of it, so a model that changed under its name
+    is a replacement the plan shows."""
     source = parse_source(model.source)
+    locked = resolved.locked(model.name)
     try:
-        ref = str(local_path(source, config_dir)) if source.scheme in ("pkg", "file") else source.location
+        ref = (str(local_path(source, resolved.desired.config_dir)) if source.scheme in ("pkg", "file")
+               else source.location)
     except SourceNotFound:
         ref = model.source  # check() reports it; the plan still shows the model
     spec: dict[str, Any] = {"engine": model.engine, "model": ref, "served_name": model.name,
                             "context_length": model.context_length, "engine_args": model.engine_args}
-    if source.revision:
-        spec["revision"] = source.revision
+    if locked and locked.file_sha256:
+        spec["sha256"] = locked.file_sha256
+    revision = (locked.sha if locked else None) or source.revision
+    if revision:
+        spec["revision"] = revision
     return spec
+
+
+def _pinned_file_problems(model: Model, resolved: Resolved) -> list[str]:
+    try:
+        path = local_path(parse_source(model.source), resolved.desired.config_dir)
+    except SourceNotFound as exc:
+        return [str(exc)]
+    locked = resolved.locked(model.name)
+    if locked is None or locked.file_sha256 is None:
+        return []
+    with path.open("rb") as f:
+        found = hashlib.file_digest(f, "sha256").hexdigest()
+    if found != locked.file_sha256:
+        return [f"{path} is not the file the plan pinned (sha256 {locked.file_sha256[:12]}, now {found[:12]}): "
+                "run `llmctl plan` again to review what it would serve now"]
+    return []
 
 
 def _stops(resource: Resource, ready: set[str], deletes: set[tuple[str, bool]]) -> bool:
     """Deleted, or deposed by a replacement that is now ready."""
-    deposed = bool(resource.attrs.get("deposed"))
-    return (resource.address, deposed) in deletes or (deposed and resource.address in ready)
+    return (resource.address, resource.deposed) in deletes or (resource.deposed and resource.address in ready)
 
 
 def _deposed(resource: Resource) -> Resource:
-    return resource.model_copy(update={"attrs": {**resource.attrs, "deposed": True}})
+    return resource.model_copy(update={"deposed": True})
 
 
 def _kept(resource: Resource) -> Resource:
-    return resource.model_copy(update={"attrs": {k: v for k, v in resource.attrs.items() if k != "deposed"}})
+    return resource.model_copy(update={"deposed": False})

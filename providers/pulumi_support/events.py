@@ -14,7 +14,7 @@ from typing import Any
 
 from pulumi.automation import EngineEvent, OpType, StepEventMetadata
 
-from llmctl.plan.model import ResourceChange
+from llmctl.resource import ResourceChange
 from providers.pulumi_support.capture import plain
 from providers.pulumi_support.naming import address_of, as_declared, declared_path
 

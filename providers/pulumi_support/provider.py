@@ -9,11 +9,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from llmctl.checks import Check
 from llmctl.desired import Desired
 from llmctl.errors import LlmctlError
-from llmctl.plan.model import Check, ResourceChange
-from llmctl.workspace import Workspace
-from providers.base import ApplyContext, Resource, diff_resources
+from llmctl.provider import ApplyContext, diff_resources
+from llmctl.resolve import Resolved
+from llmctl.resource import Resource, ResourceChange
 from providers.pulumi_support import events
 from providers.pulumi_support.capture import SENSITIVE, Calls, capture, plain
 from providers.pulumi_support.naming import address_of, as_declared
@@ -26,7 +27,7 @@ INSTALL_HELP = (
 OFFLINE = ("planned offline: the Pulumi program ran under Pulumi's mocks{why}, so there is no drift detection and "
            "values the cloud assigns are shown as (known after apply)")
 
-Program = Callable[[Desired, str, dict[str, dict[str, Any]] | None], Callable[[], None]]
+Program = Callable[[Resolved, str], Callable[[], None]]
 
 
 class PulumiProvider:
@@ -40,13 +41,13 @@ class PulumiProvider:
     replace_on: dict[str, frozenset[str]] = {}
     serving_type: str
 
-    def check(self, desired: Desired, target: str) -> list[Check]:
+    def check(self, resolved: Resolved, target: str) -> list[Check]:
         return []
 
-    def resources(self, desired: Desired, target: str) -> list[Resource]:
-        lock = desired_lock(desired)
+    def resources(self, resolved: Resolved, target: str) -> list[Resource]:
+        desired = resolved.desired
         try:
-            captured = capture(self.program(desired, target, lock), project=desired.project,
+            captured = capture(self.program(resolved, target), project=desired.project,
                                stack=stack_name(desired, target), calls=type(self).calls)
         except ValueError as exc:  # the program refuses a config it cannot build (e.g. a pkg:// model on aws)
             raise LlmctlError(f"target '{target}': {exc}") from None
@@ -60,7 +61,7 @@ class PulumiProvider:
 
     def refresh(self, resources: list[Resource]) -> tuple[list[Resource], dict[str, str]]:
         """With the CLI, `pulumi refresh --preview-only` on the stack the last apply recorded: resources deleted
-        outside llmctl are gone, changed ones carry the changed outputs under attrs['drift']. Offline there is
+        outside llmctl are gone, changed ones carry the changed outputs as their drift. Offline there is
         nothing to observe, so what the last apply recorded is taken as what exists."""
         recorded = [r for r in resources if r.attrs.get("stack")]
         if not recorded or not cli_available():
@@ -75,37 +76,31 @@ class PulumiProvider:
             if name in drift.gone:
                 gone[resource.address] = drift.gone[name]
                 continue
-            attrs = {k: v for k, v in resource.attrs.items() if k != "drift"}
-            if name in drift.changed:
-                attrs["drift"] = drift.changed[name]
-            current.append(resource.model_copy(update={"attrs": attrs}))
+            current.append(resource.model_copy(update={"drift": drift.changed.get(name, [])}))
         return current, gone
 
-    def plan(self, config: Desired, target: str, desired: list[Resource], current: list[Resource],
+    def plan(self, resolved: Resolved, target: str, desired: list[Resource], current: list[Resource],
              gone: dict[str, str]) -> tuple[list[ResourceChange], list[Check]]:
-        if target not in config.targets or not desired:  # a removed target: everything recorded goes
+        if target not in resolved.desired.targets or not desired:  # a removed target: everything recorded goes
             return diff_resources(desired, current, gone, replaces=self._forced), []
         if not cli_available():
             return (diff_resources(desired, current, gone, replaces=self._forced),
                     [self._offline(target, " (no pulumi CLI)")])
         try:
-            return self._preview(config, target, desired), []
+            return self._preview(resolved, target, desired), []
         except LlmctlError as exc:  # no credentials, as in CI on pull requests: the mock plan still reviews
             return (diff_resources(desired, current, gone, replaces=self._forced),
                     [self._offline(target, f" because pulumi preview failed ({exc})")])
 
-    def preflight(self, target: str) -> None:
-        if not cli_available():
-            raise LlmctlError(INSTALL_HELP.format(provider=self.name) + f" (target '{target}')")
+    def preflight(self, resolved: Resolved, target: str) -> list[str]:
+        return [] if cli_available() else [INSTALL_HELP.format(provider=self.name)]
 
     def apply(self, changes: list[ResourceChange], desired: list[Resource], current: list[Resource],
               ctx: ApplyContext) -> list[Resource]:
         """`pulumi up` of the same program; every declared resource is recorded with its urn and id, and the
         serving resource of each model with the endpoints and instances the program exports."""
-        config: Desired = ctx.extra["desired"]
-        target = ctx.extra["target"]
-        self.preflight(target)
-        stack, backend = self._stack(config, target)
+        config, target = ctx.resolved.desired, ctx.target
+        stack, backend = self._stack(ctx.resolved, target)
         seen: list[events.EngineEvent] = []
         result = _run(stack.up, f"target '{target}': pulumi up", on_event=seen.append,
                       on_output=lambda line: ctx.progress(f"target.{target}", line.strip()))
@@ -117,9 +112,8 @@ class PulumiProvider:
     def destroy(self, resources: list[Resource], ctx: ApplyContext) -> None:
         if not resources:
             return
-        target = resources[0].target
-        self.preflight(target)
-        stack, _ = self._stack(ctx.extra["desired"], target)
+        target = ctx.target
+        stack, _ = self._stack(ctx.resolved, target)
         _run(stack.destroy, f"target '{target}': pulumi destroy",
              on_output=lambda line: ctx.progress(f"target.{target}", line.strip()))
         ctx.persist([])
@@ -127,25 +121,25 @@ class PulumiProvider:
     def health(self, resource: Resource) -> str:
         return "unknown: cloud resources are read with the pulumi CLI (llmctl plan shows what is recorded)"
 
-    def _preview(self, config: Desired, target: str, desired: list[Resource]) -> list[ResourceChange]:
-        stack, _ = self._stack(config, target)
+    def _preview(self, resolved: Resolved, target: str, desired: list[Resource]) -> list[ResourceChange]:
+        stack, _ = self._stack(resolved, target)
         seen: list[events.EngineEvent] = []
         # refresh=True: drift is read from the cloud first, so the preview also repairs what changed outside llmctl
         _run(stack.preview, f"target '{target}': pulumi preview", diff=True, refresh=True, on_event=seen.append)
         addresses = {r.attrs["name"]: (r.address, r.owner) for r in desired}
         return events.preview_changes(seen, addresses, self.name, target)
 
-    def _stack(self, config: Desired, target: str) -> tuple[Any, str]:
+    def _stack(self, resolved: Resolved, target: str) -> tuple[Any, str]:
         from pulumi import automation as auto  # the Automation API drives the CLI, so only load it when there is one
 
-        workspace = Workspace(config.config_dir / "llmops.yaml", config.project, config.environment)
-        backend = os.environ.get("PULUMI_BACKEND_URL") or f"file://{workspace.run_dir / 'pulumi'}"
+        config = resolved.desired
+        backend = os.environ.get("PULUMI_BACKEND_URL") or f"file://{resolved.workspace.run_dir / 'pulumi'}"
         if backend.startswith("file://"):
             Path(backend.removeprefix("file://")).mkdir(parents=True, exist_ok=True)
         settings = auto.ProjectSettings(name=config.project, runtime="python", backend=auto.ProjectBackend(url=backend))
         stack = _run(auto.create_or_select_stack, f"target '{target}': pulumi stack",
                      stack_name=stack_name(config, target), project_name=config.project,
-                     program=self.program(config, target, desired_lock(config)),
+                     program=self.program(resolved, target),
                      opts=auto.LocalWorkspaceOptions(project_settings=settings))
         return stack, backend
 
@@ -164,7 +158,8 @@ class PulumiProvider:
         attrs: dict[str, Any] = {"name": name, "stack": stack, "backend": backend, "project": project,
                                  **applied.get(name, {})}
         if resource.type == self.serving_type:
-            # Not `endpoint`, which the SLO verifier load-tests: these answer only inside the VPC or cluster.
+            # Not the resource's `endpoint`, which the SLO verifier load-tests: these answer only inside the VPC or
+            # cluster.
             attrs.update(endpoints=outputs.get(f"{resource.owner}.endpoints") or [],
                          instances=outputs.get(f"{resource.owner}.instances") or [])
         return resource.model_copy(update={"attrs": attrs})
@@ -194,11 +189,3 @@ def stack_name(desired: Desired, target: str) -> str:
 
 def cli_available() -> bool:
     return shutil.which("pulumi") is not None
-
-
-def desired_lock(desired: Desired) -> dict[str, dict[str, Any]] | None:
-    """The lock entries of the config's models, read from llmops.lock beside it, when there is one."""
-    from llmctl.lock import lock_of  # the lock module pulls in the hub client only when used
-
-    lock = lock_of(desired)
-    return {name: entry.model_dump() for name, entry in lock.models.items()} if lock else None

@@ -51,7 +51,7 @@ def test_a_larger_instance_shows_the_cost_diff(hub_llmctl: Run, example: Path) -
     loaded = load(example)
     backend = LocalBackend(example.parent / ".llmctl", "support-bot", "prod")
     backend.write(State(project="support-bot", environment="prod", serial=1, lineage=backend.read().lineage,
-                        desired=Desired.from_config(loaded).to_json()))
+                        desired=Desired.from_config(loaded).to_config()))
     edit(example, "    gpu: {type: A10G, count: 1}\n", "    instance_type: g5.2xlarge\n")
 
     plan = json.loads(hub_llmctl("plan", "-f", str(example), "--format", "json").stdout)

@@ -82,7 +82,7 @@ def test_an_impossible_slo_rolls_back_and_keeps_the_previous_server(llmctl: Run,
 
     # History keeps what was tried: a version recorded mid-apply with the second replica running.
     history = LocalBackend(config.parent / ".llmctl", "quickstart", "dev").history()
-    assert any(v.serial == serial and v.history_note == "apply in progress" and len(v.resources) == 2
+    assert any(v.serial == serial and v.status == "applying" and len(v.resources) == 2
                for v in history)
     # Nothing was accepted: the plan still wants both changes, and the loadtest command fails the same SLO.
     replan = llmctl("plan", "-f", str(config), "--detailed-exitcode")

@@ -18,14 +18,14 @@ import yaml
 
 from llmctl.config.load import load
 from llmctl.desired import Desired
-from llmctl.plan.model import Plan
 from llmctl.errors import LlmctlError
+from llmctl.plan.model import Plan
 from llmctl.plan.planner import make_plan, refreshed_targets
 from llmctl.providers import ProviderUnavailable, get_provider
+from llmctl.resource import Resource
 from llmctl.state import State
-from providers.base import Resource
 from providers.local.engines import missing
-from support import QUICKSTART
+from support import QUICKSTART, context
 
 Edit = Callable[[dict[str, Any]], None]
 Pid = tuple[int, float]
@@ -93,19 +93,19 @@ def dead_pid() -> Pid:
     return proc.pid, create_time
 
 
-def recorded(resource: Resource, pid: Pid, **attrs: Any) -> Resource:
+def recorded(resource: Resource, pid: Pid, deposed: bool = False) -> Resource:
     """`resource` as state records it once apply started its process."""
-    return resource.model_copy(update={"attrs": {"pid": pid[0], "create_time": pid[1], "port": 8000,
-                                                 "endpoint": "http://127.0.0.1:8000/v1", **attrs}})
+    return resource.model_copy(update={"attrs": {"pid": pid[0], "create_time": pid[1], "port": 8000},
+                                       "endpoint": "http://127.0.0.1:8000/v1", "deposed": deposed})
 
 
 def wanted(desired: Desired, target: str = "laptop") -> list[Resource]:
     """The model server processes `desired` needs on `target` (its gateway apart)."""
-    return [r for r in get_provider("local").resources(desired, target) if r.type == "local_process"]
+    return [r for r in get_provider("local").resources(context(desired), target) if r.type == "local_process"]
 
 
 def gateway_of(desired: Desired, target: str = "laptop") -> list[Resource]:
-    return [r for r in get_provider("local").resources(desired, target) if r.type == "local_gateway"]
+    return [r for r in get_provider("local").resources(context(desired), target) if r.type == "local_gateway"]
 
 
 def applied(desired: Desired, resources: list[Resource], serial: int = 1) -> State:
@@ -115,7 +115,7 @@ def applied(desired: Desired, resources: list[Resource], serial: int = 1) -> Sta
         me = psutil.Process()
         resources = resources + [recorded(r, (me.pid, me.create_time())) for r in gateway_of(desired)]
     return State(project=desired.project, environment=desired.environment, serial=serial, lineage="lineage-1",
-                 desired=desired.to_json(), resources=resources)
+                 desired=desired.to_config(), resources=resources)
 
 
 def running(desired: Desired, live_pid: Callable[[], Pid]) -> State:
@@ -124,7 +124,8 @@ def running(desired: Desired, live_pid: Callable[[], Pid]) -> State:
 
 
 def plan_for(desired: Desired, state: State, path: Path) -> Plan:
-    return make_plan(desired, state, path, get_provider)
+    assert path.parent == desired.config_dir
+    return make_plan(context(desired), state, get_provider)
 
 
 def summary(plan: Plan) -> tuple[int, int, int]:
@@ -166,7 +167,7 @@ def test_first_plan_creates_every_object_and_one_process_per_replica(config) -> 
     assert (spec["engine"], spec["served_name"], spec["context_length"]) == ("llama-cpp", "assistant", 1024)
     assert plan.errors == []
     assert (plan.state_serial, plan.state_lineage, plan.config_path) == (0, "fresh", str(path))
-    assert plan.desired == desired.to_json()
+    assert plan.desired == desired.to_config()
     assert (plan.project, plan.environment) == ("quickstart", "dev")
 
 
@@ -378,7 +379,7 @@ def test_target_whose_provider_is_not_installed_is_planned_with_a_warning_and_re
     # Cost, fit and budgets of such a model are still worth reviewing; apply is what cannot proceed.
     def to_aws(data: dict[str, Any]) -> None:
         data["targets"]["cloud"] = {"provider": "aws", "region": "us-east-1"}
-        assistant(data)["target"] = "cloud"
+        assistant(data).update(target="cloud", instance_type="g5.xlarge")
 
     def local_only(name: str):  # type: ignore[no-untyped-def]
         # An installation without the aws provider (a third party's providers come and go the same way).
@@ -388,7 +389,7 @@ def test_target_whose_provider_is_not_installed_is_planned_with_a_warning_and_re
 
     desired, path = config(to_aws)
     state = State(project="quickstart", environment="dev", lineage="fresh")
-    plan = make_plan(desired, state, path, local_only)
+    plan = make_plan(context(desired), state, local_only)
 
     [warning] = [check for check in plan.checks if check.address == "target.cloud"]
     assert warning.severity == "warning" and not plan.errors
@@ -396,7 +397,7 @@ def test_target_whose_provider_is_not_installed_is_planned_with_a_warning_and_re
     assert "local" in warning.message  # what is installed
     assert plan.resource_changes == []  # nothing runs on the laptop any more, and the cloud cannot be planned
     with pytest.raises(LlmctlError, match="not installed"):
-        refreshed_targets(desired, state, local_only)
+        refreshed_targets(context(desired), state, local_only)
 
 
 # --- an interrupted replace -------------------------------------------------------------------------------------

@@ -7,8 +7,12 @@ from typing import Any
 
 import pytest
 
-from llmctl.plan.model import Action, Change, Check, DiffEntry, Drift, Plan, ResourceChange, Summary
+from llmctl.checks import Check
+from llmctl.config.schema import Config
+from llmctl.cost.model import CostReport, PlanCost
+from llmctl.plan.model import Change, DiffEntry, Drift, Plan, Summary
 from llmctl.plan.render import render, render_json, render_markdown, render_text
+from llmctl.resource import Action, ResourceChange
 
 # --- helpers to build plans ------------------------------------------------------------------------------------
 
@@ -18,10 +22,11 @@ def make_plan(
     resource_changes: list[ResourceChange] | None = None,
     *,
     summary: tuple[int, int, int] = (0, 0, 0),
-    cost: dict[str, Any] | None = None,
+    cost: tuple[float, float] | None = None,
     checks: list[Check] | None = None,
     serial: int = 4,
 ) -> Plan:
+    """`cost`: the monthly (before, after) of a config whose models cost that much in total."""
     add, change, destroy = summary
     return Plan(
         project="support-bot",
@@ -33,10 +38,16 @@ def make_plan(
         changes=changes or [],
         resource_changes=resource_changes or [],
         summary=Summary(add=add, change=change, destroy=destroy),
-        cost=cost,
+        cost=plan_cost(*cost) if cost else None,
         checks=checks or [],
-        desired={},
+        desired=Config(version=1, project="support-bot", environment="dev"),
     )
+
+
+def plan_cost(before: float, after: float) -> PlanCost:
+    report = CostReport(catalog_version="test-catalog", prices_as_of="2025-06-01", prices_source="test",
+                        models=[], monthly_min_usd=after, monthly_max_usd=after, budgets=[])
+    return PlanCost(before_monthly_usd=before, after_monthly_usd=after, after_monthly_max_usd=after, after=report)
 
 
 def changed(path: str, before: Any, after: Any, **kwargs: Any) -> DiffEntry:
@@ -216,7 +227,7 @@ def test_resource_changes_without_a_change_get_their_own_block() -> None:
 def test_cost_then_checks_then_summary_line() -> None:
     plan = make_plan(
         design_example().changes,
-        cost={"before_monthly_usd": 1234.5, "after_monthly_usd": 2000, "currency": "USD"},
+        cost=(1234.5, 2000),
         checks=[
             Check(severity="error", address="budget.team-monthly", message="over budget"),
             Check(severity="warning", message="no SLO declared"),
@@ -226,6 +237,9 @@ def test_cost_then_checks_then_summary_line() -> None:
     )
     tail = """\
     }
+
+Cost estimate (prices as of 2025-06-01, catalog test-catalog):
+  total  $2,000.00/mo
 
 Cost: $1,234.50/mo -> $2,000.00/mo (+$765.50)
 Error: [budget.team-monthly] over budget
@@ -238,14 +252,13 @@ Plan: 0 to add, 2 to change, 0 to destroy."""
 @pytest.mark.parametrize(
     ("cost", "line"),
     [
-        ({"before_monthly_usd": 0, "after_monthly_usd": 734.4}, "Cost: $0.00/mo -> $734.40/mo (+$734.40)"),
-        ({"before_monthly_usd": 2500, "after_monthly_usd": 1000}, "Cost: $2,500.00/mo -> $1,000.00/mo (-$1,500.00)"),
-        ({"after_monthly_usd": 99.999}, "Cost: $100.00/mo"),
-        ({"currency": "USD"}, None),
+        ((0, 734.4), "Cost: $0.00/mo -> $734.40/mo (+$734.40)"),
+        ((2500, 1000), "Cost: $2,500.00/mo -> $1,000.00/mo (-$1,500.00)"),
+        ((99.999, 99.999), "Cost: $100.00/mo -> $100.00/mo (+$0.00)"),
         (None, None),
     ],
 )
-def test_cost_line_tolerates_missing_keys(cost: dict[str, Any] | None, line: str | None) -> None:
+def test_cost_line_gives_before_after_and_the_difference(cost: tuple[float, float] | None, line: str | None) -> None:
     text = render_text(make_plan(design_example().changes, cost=cost, summary=(0, 2, 0)))
     cost_lines = [row for row in text.splitlines() if row.startswith("Cost:")]
     assert cost_lines == ([line] if line else [])
@@ -270,7 +283,7 @@ def test_json_is_the_plan_itself() -> None:
     plan = make_plan(
         design_example().changes,
         [process("model.assistant", 1, "create")],
-        cost={"before_monthly_usd": 0, "after_monthly_usd": 734.4},
+        cost=(0, 734.4),
         checks=[Check(severity="info", message="hello")],
         summary=(1, 2, 0),
     )
@@ -286,7 +299,7 @@ def test_json_is_the_plan_itself() -> None:
 def test_markdown_summary_table_details_and_checks() -> None:
     plan = make_plan(
         design_example().changes,
-        cost={"before_monthly_usd": 0, "after_monthly_usd": 734.4},
+        cost=(0, 734.4),
         checks=[Check(severity="warning", address="model.assistant", message="no SLO declared")],
         summary=(0, 2, 0),
     )

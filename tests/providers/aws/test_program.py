@@ -11,14 +11,16 @@ import yaml
 
 from llmctl.config.load import load
 from llmctl.desired import Desired
+from llmctl.lock import Lock
 from providers.aws.program import AMI_CALL, DEFAULT_INGRESS_CIDRS, mock_calls, program
 from providers.pulumi_support.capture import Captured, capture
+from support import context, hub_lock
 
 EXAMPLE = Path(__file__).resolve().parents[3] / "examples" / "aws-gpu" / "llmops.yaml"
 TARGET = "gpu-cloud"
 MODEL = "qwen-7b"
 SHA = "0123456789abcdef0123456789abcdef01234567"
-LOCK = {MODEL: {"sha": SHA}}
+LOCK = hub_lock(**{MODEL: SHA})
 FAKE_TOKEN = "hf_secret_value"
 
 
@@ -31,8 +33,8 @@ def desired_from(tmp_path: Path, edit: Any = None) -> Desired:
     return Desired.from_config(load(path))
 
 
-def run(desired: Desired, lock: dict | None = LOCK) -> list[Captured]:
-    return capture(program(desired, TARGET, lock), desired.project, desired.environment, calls=mock_calls)
+def run(desired: Desired, lock: Lock | None = LOCK) -> list[Captured]:
+    return capture(program(context(desired, lock), TARGET), desired.project, desired.environment, calls=mock_calls)
 
 
 def only(resources: list[Captured], name: str) -> Captured:

@@ -10,9 +10,11 @@ import yaml
 
 from llmctl.config.load import load
 from llmctl.desired import Desired
+from llmctl.lock import Lock
 from providers.kubernetes.manifests import manifests, write_manifests
 from providers.kubernetes.program import program
 from providers.pulumi_support.capture import Captured, capture
+from support import context, hub_lock
 
 EXAMPLE = Path(__file__).resolve().parents[3] / "examples" / "kubernetes" / "llmops.yaml"
 FAKE_TOKEN = "hf_secret_value"
@@ -28,8 +30,8 @@ def _desired(tmp_path: Path | None = None, edit=None) -> Desired:
     return Desired.from_config(load(path))
 
 
-def _capture(desired: Desired, lock: dict | None = None) -> list[Captured]:
-    return capture(program(desired, "cluster", lock), desired.project, desired.environment)
+def _capture(desired: Desired, lock: Lock | None = None) -> list[Captured]:
+    return capture(program(context(desired, lock), "cluster"), desired.project, desired.environment)
 
 
 def _by_name(captured: list[Captured]) -> dict[str, Captured]:
@@ -88,7 +90,7 @@ def test_deployment_serves_tgi_on_one_gpu(resources):
 
 def test_lock_pins_the_revision(monkeypatch):
     sha = "0123456789abcdef0123456789abcdef01234567"
-    args = _container(_by_name(_capture(_desired(), {"llama-k8s": {"sha": sha}})))["args"]
+    args = _container(_by_name(_capture(_desired(), hub_lock(**{"llama-k8s": sha}))))["args"]
     assert args[args.index("--revision") + 1] == sha
 
 

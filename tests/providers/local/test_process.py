@@ -17,9 +17,11 @@ from pathlib import Path
 import psutil
 import pytest
 
-from llmctl.plan.model import ResourceChange
-from providers.base import ApplyContext, ProviderError, Resource
+from llmctl.desired import Desired
+from llmctl.provider import ApplyContext, ProviderError
+from llmctl.resource import Resource, ResourceChange
 from providers.local import LocalProvider, process
+from support import context
 
 WAIT = 60.0  # generous upper bound for a process to reach a state; never asserted on
 
@@ -208,8 +210,10 @@ class Recorder:
         self.persisted: list[list[Resource]] = []
         self.progress: list[tuple[str, str]] = []
 
-    def context(self, run_dir: Path) -> ApplyContext:
-        return ApplyContext(run_dir=run_dir, persist=lambda resources: self.persisted.append(list(resources)),
+    def context(self, config_dir: Path) -> ApplyContext:
+        """Applying to target `laptop` of an (otherwise empty) config in `config_dir`."""
+        return ApplyContext(resolved=context(Desired.empty("junk", "dev", config_dir)), target="laptop",
+                            persist=lambda resources: self.persisted.append(list(resources)),
                             progress=lambda address, status: self.progress.append((address, status)),
                             ready_timeout=60)
 
@@ -248,7 +252,7 @@ def test_apply_of_a_server_that_cannot_load_its_model_fails_with_its_log(tmp_pat
     recorder = Recorder()
     with pytest.raises(ProviderError) as caught:
         try:
-            LocalProvider().apply([change(want, "create")], [want], [], recorder.context(tmp_path / "run"))
+            LocalProvider().apply([change(want, "create")], [want], [], recorder.context(tmp_path))
         finally:
             leftovers.extend(recorder.pids())
 
@@ -256,7 +260,7 @@ def test_apply_of_a_server_that_cannot_load_its_model_fails_with_its_log(tmp_pat
     assert "local_process.junk[0] exited before it was ready" in message
     [started] = recorder.persisted[0]  # recorded as soon as it started, so a crash leaves it in state
     log = Path(started.attrs["log"])
-    assert log.is_relative_to(tmp_path / "run")
+    assert log.is_relative_to(tmp_path / ".llmctl" / "run")
     tail = log.read_text().strip().splitlines()[-1]
     assert tail and tail in message  # the log's last lines say why
     assert "failed to load model" in message.lower()
@@ -275,12 +279,12 @@ def test_failed_replacement_keeps_the_old_process_serving(tmp_path: Path, spawn,
     recorder = Recorder()
     with pytest.raises(ProviderError):
         try:
-            LocalProvider().apply([change(want, "replace", old)], [want], [old], recorder.context(tmp_path / "run"))
+            LocalProvider().apply([change(want, "replace", old)], [want], [old], recorder.context(tmp_path))
         finally:
             leftovers.extend(recorder.pids())
 
     # While the new one started, state marked the old one deposed beside it.
-    assert [bool(r.attrs.get("deposed")) for r in recorder.persisted[0]] == [True, False]
+    assert [r.deposed for r in recorder.persisted[0]] == [True, False]
     assert recorder.persisted[-1] == [old]  # kept, and no longer deposed
     assert alive(old_started.pid, old_started.create_time)
     new_pids = recorder.pids() - {(old_started.pid, old_started.create_time)}

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from pulumi.automation import EngineEvent
 
-from llmctl.plan.model import ResourceChange
+from llmctl.resource import ResourceChange
 from providers.pulumi_support.events import applied_outputs, preview_changes, refresh_drift
 
 EVENTS = Path(__file__).parents[2] / "data" / "pulumi_events"

@@ -19,9 +19,10 @@ from llmctl.desired import Desired
 from llmctl.plan.planner import make_refresh_plan
 from llmctl.state import State
 from providers.aws import AwsProvider
-from providers.base import ApplyContext, Resource
+from llmctl.provider import ApplyContext
+from llmctl.resource import Resource
 from providers.pulumi_support import provider as pulumi_provider
-from support import REPO
+from support import REPO, context
 
 EVENTS = Path(__file__).parents[2] / "data" / "pulumi_events"
 
@@ -69,7 +70,7 @@ SG = _resource("aws_ec2_security_group.qwen-7b/sg", "aws:ec2/securityGroup:Secur
 
 
 def test_with_the_cli_the_plan_is_the_previews_and_not_labelled_offline(aws: AwsProvider, desired: Desired) -> None:
-    changes, checks = aws.plan(desired, "gpu-cloud", [ASG, SG], [], {})
+    changes, checks = aws.plan(context(desired), "gpu-cloud", [ASG, SG], [], {})
     assert checks == []
     actions = {change.address: change.action for change in changes}
     assert actions["aws_autoscaling_group.qwen-7b/asg"] == "update"
@@ -81,7 +82,7 @@ def test_refresh_only_reports_what_the_refresh_preview_found(aws: AwsProvider, d
     recorded = {"stack": "prod-gpu-cloud", "backend": "file:///b", "project": "support-bot"}
     state = State(project="support-bot", environment="prod", serial=3, lineage="l",
                   resources=[r.model_copy(update={"attrs": {**r.attrs, **recorded}}) for r in (ASG, SG)])
-    plan = make_refresh_plan(desired, state, Path("llmops.yaml"), lambda name: aws)
+    plan = make_refresh_plan(context(desired), state, lambda name: aws)
     assert [(d.address, d.kind, d.detail) for d in plan.drift] == [
         ("aws_autoscaling_group.qwen-7b/asg", "changed", "desired_capacity, max_size changed"),
         ("aws_ec2_security_group.qwen-7b/sg", "deleted", "deleted outside llmctl (found by pulumi refresh)"),
@@ -90,12 +91,13 @@ def test_refresh_only_reports_what_the_refresh_preview_found(aws: AwsProvider, d
 
 
 def test_apply_records_ids_and_the_models_endpoints(aws: AwsProvider, desired: Desired, tmp_path: Path) -> None:
-    ctx = ApplyContext(run_dir=tmp_path, persist=lambda resources: None,
-                       extra={"desired": desired, "target": "gpu-cloud"})
-    applied = {r.address: r.attrs for r in aws.apply([], [ASG, SG], [], ctx)}
+    ctx = ApplyContext(resolved=context(desired), target="gpu-cloud", persist=lambda resources: None)
+    done = aws.apply([], [ASG, SG], [], ctx)
+    applied = {r.address: r.attrs for r in done}
     asg = applied["aws_autoscaling_group.qwen-7b/asg"]
     assert asg["id"] == "llmctl-support-bot-prod-qwen-7b-2026" and asg["stack"] == "prod-gpu-cloud"
     assert asg["endpoints"] == ["http://203.0.113.7:8000/v1"] and asg["instances"] == ["i-0abc"]
-    assert "endpoint" not in asg, "the SLO verifier would load-test an address reachable only inside the VPC"
+    assert all(r.endpoint is None for r in done), \
+        "the SLO verifier would load-test an address reachable only inside the VPC"
     assert applied["aws_ec2_security_group.qwen-7b/sg"]["id"] == "sg-0new"
     assert "endpoints" not in applied["aws_ec2_security_group.qwen-7b/sg"]

@@ -1,46 +1,42 @@
-"""The one small interface every provider implements, and the resource record they share with state.
+"""The one small interface every provider implements, owned by the engine as Terraform's core owns its provider
+protocol: providers import these types; the engine never imports a provider (llmctl/providers.py finds them
+through the entry-point group `llmctl.providers`, so a third party can add one).
 
-Providers are found through the entry-point group `llmctl.providers` (see `llmctl/providers.py`), so a third party
-can add one. A provider gets the Desired config and the name of one of its targets; it never reads YAML.
+A provider gets the Resolved context (the Desired config, the lock entries pinned for this run, the price catalog,
+the workspace) and the name of one of its targets; it never reads YAML, the lock or the catalog itself.
 """
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
-from pydantic import BaseModel, Field
-
-from llmctl.desired import Desired
+from llmctl.checks import Check
 from llmctl.plan.diff import diff_object
-from llmctl.plan.model import Check, ResourceChange
+from llmctl.resource import Resource, ResourceChange
 
-
-class Resource(BaseModel):
-    """A thing a provider created for a model: a process, a cloud resource."""
-
-    address: str = Field(description="TYPE.NAME[INDEX], e.g. local_process.assistant[0]")
-    type: str
-    owner: str = Field(description="The object it serves, e.g. model.assistant")
-    provider: str
-    target: str
-    spec: dict[str, Any] = Field(description="What the config asks of it; a different spec means replacing it.")
-    attrs: dict[str, Any] = Field(default_factory=dict, description="What exists: pid, port, log, endpoint...")
+if TYPE_CHECKING:
+    from llmctl.resolve import Resolved
 
 
 @dataclass
 class ApplyContext:
-    """What a provider needs from the engine while it applies."""
+    """What a provider needs from the engine while it applies or destroys one target."""
 
-    run_dir: Path  # this (project, environment)'s directory under .llmctl/: logs and provider files go here
+    resolved: Resolved  # the config being applied (for destroy and rollback: the one last applied)
+    target: str
     # Called after every step with every resource that now exists for this target, so a crash mid-apply
     # leaves a state that says which resources exist.
     persist: Callable[[list[Resource]], None]
     # (address, status text) for the progress display; status "ready", "stopped", "failed: ..." end a line.
     progress: Callable[[str, str], None] = lambda address, status: None
     ready_timeout: float = 300.0
-    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def run_dir(self) -> Path:
+        """This (project, environment)'s directory under .llmctl/: logs and provider files go here."""
+        return self.resolved.workspace.run_dir
 
 
 class ProviderError(Exception):
@@ -51,22 +47,23 @@ class ProviderError(Exception):
 class Provider(Protocol):
     name: str
 
-    def check(self, desired: Desired, target: str) -> list[Check]:
+    def check(self, resolved: Resolved, target: str) -> list[Check]:
         """Problems planning would hit for the models on `target` (engine not installed, file missing...)."""
 
-    def resources(self, desired: Desired, target: str) -> list[Resource]:
+    def resources(self, resolved: Resolved, target: str) -> list[Resource]:
         """The resources the models on `target` need."""
 
     def refresh(self, resources: list[Resource]) -> tuple[list[Resource], dict[str, str]]:
         """The recorded resources that still exist, with what is observed now, and {address: why} for gone ones."""
 
-    def plan(self, config: Desired, target: str, desired: list[Resource], current: list[Resource],
+    def plan(self, resolved: Resolved, target: str, desired: list[Resource], current: list[Resource],
              gone: dict[str, str]) -> tuple[list[ResourceChange], list[Check]]:
         """What apply would do to turn `current` (refreshed) into `desired`; `gone` is drift to repair. The checks
         say how the plan was made when that matters to a reviewer (e.g. offline, without drift detection)."""
 
-    def preflight(self, target: str) -> None:
-        """Raise LlmctlError when apply or destroy cannot run here (a missing CLI), before anything changes."""
+    def preflight(self, resolved: Resolved, target: str) -> list[str]:
+        """Every reason apply or destroy of `target` would fail here (a missing CLI, an engine not installed, a
+        model file missing or changed, a key variable not set), found before anything changes on any target."""
 
     def apply(self, changes: list[ResourceChange], desired: list[Resource], current: list[Resource],
               ctx: ApplyContext) -> list[Resource]:
@@ -87,7 +84,7 @@ def diff_resources(desired: list[Resource], current: list[Resource], gone: dict[
     Without `replaces`, any change replaces (a process cannot be reconfigured); with it, a change is an update in
     place unless `replaces(type, changed paths)` names the paths that force a replacement.
     """
-    have = {r.address: r for r in current if not r.attrs.get("deposed")}
+    have = {r.address: r for r in current if not r.deposed}
     changes: list[ResourceChange] = []
     for want in desired:
         old = have.get(want.address)
@@ -109,9 +106,9 @@ def diff_resources(desired: list[Resource], current: list[Resource], gone: dict[
     wanted = {r.address for r in desired}
     changes += [
         ResourceChange(address=r.address, owner=r.owner, provider=r.provider, target=r.target, action="delete",
-                       before=r.spec, deposed=deposed,
-                       reason="left behind by an interrupted replace" if deposed else None)
+                       before=r.spec, deposed=r.deposed,
+                       reason="left behind by an interrupted replace" if r.deposed else None)
         for r in current
-        if (deposed := bool(r.attrs.get("deposed"))) or r.address not in wanted
+        if r.deposed or r.address not in wanted
     ]
     return changes
