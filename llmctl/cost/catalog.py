@@ -11,14 +11,16 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import io
 import json
-import logging
 import os
 import re
 import shutil
-import socket
 import tempfile
 import threading
+import urllib.error
+import urllib.request
+import zipfile
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,7 +38,7 @@ METADATA_FILE = "catalog.json"
 API_PRICES_FILE = "api_prices.json"
 CATALOG_DIR_ENV = "GPUHUNT_CATALOG_DIR"  # gpuhunt reads `<dir>/<provider>.csv` instead of its S3 catalog
 CATALOG_URL_ENV = "GPUHUNT_CATALOG_URL"  # gpuhunt's override of where the live catalog is published
-# A live refresh goes through urllib without a timeout of its own; a network that drops packets would hang it.
+# Per connect and per read of a download: a network that drops packets must not hang a refresh.
 REFRESH_TIMEOUT_S = 30.0
 _AS_OF = re.compile(r"^\d{4}-\d{2}(-\d{2})?$")  # ISO date, or year-month when the source only dates it that well
 
@@ -230,7 +232,8 @@ class Catalog:
 
 # --- loading --------------------------------------------------------------------------------------------------------
 
-# os.environ is process-wide: loads and refreshes take turns so that two never see each other's GPUHUNT_* settings.
+# os.environ is process-wide: loads take turns so that two never see each other's GPUHUNT_CATALOG_DIR (the lock
+# also guards the cache, and is re-entered by the load it guards).
 _LOCK = threading.RLock()
 _CACHE: dict[Path, Catalog] = {}
 
@@ -335,9 +338,9 @@ def _read_api_prices(path: Path) -> tuple[dict[str, Any], list[tuple[ApiPrice, l
 # --- refreshing from gpuhunt's live catalog -----------------------------------------------------------------------
 
 def refresh_snapshot(directory: Path, providers: list[str] = ["aws"]) -> Catalog:  # noqa: B006 (never mutated)
-    """Download gpuhunt's live catalog (its default URL, or GPUHUNT_CATALOG_URL) and write it to `directory` in
-    the same layout as the pinned snapshot, with metadata saying when and from where. Nothing is written unless
-    every requested provider downloaded; the pinned snapshot is only touched if `directory` is it."""
+    """Download gpuhunt's live catalog of `providers` (from its default URL, or GPUHUNT_CATALOG_URL) and write it to
+    `directory` in the same layout as the pinned snapshot, with metadata saying when and from where. Nothing is
+    written unless every requested provider downloaded; the pinned snapshot is only touched if `directory` is it."""
     wanted = [p.strip().lower() for p in providers]
     offline = gpuhunt_catalog.OFFLINE_PROVIDERS  # the providers gpuhunt publishes as downloadable catalogs
     if not wanted:
@@ -347,22 +350,23 @@ def refresh_snapshot(directory: Path, providers: list[str] = ["aws"]) -> Catalog
             raise CatalogError(f"gpuhunt publishes no catalog for '{provider}'{_hint(provider, offline)} "
                                f"(it has: {', '.join(offline)})")
     base_url = os.getenv(CATALOG_URL_ENV, gpuhunt_catalog.CATALOG_URL).rstrip("/")
-    live = gpuhunt.Catalog(balance_resources=False, auto_reload=False)
-    with _LOCK, _environment({CATALOG_DIR_ENV: None}), _socket_timeout(REFRESH_TIMEOUT_S), \
-            _quiet_gpuhunt() as failures:
+    versions: dict[str, str] = {}
+    items: dict[str, list[gpuhunt.CatalogItem]] = {}
+    failures: dict[str, str] = {}
+    for provider in wanted:
         try:
-            live.load()  # every offline provider; a provider that fails is logged (captured here) and skipped
-        except Exception as exc:
-            cause = exc.__cause__ or exc
+            versions[provider], items[provider] = _download(base_url, provider)
+        except urllib.error.HTTPError as exc:  # the server answered, without this provider's catalog
+            failures[provider] = str(exc)
+        except OSError as exc:  # refused, unresolvable, timed out: no answer at all
+            reason = exc.reason if isinstance(exc, urllib.error.URLError) else exc
             raise CatalogError(f"refreshing the price catalog needs network access to gpuhunt's catalog at "
-                               f"{base_url} and could not reach it: {cause}") from exc
-        missing = [p for p in wanted if p not in live.catalog]
-        if missing:
-            causes = "; ".join(failures.get(p, "no reason given") for p in missing)
-            raise CatalogError(f"could not download gpuhunt's {', '.join(missing)} catalog from {base_url} "
-                               f"(refreshing needs network access to it): {causes}")
-        items = {p: live.query(provider=p) for p in wanted}  # GPUHUNT_CATALOG_DIR is unset: the downloaded data
-    versions = {p: live.catalog[p].version for p in wanted}
+                               f"{base_url} and could not reach it: {reason}") from exc
+        except Exception as exc:  # an answer gpuhunt cannot read, a body cut short: named, as gpuhunt logs them
+            failures[provider] = repr(exc)
+    if failures:
+        raise CatalogError(f"could not download gpuhunt's {', '.join(failures)} catalog from {base_url} "
+                           f"(refreshing needs network access to it): {'; '.join(failures.values())}")
     today = datetime.datetime.now(datetime.UTC).date().isoformat()
     metadata = {
         "version": "gpuhunt-" + "+".join(f"{p}-{v}" for p, v in versions.items()),
@@ -381,6 +385,26 @@ def refresh_snapshot(directory: Path, providers: list[str] = ["aws"]) -> Catalog
     with _LOCK:
         _CACHE.pop(key, None)
     return load_catalog(key)
+
+
+def _download(base_url: str, provider: str) -> tuple[str, list[gpuhunt.CatalogItem]]:
+    """The latest version of one provider's catalog and its offers, from the layout gpuhunt publishes:
+    `<provider>/version` names the latest, `<provider>/<version>/catalog.zip` holds `<provider>.csv`.
+
+    gpuhunt's own Catalog.load() fetches these with urllib.request.urlopen(url) and offers no timeout, so bounding
+    it would mean setting the process-wide socket default (every other thread's new sockets would share it while
+    the refresh ran) or abandoning a hung thread. Fetching the two files here, each with a timeout of its own,
+    bounds the refresh without touching global state, downloads only the providers asked for (load() fetches all
+    of them), and still parses with gpuhunt's own reader."""
+    version = _fetch(f"{base_url}/{provider}/version").decode("utf-8").strip()
+    archive = _fetch(f"{base_url}/{provider}/{version}/catalog.zip")
+    with zipfile.ZipFile(io.BytesIO(archive)) as zip_file, zip_file.open(f"{provider}.csv") as csv_file:
+        return version, list(gpuhunt_storage.load(io.TextIOWrapper(csv_file, "utf-8"), provider=provider))
+
+
+def _fetch(url: str) -> bytes:
+    with urllib.request.urlopen(url, timeout=REFRESH_TIMEOUT_S) as response:
+        return bytes(response.read())
 
 
 def _write_snapshot(directory: Path, items: dict[str, list[gpuhunt.CatalogItem]], metadata: dict[str, Any]) -> None:
@@ -403,61 +427,18 @@ def _write_snapshot(directory: Path, items: dict[str, list[gpuhunt.CatalogItem]]
 # --- helpers --------------------------------------------------------------------------------------------------------
 
 @contextlib.contextmanager
-def _environment(values: dict[str, str | None]) -> Iterator[None]:
-    """Set (or, for None, unset) environment variables for the block and restore them after."""
+def _environment(values: dict[str, str]) -> Iterator[None]:
+    """Set environment variables for the block and restore (or unset) them after."""
     previous = {name: os.environ.get(name) for name in values}
-    try:
-        _set_environment(values)
-        yield
-    finally:
-        _set_environment(previous)
-
-
-def _set_environment(values: dict[str, str | None]) -> None:
-    for name, value in values.items():
-        if value is None:
-            os.environ.pop(name, None)
-        else:
-            os.environ[name] = value
-
-
-@contextlib.contextmanager
-def _socket_timeout(seconds: float) -> Iterator[None]:
-    """gpuhunt's urlopen has no timeout; the process default is the only way to bound it. Restored after."""
-    previous = socket.getdefaulttimeout()
-    socket.setdefaulttimeout(seconds)
+    os.environ.update(values)
     try:
         yield
     finally:
-        socket.setdefaulttimeout(previous)
-
-
-class _FailureCapture(logging.Handler):
-    """Keeps gpuhunt's per-provider download failures (it logs them with a traceback and carries on)."""
-
-    def __init__(self) -> None:
-        super().__init__(logging.DEBUG)
-        self.failures: dict[str, str] = {}
-
-    def emit(self, record: logging.LogRecord) -> None:
-        if record.levelno >= logging.ERROR and isinstance(record.args, tuple) and record.args:
-            cause = record.exc_info[1] if record.exc_info else None
-            self.failures[str(record.args[0])] = str(cause) if cause else record.getMessage()
-
-
-@contextlib.contextmanager
-def _quiet_gpuhunt() -> Iterator[dict[str, str]]:
-    """During a refresh, gpuhunt's failure logs (tracebacks on stderr) become the reasons in our error message."""
-    logger = logging.getLogger(gpuhunt_catalog.__name__)
-    handler = _FailureCapture()
-    propagate = logger.propagate
-    logger.addHandler(handler)
-    logger.propagate = False
-    try:
-        yield handler.failures
-    finally:
-        logger.removeHandler(handler)
-        logger.propagate = propagate
+        for name, value in previous.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 def _mode(spot: bool) -> str:

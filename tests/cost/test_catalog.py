@@ -12,6 +12,7 @@ import socket
 import threading
 import zipfile
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import gpuhunt
@@ -19,6 +20,7 @@ import gpuhunt._internal.storage as gpuhunt_storage
 import pytest
 from gpuhunt.version import __version__ as GPUHUNT_VERSION
 
+import llmctl.cost.catalog as catalog_module
 from llmctl.cost.catalog import DATA_DIR, CatalogError, load_catalog, refresh_snapshot
 from llmctl.errors import LlmctlError
 
@@ -275,15 +277,36 @@ def test_refresh_without_network_is_a_catalog_error_and_touches_nothing(tmp_path
         refresh_snapshot(out, ["awz"])
 
 
+def test_a_refresh_from_a_server_that_never_answers_times_out(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    with socket.socket() as silent:  # the kernel accepts the connection; nothing ever reads or answers it
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()
+        monkeypatch.setenv("GPUHUNT_CATALOG_URL", f"http://127.0.0.1:{silent.getsockname()[1]}")
+        monkeypatch.setattr(catalog_module, "REFRESH_TIMEOUT_S", 0.1)
+        with pytest.raises(CatalogError, match="could not reach it: timed out"):
+            refresh_snapshot(tmp_path / "fresh")
+    assert not (tmp_path / "fresh" / "aws.csv").exists()
+
+
+@dataclass
+class LiveCatalog:
+    """gpuhunt's published layout (`<provider>/version`, `<provider>/<version>/catalog.zip`) on a loopback server.
+    Tests fill `files`, anything else is a 404; `requests` records each path asked for with the process's default
+    socket timeout at that moment."""
+
+    url: str
+    files: dict[str, bytes] = field(default_factory=dict)
+    requests: list[tuple[str, float | None]] = field(default_factory=list)
+
+
 @pytest.fixture
-def live_catalog() -> Iterator[tuple[str, dict[str, bytes]]]:
-    """gpuhunt's published layout (`<provider>/version`, `<provider>/<version>/catalog.zip`) on a loopback server;
-    tests fill `files`, anything else is a 404."""
-    files: dict[str, bytes] = {}
+def live_catalog() -> Iterator[LiveCatalog]:
+    live = LiveCatalog(url="")
 
     class Handler(http.server.BaseHTTPRequestHandler):
         def do_GET(self) -> None:  # noqa: N802 (http.server's name)
-            body = files.get(self.path)
+            live.requests.append((self.path, socket.getdefaulttimeout()))
+            body = live.files.get(self.path)
             self.send_response(200 if body is not None else 404)
             self.end_headers()
             self.wfile.write(body or b"")
@@ -292,25 +315,25 @@ def live_catalog() -> Iterator[tuple[str, dict[str, bytes]]]:
             pass
 
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    live.url = f"http://127.0.0.1:{server.server_address[1]}/v3"
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/v3", files
+        yield live
     finally:
         server.shutdown()
         server.server_close()
         thread.join(timeout=10)
 
 
-def _publish(files: dict[str, bytes], provider: str, version: str, items: list[gpuhunt.CatalogItem],
-             tmp_path: Path) -> None:
+def _publish(live: LiveCatalog, provider: str, version: str, items: list[gpuhunt.CatalogItem], tmp_path: Path) -> None:
     csv_path = tmp_path / f"{provider}-{version}.csv"
     gpuhunt_storage.dump(items, str(csv_path))
     archive = io.BytesIO()
     with zipfile.ZipFile(archive, "w") as zf:
         zf.write(csv_path, f"{provider}.csv")
-    files[f"/v3/{provider}/version"] = version.encode()
-    files[f"/v3/{provider}/{version}/catalog.zip"] = archive.getvalue()
+    live.files[f"/v3/{provider}/version"] = version.encode()
+    live.files[f"/v3/{provider}/{version}/catalog.zip"] = archive.getvalue()
 
 
 def _g5_items() -> list[gpuhunt.CatalogItem]:
@@ -323,10 +346,9 @@ def _g5_items() -> list[gpuhunt.CatalogItem]:
 
 
 def test_refresh_writes_the_live_catalog_in_the_snapshot_layout(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                                                live_catalog: tuple[str, dict[str, bytes]]) -> None:
-    url, files = live_catalog
-    _publish(files, "aws", "20991231", _g5_items(), tmp_path)  # every other provider answers 404
-    monkeypatch.setenv("GPUHUNT_CATALOG_URL", url)
+                                                                live_catalog: LiveCatalog) -> None:
+    _publish(live_catalog, "aws", "20991231", _g5_items(), tmp_path)
+    monkeypatch.setenv("GPUHUNT_CATALOG_URL", live_catalog.url)
     pinned = _digest(DATA_DIR)
     out = tmp_path / "fresh"
     fresh = refresh_snapshot(out)
@@ -337,20 +359,40 @@ def test_refresh_writes_the_live_catalog_in_the_snapshot_layout(tmp_path: Path, 
     metadata = json.loads((out / "catalog.json").read_text())
     assert fresh.as_of == metadata["as_of"] and len(metadata["as_of"]) == 10
     assert fresh.version == "gpuhunt-aws-20991231"
-    assert url in fresh.source and "20991231" in fresh.source and GPUHUNT_VERSION in fresh.source
+    assert live_catalog.url in fresh.source and "20991231" in fresh.source and GPUHUNT_VERSION in fresh.source
     assert fresh.api_price("openai", "gpt-4o-mini").input_per_1m == 0.15  # API prices carried over
     assert _digest(DATA_DIR) == pinned
     assert load_catalog(out) is fresh
 
 
+def test_refresh_asks_only_for_the_providers_named_and_leaves_the_socket_default_alone(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, live_catalog: LiveCatalog) -> None:
+    _publish(live_catalog, "aws", "20991231", _g5_items(), tmp_path)
+    monkeypatch.setenv("GPUHUNT_CATALOG_URL", live_catalog.url)
+    default = socket.getdefaulttimeout()
+    refresh_snapshot(tmp_path / "fresh", ["aws"])
+    # the timeout is the download's own: while it ran, every other socket of the process kept the default
+    assert live_catalog.requests == [("/v3/aws/version", default), ("/v3/aws/20991231/catalog.zip", default)]
+
+
 def test_refresh_names_a_provider_the_live_catalog_did_not_have(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                                                live_catalog: tuple[str, dict[str, bytes]]) -> None:
-    url, files = live_catalog
-    _publish(files, "azure", "20991231", [], tmp_path)  # azure loads, aws is a 404
-    monkeypatch.setenv("GPUHUNT_CATALOG_URL", url)
+                                                                live_catalog: LiveCatalog) -> None:
+    _publish(live_catalog, "azure", "20991231", [], tmp_path)  # the server has azure's catalog, not aws's
+    monkeypatch.setenv("GPUHUNT_CATALOG_URL", live_catalog.url)
     out = tmp_path / "fresh"
     with pytest.raises(CatalogError) as caught:
         refresh_snapshot(out, ["aws"])
     assert "could not download gpuhunt's aws catalog" in str(caught.value)
     assert "404" in str(caught.value)
+    assert not (out / "aws.csv").exists()
+
+
+def test_refresh_names_an_answer_that_is_not_a_catalog(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                       live_catalog: LiveCatalog) -> None:
+    live_catalog.files["/v3/aws/version"] = b"20991231"
+    live_catalog.files["/v3/aws/20991231/catalog.zip"] = b"<html>not a zip</html>"
+    monkeypatch.setenv("GPUHUNT_CATALOG_URL", live_catalog.url)
+    out = tmp_path / "fresh"
+    with pytest.raises(CatalogError, match="could not download gpuhunt's aws catalog .*BadZipFile"):
+        refresh_snapshot(out, ["aws"])
     assert not (out / "aws.csv").exists()
