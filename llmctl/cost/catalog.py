@@ -1,6 +1,8 @@
 """The price catalog: lookups of GPU instance offers, hosted-API token prices and GPU facts in a loaded snapshot.
 
-What a snapshot holds and how it is read and written is `llmctl.cost.snapshot`.
+What a snapshot holds and how it is read and written is `llmctl.cost.snapshot`. Loading one reads only its metadata
+and API prices; its offers and gpuhunt's GPU tables are read on the first lookup that needs them, so a command that
+prices no GPU never imports gpuhunt.
 """
 from __future__ import annotations
 
@@ -8,9 +10,8 @@ import re
 import threading
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from functools import cache, cached_property
 from pathlib import Path
-
-import gpuhunt
 
 from llmctl.cost.snapshot import DATA_DIR, ApiPrice, CatalogError, Offer, Snapshot, download_snapshot, read_snapshot
 from llmctl.errors import did_you_mean
@@ -27,6 +28,7 @@ class Catalog:
     """One loaded snapshot. Lookups are in memory: the plan asks many times per run."""
 
     def __init__(self, snapshot: Snapshot) -> None:
+        self._snapshot = snapshot
         self.directory = snapshot.directory
         self.version = snapshot.version
         self.as_of = snapshot.as_of
@@ -42,11 +44,19 @@ class Catalog:
             self._api_models.setdefault(price.provider, []).append(price.model)
             for name in (price.model, *aliases):
                 names[name.lower()] = price
-        self.offers = tuple(snapshot.read_offers())
-        self._index = _OfferIndex(self.offers)
 
-    def __repr__(self) -> str:
-        return f"Catalog(version={self.version!r}, as_of={self.as_of!r}, offers={len(self.offers)})"
+    def __repr__(self) -> str:  # without the offers: a repr must not be what loads them
+        return f"Catalog(version={self.version!r}, as_of={self.as_of!r}, directory={str(self.directory)!r})"
+
+    @cached_property
+    def offers(self) -> tuple[Offer, ...]:
+        """Read through gpuhunt on the first lookup that needs them, then kept. Two threads racing to the first
+        lookup may both read the same files: time lost, not a wrong answer."""
+        return tuple(self._snapshot.read_offers())
+
+    @cached_property
+    def _index(self) -> _OfferIndex:
+        return _OfferIndex(self.offers)
 
     # --- GPUs ---------------------------------------------------------------------------------------------------
 
@@ -59,10 +69,11 @@ class Catalog:
     def _resolve_gpu(self, name: str) -> tuple[GpuInfo, bool]:
         """The GPU and whether the name fixed its memory size (then only offers of that size match it)."""
         base, memory = _split_memory(name)
-        variants = _KNOWN_GPUS.get(_normalise_gpu(base), [])
+        variants = _known_gpus().get(_normalise_gpu(base), [])
         if not variants:
             offered = self._offered_gpus()
-            hint = _hint(base.strip(), offered) or _hint(base.strip(), _KNOWN_GPU_NAMES)
+            known = sorted({same[0].name for same in _known_gpus().values()})
+            hint = _hint(base.strip(), offered) or _hint(base.strip(), known)
             raise CatalogError(f"unknown GPU '{name}'{hint} (GPUs with prices in this catalog: "
                                f"{', '.join(offered) or 'none'}; sizes are written like 'A100-80GB')")
         if memory is None:
@@ -246,7 +257,12 @@ def _normalise_gpu(name: str) -> str:
     return "".join(tokens)
 
 
+@cache
 def _known_gpus() -> dict[str, list[GpuInfo]]:
+    """gpuhunt's tables of accelerators by normalised name, read on the first GPU lookup (importing gpuhunt is
+    what a catalog without GPU lookups avoids)."""
+    import gpuhunt
+
     known: dict[str, list[GpuInfo]] = {}
     for accelerator in gpuhunt.KNOWN_ACCELERATORS:  # NVIDIA, AMD, TPU, Intel, Tenstorrent tables
         if not accelerator.memory:  # TPUs are listed without memory: nothing to size a model against
@@ -256,7 +272,3 @@ def _known_gpus() -> dict[str, list[GpuInfo]]:
         if info not in variants:
             variants.append(info)
     return known
-
-
-_KNOWN_GPUS = _known_gpus()
-_KNOWN_GPU_NAMES = sorted({variants[0].name for variants in _KNOWN_GPUS.values()})

@@ -6,6 +6,9 @@ gpuhunt's live catalog needs no conversion. Beside it, `catalog.json` says which
 source) and `api_prices.json` holds the $/1M-token prices of hosted APIs, which gpuhunt does not cover. The pinned
 snapshot in `llmctl/cost/data` is what plans use by default, so that a plan never depends on the network and two
 machines price the same config the same way.
+
+gpuhunt is imported inside the functions that read offers or download, not here: it brings requests and urllib3
+with it, and a plan that prices no GPU needs only the two JSON files.
 """
 from __future__ import annotations
 
@@ -24,14 +27,12 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
-import gpuhunt
-import gpuhunt._internal.catalog as gpuhunt_catalog
-import gpuhunt._internal.storage as gpuhunt_storage
-from gpuhunt.version import __version__ as GPUHUNT_VERSION
+from typing import TYPE_CHECKING, Any
 
 from llmctl.errors import LlmctlError, did_you_mean
+
+if TYPE_CHECKING:
+    from gpuhunt import CatalogItem
 
 DATA_DIR = Path(__file__).parent / "data"  # the pinned snapshot
 METADATA_FILE = "catalog.json"
@@ -116,19 +117,23 @@ def read_snapshot(directory: Path) -> Snapshot:
 _ENV_LOCK = threading.Lock()
 
 
-def _query_through_gpuhunt(directory: Path, providers: list[str]) -> list[gpuhunt.CatalogItem]:
+def _query_through_gpuhunt(directory: Path, providers: list[str]) -> list[CatalogItem]:
     """GPUHUNT_CATALOG_DIR is read by gpuhunt at query time, so it is set only around this one query and then
     restored; auto_reload=False keeps gpuhunt off the network."""
+    import gpuhunt
+
     with _ENV_LOCK, _environment({CATALOG_DIR_ENV: str(directory)}):
         try:
-            items: list[gpuhunt.CatalogItem] = gpuhunt.Catalog(balance_resources=False, auto_reload=False).query(
+            items: list[CatalogItem] = gpuhunt.Catalog(balance_resources=False, auto_reload=False).query(
                 provider=providers)
         except Exception as exc:  # whatever gpuhunt raises, the user gets a message, not a traceback
             raise CatalogError(f"cannot read the price snapshot in {directory} through gpuhunt: {exc}") from exc
     return items
 
 
-def _offer(item: gpuhunt.CatalogItem) -> Offer:
+def _offer(item: CatalogItem) -> Offer:
+    import gpuhunt
+
     gpu_memory = 0.0
     if item.gpu_count and item.gpu_name and item.gpu_memory:
         # AWS reports usable memory (22888 MiB for a 24 GB A10G); gpuhunt's own correction maps it to the size
@@ -196,6 +201,9 @@ def download_snapshot(directory: Path, providers: Sequence[str]) -> None:
     """Download gpuhunt's live catalog of `providers` (from its default URL, or GPUHUNT_CATALOG_URL) and write it to
     `directory` in the same layout as the pinned snapshot, with metadata saying when and from where. Nothing is
     written unless every requested provider downloaded; the pinned snapshot is only touched if `directory` is it."""
+    import gpuhunt._internal.catalog as gpuhunt_catalog
+    from gpuhunt.version import __version__ as gpuhunt_version
+
     wanted = [p.strip().lower() for p in providers]
     offline = gpuhunt_catalog.OFFLINE_PROVIDERS  # the providers gpuhunt publishes as downloadable catalogs
     if not wanted:
@@ -206,7 +214,7 @@ def download_snapshot(directory: Path, providers: Sequence[str]) -> None:
                                f"(it has: {', '.join(offline)})")
     base_url = os.getenv(CATALOG_URL_ENV, gpuhunt_catalog.CATALOG_URL).rstrip("/")
     versions: dict[str, str] = {}
-    items: dict[str, list[gpuhunt.CatalogItem]] = {}
+    items: dict[str, list[CatalogItem]] = {}
     failures: dict[str, str] = {}
     for provider in wanted:
         try:
@@ -229,7 +237,7 @@ def download_snapshot(directory: Path, providers: Sequence[str]) -> None:
         "as_of_kind": "download_date",
         "source": f"gpuhunt live catalog at {base_url} ("
                   + ", ".join(f"{p} version {v}" for p, v in versions.items())
-                  + f"), downloaded {today} with gpuhunt {GPUHUNT_VERSION}",
+                  + f"), downloaded {today} with gpuhunt {gpuhunt_version}",
         "providers": wanted,
         "gpuhunt_catalog_versions": versions,
         "layout": "gpuhunt offline catalog: one <provider>.csv per provider with gpuhunt's v2 columns, read by "
@@ -238,7 +246,7 @@ def download_snapshot(directory: Path, providers: Sequence[str]) -> None:
     _write_snapshot(directory, items, metadata)
 
 
-def _download(base_url: str, provider: str) -> tuple[str, list[gpuhunt.CatalogItem]]:
+def _download(base_url: str, provider: str) -> tuple[str, list[CatalogItem]]:
     """The latest version of one provider's catalog and its offers, from the layout gpuhunt publishes:
     `<provider>/version` names the latest, `<provider>/<version>/catalog.zip` holds `<provider>.csv`.
 
@@ -247,6 +255,8 @@ def _download(base_url: str, provider: str) -> tuple[str, list[gpuhunt.CatalogIt
     the refresh ran) or abandoning a hung thread. Fetching the two files here, each with a timeout of its own,
     bounds the refresh without touching global state, downloads only the providers asked for (load() fetches all
     of them), and still parses with gpuhunt's own reader."""
+    import gpuhunt._internal.storage as gpuhunt_storage
+
     version = _fetch(f"{base_url}/{provider}/version").decode("utf-8").strip()
     archive = _fetch(f"{base_url}/{provider}/{version}/catalog.zip")
     with zipfile.ZipFile(io.BytesIO(archive)) as zip_file, zip_file.open(f"{provider}.csv") as csv_file:
@@ -258,8 +268,10 @@ def _fetch(url: str) -> bytes:
         return bytes(response.read())
 
 
-def _write_snapshot(directory: Path, items: dict[str, list[gpuhunt.CatalogItem]], metadata: dict[str, Any]) -> None:
+def _write_snapshot(directory: Path, items: dict[str, list[CatalogItem]], metadata: dict[str, Any]) -> None:
     """Write beside the target and move the files in, so a failure halfway leaves the old snapshot whole."""
+    import gpuhunt._internal.storage as gpuhunt_storage
+
     directory.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".refresh-", dir=directory))
     try:

@@ -1,14 +1,18 @@
-"""The price catalog's lookups against the pinned snapshot."""
+"""The price catalog's lookups against the pinned snapshot, and what loading it reads (and imports) when."""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
+from typing import Any
 
 import gpuhunt
 import pytest
 
 from llmctl.cost.catalog import DATA_DIR, CatalogError, load_catalog
 from llmctl.errors import LlmctlError
+from support import REPO
 
 
 @pytest.fixture(scope="module")
@@ -166,3 +170,45 @@ def test_loads_are_cached_per_directory(snapshot_copy: Path) -> None:
     assert load_catalog() is load_catalog(DATA_DIR)
     assert load_catalog(snapshot_copy) is load_catalog(snapshot_copy)
     assert load_catalog(snapshot_copy) is not load_catalog()
+
+
+# --- lazy offers: what a command that prices no GPU imports ----------------------------------------------------------
+
+# Run in a fresh interpreter (this one imported gpuhunt long ago): which of gpuhunt and what it brings with it are
+# imported after each step, and what the lookups answered.
+_PROBE = """
+import json, sys
+from llmctl.cost.catalog import load_catalog
+
+def imported():
+    return sorted(name for name in ("gpuhunt", "requests", "urllib3") if name in sys.modules)
+
+seen = {"import": imported()}
+catalog = load_catalog()
+answers = {"version": catalog.version, "gpt-4o-mini": catalog.api_price("openai", "gpt-4o-mini").input_per_1m}
+seen["version and API price"] = imported()
+answers["A10G GiB"] = catalog.gpu("A10G").memory_gib
+answers["g5.xlarge"] = catalog.for_gpu("aws", "us-east-1", "A10G", 1, False).instance_type
+answers["g5.xlarge $/h"] = catalog.instance("aws", "us-east-1", "g5.xlarge", False).price_per_hour
+seen["GPU lookups"] = imported()
+print(json.dumps({"seen": seen, "answers": answers}))
+"""
+
+
+@pytest.fixture(scope="module")
+def probe() -> dict[str, Any]:
+    result = subprocess.run([sys.executable, "-c", _PROBE], cwd=REPO, capture_output=True, text=True, check=True)
+    return json.loads(result.stdout)
+
+
+def test_reading_the_version_and_an_api_price_does_not_import_gpuhunt(probe: dict[str, Any]) -> None:
+    assert probe["answers"]["version"] == load_catalog().version
+    assert probe["answers"]["gpt-4o-mini"] == 0.15
+    assert probe["seen"]["import"] == []
+    assert probe["seen"]["version and API price"] == []
+
+
+def test_gpu_lookups_after_the_lazy_load_read_the_offers_through_gpuhunt(probe: dict[str, Any]) -> None:
+    answers = probe["answers"]
+    assert (answers["A10G GiB"], answers["g5.xlarge"], answers["g5.xlarge $/h"]) == (24, "g5.xlarge", 1.006)
+    assert "gpuhunt" in probe["seen"]["GPU lookups"]

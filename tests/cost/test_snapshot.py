@@ -55,8 +55,9 @@ def test_offers_are_read_through_gpuhunt(snapshot_copy: Path, monkeypatch: pytes
         raise RuntimeError("gpuhunt was asked")
 
     monkeypatch.setattr(gpuhunt.Catalog, "query", refuse)
+    catalog = load_catalog(snapshot_copy)  # metadata and API prices: no offers read yet
     with pytest.raises(CatalogError, match="through gpuhunt: gpuhunt was asked"):
-        load_catalog(snapshot_copy)
+        catalog.instance("aws", "us-east-1", "g5.xlarge", False)
 
 
 def test_an_edited_snapshot_changes_the_price_seen(snapshot_copy: Path) -> None:
@@ -68,13 +69,13 @@ def test_an_edited_snapshot_changes_the_price_seen(snapshot_copy: Path) -> None:
     assert load_catalog().instance("aws", "us-east-1", "g5.xlarge", False).price_per_hour == 1.006
 
 
-def test_the_gpuhunt_environment_is_restored_after_a_load(snapshot_copy: Path,
+def test_the_gpuhunt_environment_is_restored_after_a_read(snapshot_copy: Path,
                                                           monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("GPUHUNT_CATALOG_DIR", "/somewhere/else")
-    load_catalog(snapshot_copy)
+    assert load_catalog(snapshot_copy).offers  # read from the copy, not from where the variable pointed
     assert os.environ["GPUHUNT_CATALOG_DIR"] == "/somewhere/else"
     monkeypatch.delenv("GPUHUNT_CATALOG_DIR")
-    load_catalog(snapshot_copy / ".." / "snapshot")  # the same directory: cached, no env change either way
+    assert load_catalog(snapshot_copy / ".." / "snapshot").offers  # the same catalog: no read, no env change
     assert "GPUHUNT_CATALOG_DIR" not in os.environ
 
 
