@@ -1,48 +1,20 @@
-"""The price catalog: GPU instance offers, hosted-API token prices and GPU facts.
+"""The price catalog: lookups of GPU instance offers, hosted-API token prices and GPU facts in a loaded snapshot.
 
-Offers come from a snapshot in gpuhunt's own offline layout (one `<provider>.csv` per provider, gpuhunt's v2
-columns) and are read *through* gpuhunt (`GPUHUNT_CATALOG_DIR`), so llmctl never parses that CSV itself and a
-snapshot refreshed from gpuhunt's live catalog needs no conversion. Beside it, `catalog.json` says which snapshot
-this is (version, as_of, source) and `api_prices.json` holds the $/1M-token prices of hosted APIs, which gpuhunt
-does not cover. The pinned snapshot in `llmctl/cost/data` is what plans use by default, so that a plan never
-depends on the network and two machines price the same config the same way.
+What a snapshot holds and how it is read and written is `llmctl.cost.snapshot`. Loading one reads only its metadata
+and API prices; its offers and gpuhunt's GPU tables are read on the first lookup that needs them, so a command that
+prices no GPU never imports gpuhunt.
 """
 from __future__ import annotations
 
-import contextlib
-import datetime
-import json
-import logging
-import os
 import re
-import shutil
-import socket
-import tempfile
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from functools import cache, cached_property
 from pathlib import Path
-from typing import Any
 
-import gpuhunt
-import gpuhunt._internal.catalog as gpuhunt_catalog
-import gpuhunt._internal.storage as gpuhunt_storage
-from gpuhunt.version import __version__ as GPUHUNT_VERSION
-
-from llmctl.errors import LlmctlError, did_you_mean
-
-DATA_DIR = Path(__file__).parent / "data"  # the pinned snapshot
-METADATA_FILE = "catalog.json"
-API_PRICES_FILE = "api_prices.json"
-CATALOG_DIR_ENV = "GPUHUNT_CATALOG_DIR"  # gpuhunt reads `<dir>/<provider>.csv` instead of its S3 catalog
-CATALOG_URL_ENV = "GPUHUNT_CATALOG_URL"  # gpuhunt's override of where the live catalog is published
-# A live refresh goes through urllib without a timeout of its own; a network that drops packets would hang it.
-REFRESH_TIMEOUT_S = 30.0
-_AS_OF = re.compile(r"^\d{4}-\d{2}(-\d{2})?$")  # ISO date, or year-month when the source only dates it that well
-
-
-class CatalogError(LlmctlError):
-    """A price or GPU the catalog does not have, or a snapshot that cannot be read; the message says what exists."""
+from llmctl.cost.snapshot import DATA_DIR, ApiPrice, CatalogError, Offer, Snapshot, download_snapshot, read_snapshot
+from llmctl.errors import did_you_mean
 
 
 @dataclass(frozen=True)
@@ -52,64 +24,39 @@ class GpuInfo:
     vendor: str  # "nvidia", "amd", ...
 
 
-@dataclass(frozen=True)
-class Offer:
-    provider: str
-    region: str
-    instance_type: str
-    gpu_name: str | None
-    gpu_count: int
-    gpu_memory_gib: float  # per GPU, nominal (24 for an A10G, though AWS reports 22.35 usable)
-    cpus: int
-    memory_gib: float
-    spot: bool
-    price_per_hour: float  # USD; for spot, the cheapest availability zone of the region
-
-
-@dataclass(frozen=True)
-class ApiPrice:
-    provider: str
-    model: str  # the canonical name, also when looked up by an alias
-    input_per_1m: float  # USD per 1M input tokens
-    output_per_1m: float  # USD per 1M output tokens
-
-
 class Catalog:
     """One loaded snapshot. Lookups are in memory: the plan asks many times per run."""
 
-    def __init__(self, directory: Path, metadata: dict[str, Any], offers: Iterable[Offer],
-                 api_metadata: dict[str, Any], api_prices: Iterable[tuple[ApiPrice, list[str]]]) -> None:
-        self.directory = directory
-        self.version: str = metadata["version"]
-        self.as_of: str = metadata["as_of"]
-        self.source: str = metadata["source"]
-        self.providers: tuple[str, ...] = tuple(metadata["providers"])
-        self.api_prices_as_of: str = api_metadata["as_of"]
-        self.api_prices_source: str = api_metadata["source"]
-        self.offers: tuple[Offer, ...] = tuple(offers)
-        # (provider, instance type, region, spot) -> offer, matched case-insensitively (offers keep gpuhunt's
-        # spelling: Azure's are mixed case); a duplicate row keeps the cheaper price
-        self._by_key: dict[tuple[str, str, str, bool], Offer] = {}
-        for offer in self.offers:
-            key = (offer.provider, offer.instance_type.lower(), offer.region.lower(), offer.spot)
-            if key not in self._by_key or offer.price_per_hour < self._by_key[key].price_per_hour:
-                self._by_key[key] = offer
-        self._types: dict[str, set[str]] = {provider: set() for provider in self.providers}
-        self._regions: dict[str, set[str]] = {provider: set() for provider in self.providers}
-        for offer in self.offers:
-            self._types.setdefault(offer.provider, set()).add(offer.instance_type.lower())
-            self._regions.setdefault(offer.provider, set()).add(offer.region.lower())
+    def __init__(self, snapshot: Snapshot) -> None:
+        self._snapshot = snapshot
+        self.directory = snapshot.directory
+        self.version = snapshot.version
+        self.as_of = snapshot.as_of
+        self.source = snapshot.source
+        self.providers = snapshot.providers
+        self.api_prices_as_of = snapshot.api_prices_as_of
+        self.api_prices_source = snapshot.api_prices_source
         # provider -> name or alias (lower case) -> price; and provider -> canonical names, for suggestions
         self._api: dict[str, dict[str, ApiPrice]] = {}
         self._api_models: dict[str, list[str]] = {}
-        for price, aliases in api_prices:
+        for price, aliases in snapshot.api_prices:
             names = self._api.setdefault(price.provider, {})
             self._api_models.setdefault(price.provider, []).append(price.model)
             for name in (price.model, *aliases):
                 names[name.lower()] = price
 
-    def __repr__(self) -> str:
-        return f"Catalog(version={self.version!r}, as_of={self.as_of!r}, offers={len(self.offers)})"
+    def __repr__(self) -> str:  # without the offers: a repr must not be what loads them
+        return f"Catalog(version={self.version!r}, as_of={self.as_of!r}, directory={str(self.directory)!r})"
+
+    @cached_property
+    def offers(self) -> tuple[Offer, ...]:
+        """Read through gpuhunt on the first lookup that needs them, then kept. Two threads racing to the first
+        lookup may both read the same files: time lost, not a wrong answer."""
+        return tuple(self._snapshot.read_offers())
+
+    @cached_property
+    def _index(self) -> _OfferIndex:
+        return _OfferIndex(self.offers)
 
     # --- GPUs ---------------------------------------------------------------------------------------------------
 
@@ -122,10 +69,11 @@ class Catalog:
     def _resolve_gpu(self, name: str) -> tuple[GpuInfo, bool]:
         """The GPU and whether the name fixed its memory size (then only offers of that size match it)."""
         base, memory = _split_memory(name)
-        variants = _KNOWN_GPUS.get(_normalise_gpu(base), [])
+        variants = _known_gpus().get(_normalise_gpu(base), [])
         if not variants:
             offered = self._offered_gpus()
-            hint = _hint(base.strip(), offered) or _hint(base.strip(), _KNOWN_GPU_NAMES)
+            known = sorted({same[0].name for same in _known_gpus().values()})
+            hint = _hint(base.strip(), offered) or _hint(base.strip(), known)
             raise CatalogError(f"unknown GPU '{name}'{hint} (GPUs with prices in this catalog: "
                                f"{', '.join(offered) or 'none'}; sizes are written like 'A100-80GB')")
         if memory is None:
@@ -146,22 +94,22 @@ class Catalog:
         provider = self._provider(provider)
         region = region.strip().lower()
         wanted = instance_type.strip().lower()
-        types = self._types[provider]
+        types = self._index.types[provider]
         if wanted not in types:
             families = sorted({t.split(".", 1)[0] for t in types})
             raise CatalogError(f"unknown {provider} instance type '{instance_type}'{_hint(wanted, types)} "
                                f"(this catalog prices the {', '.join(families)} families)")
-        offer = self._by_key.get((provider, wanted, region, spot))
+        offer = self._index.by_key.get((provider, wanted, region, spot))
         if offer is not None:
             return offer
         mode, other = _mode(spot), _mode(not spot)
-        priced = sorted(r for (p, t, r, s) in self._by_key if (p, t, s) == (provider, wanted, spot))
+        priced = sorted(r for (p, t, r, s) in self._index.by_key if (p, t, s) == (provider, wanted, spot))
         message = f"{provider} {wanted} has no {mode} price in {region}{self._region_hint(provider, region)}"
         if priced:
             message += f"; it has {mode} prices in: {', '.join(priced)}"
         else:
             message += f"; it has no {mode} price in any region of this catalog"
-        if (provider, wanted, region, not spot) in self._by_key:
+        if (provider, wanted, region, not spot) in self._index.by_key:
             message += f" (its {other} price in {region} is known)"
         raise CatalogError(message)
 
@@ -198,16 +146,16 @@ class Catalog:
 
     def _provider(self, provider: str) -> str:
         name = provider.strip().lower()
-        if name not in self._types:
-            raise CatalogError(f"no instance prices for provider '{provider}'{_hint(name, self._types)} "
-                               f"(this catalog has: {', '.join(sorted(self._types))})")
+        if name not in self.providers:
+            raise CatalogError(f"no instance prices for provider '{provider}'{_hint(name, self.providers)} "
+                               f"(this catalog has: {', '.join(sorted(self.providers))})")
         return name
 
     def _region_hint(self, provider: str, region: str) -> str:
-        if region in self._regions[provider]:
+        if region in self._index.regions[provider]:
             return ""
-        hint = _hint(region, self._regions[provider])
-        regions = ", ".join(sorted(self._regions[provider]))
+        hint = _hint(region, self._index.regions[provider])
+        regions = ", ".join(sorted(self._index.regions[provider]))
         return f" ('{region}' is not a region of this catalog{hint}{' Its' if hint else '; its'} regions: {regions})"
 
     # --- hosted APIs --------------------------------------------------------------------------------------------
@@ -228,237 +176,50 @@ class Catalog:
                            f"({provider_name} models with prices: {', '.join(self._api_models[provider_name])})")
 
 
+class _OfferIndex:
+    """The offers arranged for lookups, built once with them."""
+
+    def __init__(self, offers: Iterable[Offer]) -> None:
+        # (provider, instance type, region, spot) -> offer, matched case-insensitively (offers keep gpuhunt's
+        # spelling: Azure's are mixed case); a duplicate row keeps the cheaper price
+        self.by_key: dict[tuple[str, str, str, bool], Offer] = {}
+        self.types: dict[str, set[str]] = {}  # provider -> instance types, lower case
+        self.regions: dict[str, set[str]] = {}  # provider -> regions, lower case
+        for offer in offers:
+            key = (offer.provider, offer.instance_type.lower(), offer.region.lower(), offer.spot)
+            if key not in self.by_key or offer.price_per_hour < self.by_key[key].price_per_hour:
+                self.by_key[key] = offer
+            self.types.setdefault(offer.provider, set()).add(key[1])
+            self.regions.setdefault(offer.provider, set()).add(key[2])
+
+
 # --- loading --------------------------------------------------------------------------------------------------------
 
-# os.environ is process-wide: loads and refreshes take turns so that two never see each other's GPUHUNT_* settings.
-_LOCK = threading.RLock()
+_CACHE_LOCK = threading.Lock()
 _CACHE: dict[Path, Catalog] = {}
 
 
 def load_catalog(directory: Path | None = None) -> Catalog:
     """The snapshot in `directory` (default: the pinned one), loaded once per directory and then cached."""
     key = Path(directory if directory is not None else DATA_DIR).resolve()
-    with _LOCK:
+    with _CACHE_LOCK:
         catalog = _CACHE.get(key)
         if catalog is None:
-            catalog = _CACHE[key] = _load(key)
+            catalog = _CACHE[key] = Catalog(read_snapshot(key))
         return catalog
 
 
-def clear_catalog_cache() -> None:
-    """Forget loaded snapshots, so the next load reads the files again (after editing or refreshing one)."""
-    with _LOCK:
-        _CACHE.clear()
-
-
-def _load(directory: Path) -> Catalog:
-    if not directory.is_dir():
-        raise CatalogError(f"no price snapshot at {directory}: not a directory")
-    metadata = _read_json(directory / METADATA_FILE)
-    for field in ("version", "as_of", "source", "providers"):
-        if not metadata.get(field):
-            raise CatalogError(f"{directory / METADATA_FILE}: missing '{field}'")
-    _check_as_of(directory / METADATA_FILE, metadata["as_of"])
-    providers = metadata["providers"]
-    if not isinstance(providers, list) or not all(isinstance(p, str) for p in providers):
-        raise CatalogError(f"{directory / METADATA_FILE}: 'providers' must be a list of provider names")
-    for provider in providers:
-        if not (directory / f"{provider}.csv").is_file():
-            raise CatalogError(f"{directory}: the snapshot lists provider '{provider}' but has no {provider}.csv")
-    items = _query_through_gpuhunt(directory, providers)
-    for provider in providers:
-        if not any(item.provider == provider for item in items):
-            raise CatalogError(f"{directory / f'{provider}.csv'}: gpuhunt read no offers from it")
-    api_metadata, api_prices = _read_api_prices(directory / API_PRICES_FILE)
-    return Catalog(directory, metadata, (_offer(item) for item in items), api_metadata, api_prices)
-
-
-def _query_through_gpuhunt(directory: Path, providers: list[str]) -> list[gpuhunt.CatalogItem]:
-    """Every offer of the snapshot, as gpuhunt reads it. GPUHUNT_CATALOG_DIR is read by gpuhunt at query time, so
-    it is set only around this one query and then restored; auto_reload=False keeps gpuhunt off the network."""
-    with _LOCK, _environment({CATALOG_DIR_ENV: str(directory)}):
-        try:
-            items: list[gpuhunt.CatalogItem] = gpuhunt.Catalog(balance_resources=False, auto_reload=False).query(
-                provider=providers)
-        except Exception as exc:  # whatever gpuhunt raises, the user gets a message, not a traceback
-            raise CatalogError(f"cannot read the price snapshot in {directory} through gpuhunt: {exc}") from exc
-    return items
-
-
-def _offer(item: gpuhunt.CatalogItem) -> Offer:
-    gpu_memory = 0.0
-    if item.gpu_count and item.gpu_name and item.gpu_memory:
-        # AWS reports usable memory (22888 MiB for a 24 GB A10G); gpuhunt's own correction maps it to the size
-        # the GPU is sold as, which is what memory-fit checks and users reason with.
-        gpu_memory = float(gpuhunt.correct_gpu_memory_gib(item.gpu_name, item.gpu_memory * 1024))
-    return Offer(provider=item.provider, region=item.location, instance_type=item.instance_name,
-                 gpu_name=item.gpu_name if item.gpu_count else None, gpu_count=item.gpu_count,
-                 gpu_memory_gib=gpu_memory, cpus=item.cpu, memory_gib=float(item.memory), spot=item.spot,
-                 price_per_hour=float(item.price))
-
-
-def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise CatalogError(f"{path}: missing from the price snapshot") from None
-    except (OSError, ValueError) as exc:
-        raise CatalogError(f"{path}: cannot read it as JSON ({exc})") from None
-    if not isinstance(data, dict):
-        raise CatalogError(f"{path}: expected a JSON object")
-    return data
-
-
-def _check_as_of(path: Path, as_of: object) -> None:
-    if not isinstance(as_of, str) or not _AS_OF.match(as_of):
-        raise CatalogError(f"{path}: 'as_of' must be a date like 2025-06-01 (or 2025-06), not {as_of!r}")
-
-
-def _read_api_prices(path: Path) -> tuple[dict[str, Any], list[tuple[ApiPrice, list[str]]]]:
-    data = _read_json(path)
-    for field in ("as_of", "source", "prices"):
-        if not data.get(field):
-            raise CatalogError(f"{path}: missing '{field}'")
-    _check_as_of(path, data["as_of"])
-    prices: list[tuple[ApiPrice, list[str]]] = []
-    for index, entry in enumerate(data["prices"]):
-        try:
-            price = ApiPrice(provider=str(entry["provider"]).lower(), model=str(entry["model"]),
-                             input_per_1m=float(entry["input_per_1m"]), output_per_1m=float(entry["output_per_1m"]))
-        except (KeyError, TypeError, ValueError) as exc:
-            raise CatalogError(f"{path}: prices[{index}] needs provider, model, input_per_1m and output_per_1m "
-                               f"({exc!r})") from None
-        prices.append((price, [str(alias) for alias in entry.get("aliases", [])]))
-    return data, prices
-
-
-# --- refreshing from gpuhunt's live catalog -----------------------------------------------------------------------
-
-def refresh_snapshot(directory: Path, providers: list[str] = ["aws"]) -> Catalog:  # noqa: B006 (never mutated)
-    """Download gpuhunt's live catalog (its default URL, or GPUHUNT_CATALOG_URL) and write it to `directory` in
-    the same layout as the pinned snapshot, with metadata saying when and from where. Nothing is written unless
-    every requested provider downloaded; the pinned snapshot is only touched if `directory` is it."""
-    wanted = [p.strip().lower() for p in providers]
-    offline = gpuhunt_catalog.OFFLINE_PROVIDERS  # the providers gpuhunt publishes as downloadable catalogs
-    if not wanted:
-        raise CatalogError("name at least one provider to refresh")
-    for provider in wanted:
-        if provider not in offline:
-            raise CatalogError(f"gpuhunt publishes no catalog for '{provider}'{_hint(provider, offline)} "
-                               f"(it has: {', '.join(offline)})")
-    base_url = os.getenv(CATALOG_URL_ENV, gpuhunt_catalog.CATALOG_URL).rstrip("/")
-    live = gpuhunt.Catalog(balance_resources=False, auto_reload=False)
-    with _LOCK, _environment({CATALOG_DIR_ENV: None}), _socket_timeout(REFRESH_TIMEOUT_S), \
-            _quiet_gpuhunt() as failures:
-        try:
-            live.load()  # every offline provider; a provider that fails is logged (captured here) and skipped
-        except Exception as exc:
-            cause = exc.__cause__ or exc
-            raise CatalogError(f"refreshing the price catalog needs network access to gpuhunt's catalog at "
-                               f"{base_url} and could not reach it: {cause}") from exc
-        missing = [p for p in wanted if p not in live.catalog]
-        if missing:
-            causes = "; ".join(failures.get(p, "no reason given") for p in missing)
-            raise CatalogError(f"could not download gpuhunt's {', '.join(missing)} catalog from {base_url} "
-                               f"(refreshing needs network access to it): {causes}")
-        items = {p: live.query(provider=p) for p in wanted}  # GPUHUNT_CATALOG_DIR is unset: the downloaded data
-    versions = {p: live.catalog[p].version for p in wanted}
-    today = datetime.datetime.now(datetime.UTC).date().isoformat()
-    metadata = {
-        "version": "gpuhunt-" + "+".join(f"{p}-{v}" for p, v in versions.items()),
-        "as_of": today,
-        "as_of_kind": "download_date",
-        "source": f"gpuhunt live catalog at {base_url} ("
-                  + ", ".join(f"{p} version {v}" for p, v in versions.items())
-                  + f"), downloaded {today} with gpuhunt {GPUHUNT_VERSION}",
-        "providers": wanted,
-        "gpuhunt_catalog_versions": versions,
-        "layout": "gpuhunt offline catalog: one <provider>.csv per provider with gpuhunt's v2 columns, read by "
-                  "gpuhunt.Catalog through GPUHUNT_CATALOG_DIR",
-    }
-    _write_snapshot(Path(directory), items, metadata)
+def refresh_snapshot(directory: Path, providers: Sequence[str] = ("aws",)) -> Catalog:
+    """Write gpuhunt's live catalog of `providers` to `directory` as a snapshot (see `download_snapshot`) and load
+    it, in place of any earlier load of that directory."""
     key = Path(directory).resolve()
-    with _LOCK:
+    download_snapshot(key, providers)
+    with _CACHE_LOCK:
         _CACHE.pop(key, None)
     return load_catalog(key)
 
 
-def _write_snapshot(directory: Path, items: dict[str, list[gpuhunt.CatalogItem]], metadata: dict[str, Any]) -> None:
-    """Write beside the target and move the files in, so a failure halfway leaves the old snapshot whole."""
-    directory.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=".refresh-", dir=directory))
-    try:
-        for provider, provider_items in items.items():
-            gpuhunt_storage.dump(provider_items, str(staging / f"{provider}.csv"))  # gpuhunt's own writer
-        (staging / METADATA_FILE).write_text(json.dumps(metadata, indent=2) + "\n")
-        if not (directory / API_PRICES_FILE).exists():
-            # gpuhunt has no hosted-API prices: a new snapshot starts from the pinned table, with its own sources
-            shutil.copyfile(DATA_DIR / API_PRICES_FILE, staging / API_PRICES_FILE)
-        for path in staging.iterdir():
-            os.replace(path, directory / path.name)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-
-
 # --- helpers --------------------------------------------------------------------------------------------------------
-
-@contextlib.contextmanager
-def _environment(values: dict[str, str | None]) -> Iterator[None]:
-    """Set (or, for None, unset) environment variables for the block and restore them after."""
-    previous = {name: os.environ.get(name) for name in values}
-    try:
-        _set_environment(values)
-        yield
-    finally:
-        _set_environment(previous)
-
-
-def _set_environment(values: dict[str, str | None]) -> None:
-    for name, value in values.items():
-        if value is None:
-            os.environ.pop(name, None)
-        else:
-            os.environ[name] = value
-
-
-@contextlib.contextmanager
-def _socket_timeout(seconds: float) -> Iterator[None]:
-    """gpuhunt's urlopen has no timeout; the process default is the only way to bound it. Restored after."""
-    previous = socket.getdefaulttimeout()
-    socket.setdefaulttimeout(seconds)
-    try:
-        yield
-    finally:
-        socket.setdefaulttimeout(previous)
-
-
-class _FailureCapture(logging.Handler):
-    """Keeps gpuhunt's per-provider download failures (it logs them with a traceback and carries on)."""
-
-    def __init__(self) -> None:
-        super().__init__(logging.DEBUG)
-        self.failures: dict[str, str] = {}
-
-    def emit(self, record: logging.LogRecord) -> None:
-        if record.levelno >= logging.ERROR and isinstance(record.args, tuple) and record.args:
-            cause = record.exc_info[1] if record.exc_info else None
-            self.failures[str(record.args[0])] = str(cause) if cause else record.getMessage()
-
-
-@contextlib.contextmanager
-def _quiet_gpuhunt() -> Iterator[dict[str, str]]:
-    """During a refresh, gpuhunt's failure logs (tracebacks on stderr) become the reasons in our error message."""
-    logger = logging.getLogger(gpuhunt_catalog.__name__)
-    handler = _FailureCapture()
-    propagate = logger.propagate
-    logger.addHandler(handler)
-    logger.propagate = False
-    try:
-        yield handler.failures
-    finally:
-        logger.removeHandler(handler)
-        logger.propagate = propagate
-
 
 def _mode(spot: bool) -> str:
     return "spot" if spot else "on-demand"
@@ -496,7 +257,12 @@ def _normalise_gpu(name: str) -> str:
     return "".join(tokens)
 
 
+@cache
 def _known_gpus() -> dict[str, list[GpuInfo]]:
+    """gpuhunt's tables of accelerators by normalised name, read on the first GPU lookup (importing gpuhunt is
+    what a catalog without GPU lookups avoids)."""
+    import gpuhunt
+
     known: dict[str, list[GpuInfo]] = {}
     for accelerator in gpuhunt.KNOWN_ACCELERATORS:  # NVIDIA, AMD, TPU, Intel, Tenstorrent tables
         if not accelerator.memory:  # TPUs are listed without memory: nothing to size a model against
@@ -506,7 +272,3 @@ def _known_gpus() -> dict[str, list[GpuInfo]]:
         if info not in variants:
             variants.append(info)
     return known
-
-
-_KNOWN_GPUS = _known_gpus()
-_KNOWN_GPU_NAMES = sorted({variants[0].name for variants in _KNOWN_GPUS.values()})

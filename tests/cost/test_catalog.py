@@ -1,44 +1,23 @@
-"""The price catalog against the pinned snapshot, read through gpuhunt; refreshing it from a (loopback) live catalog."""
+"""The price catalog's lookups against the pinned snapshot, and what loading it reads (and imports) when."""
 from __future__ import annotations
 
-import csv
-import hashlib
-import http.server
-import io
 import json
-import os
-import shutil
-import socket
-import threading
-import zipfile
-from collections.abc import Iterator
+import subprocess
+import sys
 from pathlib import Path
+from typing import Any
 
 import gpuhunt
-import gpuhunt._internal.storage as gpuhunt_storage
 import pytest
-from gpuhunt.version import __version__ as GPUHUNT_VERSION
 
-from llmctl.cost.catalog import DATA_DIR, CatalogError, load_catalog, refresh_snapshot
+from llmctl.cost.catalog import DATA_DIR, CatalogError, load_catalog
 from llmctl.errors import LlmctlError
+from support import REPO
 
 
 @pytest.fixture(scope="module")
 def catalog():
     return load_catalog()
-
-
-@pytest.fixture
-def snapshot_copy(tmp_path: Path) -> Path:
-    """A private copy of the pinned snapshot (a new directory, so never served from the cache)."""
-    copy = tmp_path / "snapshot"
-    shutil.copytree(DATA_DIR, copy)
-    return copy
-
-
-def _digest(directory: Path) -> dict[str, str]:
-    return {str(p.relative_to(directory)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(directory.rglob("*")) if p.is_file()}
 
 
 # --- instances and GPUs ---------------------------------------------------------------------------------------------
@@ -187,170 +166,49 @@ def test_the_snapshot_says_when_and_where_its_prices_are_from(catalog) -> None:
         assert entry["sources"], entry["model"]  # every API figure names where it came from
 
 
-def test_every_snapshot_row_follows_from_the_transcribed_source_rows() -> None:
-    """aws.csv holds nothing but the extract: Price on demand, the cheapest AZ's SpotPrice for spot."""
-    with open(DATA_DIR / "aws.csv") as f:
-        rows = {(i.instance_name, i.location, i.spot): i for i in gpuhunt_storage.load(f, provider="aws")}
-    expected = {}
-    with open(DATA_DIR / "sources" / "aws_skypilot_v7_extract.csv", newline="") as f:
-        for source in csv.DictReader(f):
-            key = (source["instance_type"], source["region"])
-            expected[(*key, False)] = float(source["on_demand_price"])
-            spots = [float(p) for p in source["spot_prices_per_az_row"].split() if p != "-"]
-            if spots:
-                expected[(*key, True)] = min(spots)
-            item = rows[(*key, False)]
-            assert (item.cpu, item.memory, item.gpu_count) == (
-                int(source["vcpus"]), float(source["memory_gib"]), int(source["gpu_count"]))
-    assert {key: item.price for key, item in rows.items()} == expected
-
-
-# --- read through gpuhunt -------------------------------------------------------------------------------------------
-
-def test_offers_are_read_through_gpuhunt(snapshot_copy: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    def refuse(*args: object, **kwargs: object) -> list[gpuhunt.CatalogItem]:
-        raise RuntimeError("gpuhunt was asked")
-
-    monkeypatch.setattr(gpuhunt.Catalog, "query", refuse)
-    with pytest.raises(CatalogError, match="through gpuhunt: gpuhunt was asked"):
-        load_catalog(snapshot_copy)
-
-
-def test_an_edited_snapshot_changes_the_price_seen(snapshot_copy: Path) -> None:
-    csv_path = snapshot_copy / "aws.csv"
-    text = csv_path.read_text()
-    assert text.count("g5.xlarge,us-east-1,1.006,") == 1
-    csv_path.write_text(text.replace("g5.xlarge,us-east-1,1.006,", "g5.xlarge,us-east-1,9.75,"))
-    assert load_catalog(snapshot_copy).instance("aws", "us-east-1", "g5.xlarge", False).price_per_hour == 9.75
-    assert load_catalog().instance("aws", "us-east-1", "g5.xlarge", False).price_per_hour == 1.006
-
-
-def test_the_gpuhunt_environment_is_restored_after_a_load(snapshot_copy: Path,
-                                                          monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("GPUHUNT_CATALOG_DIR", "/somewhere/else")
-    load_catalog(snapshot_copy)
-    assert os.environ["GPUHUNT_CATALOG_DIR"] == "/somewhere/else"
-    monkeypatch.delenv("GPUHUNT_CATALOG_DIR")
-    load_catalog(snapshot_copy / ".." / "snapshot")  # the same directory: cached, no env change either way
-    assert "GPUHUNT_CATALOG_DIR" not in os.environ
-
-
 def test_loads_are_cached_per_directory(snapshot_copy: Path) -> None:
     assert load_catalog() is load_catalog(DATA_DIR)
     assert load_catalog(snapshot_copy) is load_catalog(snapshot_copy)
     assert load_catalog(snapshot_copy) is not load_catalog()
 
 
-def test_a_broken_snapshot_is_a_catalog_error(snapshot_copy: Path, tmp_path: Path) -> None:
-    (snapshot_copy / "aws.csv").unlink()
-    with pytest.raises(CatalogError, match="has no aws.csv"):
-        load_catalog(snapshot_copy)
-    with pytest.raises(CatalogError, match="not a directory"):
-        load_catalog(tmp_path / "nowhere")
-    empty = tmp_path / "empty"
-    empty.mkdir()
-    with pytest.raises(CatalogError, match="catalog.json: missing"):
-        load_catalog(empty)
+# --- lazy offers: what a command that prices no GPU imports ----------------------------------------------------------
+
+# Run in a fresh interpreter (this one imported gpuhunt long ago): which of gpuhunt and what it brings with it are
+# imported after each step, and what the lookups answered.
+_PROBE = """
+import json, sys
+from llmctl.cost.catalog import load_catalog
+
+def imported():
+    return sorted(name for name in ("gpuhunt", "requests", "urllib3") if name in sys.modules)
+
+seen = {"import": imported()}
+catalog = load_catalog()
+answers = {"version": catalog.version, "gpt-4o-mini": catalog.api_price("openai", "gpt-4o-mini").input_per_1m}
+seen["version and API price"] = imported()
+answers["A10G GiB"] = catalog.gpu("A10G").memory_gib
+answers["g5.xlarge"] = catalog.for_gpu("aws", "us-east-1", "A10G", 1, False).instance_type
+answers["g5.xlarge $/h"] = catalog.instance("aws", "us-east-1", "g5.xlarge", False).price_per_hour
+seen["GPU lookups"] = imported()
+print(json.dumps({"seen": seen, "answers": answers}))
+"""
 
 
-# --- refreshing from gpuhunt's live catalog -------------------------------------------------------------------------
-
-def _closed_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+@pytest.fixture(scope="module")
+def probe() -> dict[str, Any]:
+    result = subprocess.run([sys.executable, "-c", _PROBE], cwd=REPO, capture_output=True, text=True, check=True)
+    return json.loads(result.stdout)
 
 
-def test_refresh_without_network_is_a_catalog_error_and_touches_nothing(tmp_path: Path,
-                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("GPUHUNT_CATALOG_URL", f"http://127.0.0.1:{_closed_port()}")
-    pinned = _digest(DATA_DIR)
-    out = tmp_path / "fresh"
-    with pytest.raises(CatalogError) as caught:
-        refresh_snapshot(out, ["aws"])
-    assert "needs network access to gpuhunt's catalog" in str(caught.value)
-    assert _digest(DATA_DIR) == pinned
-    assert not (out / "aws.csv").exists()
-    with pytest.raises(CatalogError, match="did you mean 'aws'"):
-        refresh_snapshot(out, ["awz"])
+def test_reading_the_version_and_an_api_price_does_not_import_gpuhunt(probe: dict[str, Any]) -> None:
+    assert probe["answers"]["version"] == load_catalog().version
+    assert probe["answers"]["gpt-4o-mini"] == 0.15
+    assert probe["seen"]["import"] == []
+    assert probe["seen"]["version and API price"] == []
 
 
-@pytest.fixture
-def live_catalog() -> Iterator[tuple[str, dict[str, bytes]]]:
-    """gpuhunt's published layout (`<provider>/version`, `<provider>/<version>/catalog.zip`) on a loopback server;
-    tests fill `files`, anything else is a 404."""
-    files: dict[str, bytes] = {}
-
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802 (http.server's name)
-            body = files.get(self.path)
-            self.send_response(200 if body is not None else 404)
-            self.end_headers()
-            self.wfile.write(body or b"")
-
-        def log_message(self, *args: object) -> None:
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/v3", files
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=10)
-
-
-def _publish(files: dict[str, bytes], provider: str, version: str, items: list[gpuhunt.CatalogItem],
-             tmp_path: Path) -> None:
-    csv_path = tmp_path / f"{provider}-{version}.csv"
-    gpuhunt_storage.dump(items, str(csv_path))
-    archive = io.BytesIO()
-    with zipfile.ZipFile(archive, "w") as zf:
-        zf.write(csv_path, f"{provider}.csv")
-    files[f"/v3/{provider}/version"] = version.encode()
-    files[f"/v3/{provider}/{version}/catalog.zip"] = archive.getvalue()
-
-
-def _g5_items() -> list[gpuhunt.CatalogItem]:
-    with open(DATA_DIR / "aws.csv") as f:
-        items = [i for i in gpuhunt_storage.load(f, provider="aws") if i.instance_name.startswith("g5.")]
-    for item in items:
-        if (item.instance_name, item.location, item.spot) == ("g5.xlarge", "us-east-1", False):
-            item.price = 0.9876  # a price the pinned snapshot does not have
-    return items
-
-
-def test_refresh_writes_the_live_catalog_in_the_snapshot_layout(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                                                live_catalog: tuple[str, dict[str, bytes]]) -> None:
-    url, files = live_catalog
-    _publish(files, "aws", "20991231", _g5_items(), tmp_path)  # every other provider answers 404
-    monkeypatch.setenv("GPUHUNT_CATALOG_URL", url)
-    pinned = _digest(DATA_DIR)
-    out = tmp_path / "fresh"
-    fresh = refresh_snapshot(out)
-    assert sorted(p.name for p in out.iterdir()) == ["api_prices.json", "aws.csv", "catalog.json"]
-    assert fresh.instance("aws", "us-east-1", "g5.xlarge", False).price_per_hour == 0.9876
-    with pytest.raises(CatalogError, match="did you mean 'g5.xlarge'"):
-        fresh.instance("aws", "us-east-1", "g6.xlarge", False)  # only what was published
-    metadata = json.loads((out / "catalog.json").read_text())
-    assert fresh.as_of == metadata["as_of"] and len(metadata["as_of"]) == 10
-    assert fresh.version == "gpuhunt-aws-20991231"
-    assert url in fresh.source and "20991231" in fresh.source and GPUHUNT_VERSION in fresh.source
-    assert fresh.api_price("openai", "gpt-4o-mini").input_per_1m == 0.15  # API prices carried over
-    assert _digest(DATA_DIR) == pinned
-    assert load_catalog(out) is fresh
-
-
-def test_refresh_names_a_provider_the_live_catalog_did_not_have(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                                                live_catalog: tuple[str, dict[str, bytes]]) -> None:
-    url, files = live_catalog
-    _publish(files, "azure", "20991231", [], tmp_path)  # azure loads, aws is a 404
-    monkeypatch.setenv("GPUHUNT_CATALOG_URL", url)
-    out = tmp_path / "fresh"
-    with pytest.raises(CatalogError) as caught:
-        refresh_snapshot(out, ["aws"])
-    assert "could not download gpuhunt's aws catalog" in str(caught.value)
-    assert "404" in str(caught.value)
-    assert not (out / "aws.csv").exists()
+def test_gpu_lookups_after_the_lazy_load_read_the_offers_through_gpuhunt(probe: dict[str, Any]) -> None:
+    answers = probe["answers"]
+    assert (answers["A10G GiB"], answers["g5.xlarge"], answers["g5.xlarge $/h"]) == (24, "g5.xlarge", 1.006)
+    assert "gpuhunt" in probe["seen"]["GPU lookups"]
