@@ -13,7 +13,6 @@ import hashlib
 import json
 import os
 import re
-import struct
 import tempfile
 import warnings
 from collections.abc import Iterator
@@ -27,6 +26,7 @@ from llmctl.config.schema import Model, Prompt
 from llmctl.config.sources import Source, SourceNotFound, local_path, parse_source
 from llmctl.desired import Desired
 from llmctl.errors import LlmctlError
+from llmctl.gguf import NotGguf, read_gguf
 
 if TYPE_CHECKING:
     from huggingface_hub import HfApi
@@ -402,7 +402,6 @@ def _resolve_file(text: str, path: Path) -> ModelLock:
         with path.open("rb") as f:
             digest = hashlib.file_digest(f, "sha256").hexdigest()
             size = os.fstat(f.fileno()).st_size
-            f.seek(0)
             header = read_gguf_header(f)
     except OSError as exc:
         raise LockError(f"cannot read model file {path}: {exc}") from None
@@ -432,86 +431,23 @@ _GGUF_ARCH_KEYS = {
 }
 _GGUF_GENERAL_KEYS = {"general.architecture": "architecture", "general.name": "name",
                       "general.size_label": "size_label", "general.file_type": "file_type"}
-_GGUF_SCALARS = {0: "B", 1: "b", 2: "H", 3: "h", 4: "I", 5: "i", 6: "f", 7: "?", 10: "Q", 11: "q", 12: "d"}
-_GGUF_STRING, _GGUF_ARRAY = 8, 9
-_GGUF_MAX_NAME = 1 << 16
-_GGUF_MAX_DIMS = 8
-
-
-class _NotGguf(Exception):
-    pass
 
 
 def read_gguf_header(f: BinaryIO) -> tuple[dict[str, Any], int | None] | None:
-    """Header fields of a GGUF file, and its parameter count: None when it is not GGUF or the `gguf` package
-    (for the format's value and file types) is not installed.
-
-    Streams the key/value section and the tensor index, seeking past arrays (the tokenizer's vocabulary) without
-    decoding them: gguf.GGUFReader decodes every token and takes seconds even on a 135M model."""
+    """The header fields the lock keeps of a GGUF file, and its parameter count: None when it is not GGUF or the
+    `gguf` package (for the names of file types, Q4_1) is not installed."""
     try:
         import gguf
     except ImportError:
         return None
-    magic = f.read(4)
-    if len(magic) < 4 or struct.unpack("<I", magic)[0] != gguf.GGUF_MAGIC:
-        return None
     try:
-        return _read_gguf(f, gguf)
-    except (_NotGguf, struct.error, UnicodeDecodeError, OverflowError, ValueError):
+        header = read_gguf(f, _kept)
+    except NotGguf:
         return None
-
-
-def _read_gguf(f: BinaryIO, gguf: Any) -> tuple[dict[str, Any], int | None]:
-    raw_version = f.read(4)
-    order = "<" if struct.unpack("<I", raw_version)[0] & 0xFFFF else ">"  # big-endian files exist, rarely
-    version = struct.unpack(order + "I", raw_version)[0]
-    if version < 2:
-        raise _NotGguf("GGUF v1 is not supported")
-
-    def read(fmt: str) -> Any:
-        size = struct.calcsize(order + fmt)
-        data = f.read(size)
-        if len(data) < size:
-            raise _NotGguf("truncated")
-        return struct.unpack(order + fmt, data)[0]
-
-    def string(keep: bool = True) -> str | None:
-        length = read("Q")
-        if not keep:
-            f.seek(length, os.SEEK_CUR)
-            return None
-        if length > _GGUF_MAX_NAME:
-            raise _NotGguf("string too long")
-        data = f.read(length)
-        if len(data) < length:
-            raise _NotGguf("truncated")
-        return data.decode("utf-8")
-
-    def value(kind: int, keep: bool) -> Any:
-        if kind in _GGUF_SCALARS:
-            return read(_GGUF_SCALARS[kind])
-        if kind == _GGUF_STRING:
-            return string(keep)
-        if kind == _GGUF_ARRAY:  # never kept: skipped element by element only for strings
-            item, count = read("I"), read("Q")
-            if item in _GGUF_SCALARS:
-                f.seek(struct.calcsize(order + _GGUF_SCALARS[item]) * count, os.SEEK_CUR)
-            else:
-                for _ in range(count):
-                    value(item, False)
-            return None
-        raise _NotGguf(f"unknown value type {kind}")
-
-    tensor_count, kv_count = read("Q"), read("Q")
-    kv: dict[str, Any] = {}
-    for _ in range(kv_count):
-        key = string()
-        kind = read("I")
-        kv[key] = value(kind, keep=kind != _GGUF_STRING or key in _GGUF_GENERAL_KEYS)
-
-    fields: dict[str, Any] = {"version": version, "tensor_count": tensor_count}
+    kv = header.metadata
+    fields: dict[str, Any] = {"version": header.version, "tensor_count": header.tensor_count}
     for key, name in _GGUF_GENERAL_KEYS.items():
-        if kv.get(key) is not None:
+        if isinstance(kv.get(key), (str, int, float)):  # not an array
             fields[name] = kv[key]
     if isinstance(fields.get("file_type"), int):
         try:
@@ -525,20 +461,12 @@ def _read_gguf(f: BinaryIO, gguf: Any) -> tuple[dict[str, Any], int | None]:
             got = kv.get(f"{arch}.{key}")
             if isinstance(got, (int, float)) and not isinstance(got, bool):
                 fields[name] = got
+    return fields, (header.parameters or None)
 
-    parameters = 0
-    for _ in range(tensor_count):
-        string(keep=False)
-        dims = read("I")
-        if dims > _GGUF_MAX_DIMS:
-            raise _NotGguf("too many dimensions")
-        count = 1
-        for _ in range(dims):
-            count *= read("Q")
-        read("I")  # ggml type
-        read("Q")  # offset
-        parameters += count
-    return fields, (parameters or None)
+
+def _kept(key: str) -> bool:
+    # Architecture keys are prefixed by general.architecture, which need not come first: keep any prefix's.
+    return key in _GGUF_GENERAL_KEYS or key.partition(".")[2] in _GGUF_ARCH_KEYS
 
 
 def _gguf_architecture(fields: dict[str, Any]) -> dict[str, int] | None:
