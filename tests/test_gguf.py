@@ -10,7 +10,7 @@ import pytest
 from llmctl.config.sources import SourceNotFound, local_path, parse_source
 from llmctl.gateway.tokens import read_gguf_tokenizer
 from llmctl.gguf import NotGguf, read_gguf
-from llmctl.lock import read_gguf_header
+from llmctl.lock.local import read_gguf_header
 from support import imported_by
 
 gguf = pytest.importorskip("gguf")
