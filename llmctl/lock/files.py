@@ -5,11 +5,14 @@ import json
 import os
 import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pydantic import ValidationError
 
-from llmctl.desired import Desired
 from llmctl.lock.model import LOCK_VERSION, Lock, LockError
+
+if TYPE_CHECKING:
+    from llmctl.desired import Desired
 
 LOCK_FILE = "llmops.lock"
 

@@ -4,13 +4,15 @@ from __future__ import annotations
 import hashlib
 import os
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 from llmctl.config.sources import SourceNotFound, local_path, parse_source
-from llmctl.desired import Desired
 from llmctl.gguf import NotGguf, read_gguf
 from llmctl.lock.architecture import architecture_from_gguf
 from llmctl.lock.model import LockError, ModelLock
+
+if TYPE_CHECKING:
+    from llmctl.desired import Desired
 
 # GGUF key (after the architecture's prefix) -> the name kept in the lock
 _GGUF_ARCH_KEYS = {

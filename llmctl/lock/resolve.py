@@ -6,9 +6,7 @@ import hashlib
 import json
 from typing import TYPE_CHECKING
 
-from llmctl.config.schema import Model, Prompt
 from llmctl.config.sources import SourceNotFound, local_path, parse_source
-from llmctl.desired import Desired
 from llmctl.lock.files import LOCK_FILE
 from llmctl.lock.hub import Hub, offline
 from llmctl.lock.local import local_size, resolve_file
@@ -16,6 +14,9 @@ from llmctl.lock.model import Lock, LockError, ModelLock
 
 if TYPE_CHECKING:
     from huggingface_hub import HfApi
+
+    from llmctl.config.schema import Model, Prompt
+    from llmctl.desired import Desired
 
 
 def prompt_digest(prompt: Prompt) -> str:

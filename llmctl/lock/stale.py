@@ -1,11 +1,15 @@
 """Whether the lock still matches the config, without asking the hub (upstream_moved, in hub.py, asks it)."""
 from __future__ import annotations
 
-from llmctl.desired import Desired
+from typing import TYPE_CHECKING
+
 from llmctl.lock.files import LOCK_FILE
 from llmctl.lock.local import local_size
 from llmctl.lock.model import Lock
 from llmctl.lock.resolve import prompt_digest
+
+if TYPE_CHECKING:
+    from llmctl.desired import Desired
 
 
 def stale(lock: Lock, desired: Desired, prices: str | None) -> list[str]:

@@ -137,8 +137,10 @@ def test_an_unreachable_hub_names_the_model(tmp_path: Path) -> None:
 # --- start-up ------------------------------------------------------------------------------------------------------
 
 
-def test_the_hub_client_is_imported_only_to_query_the_hub() -> None:
-    # Reading, writing and comparing a lock is what most commands do; none of it asks the hub.
+def test_importing_the_lock_imports_neither_the_hub_client_nor_the_config_schema() -> None:
+    # Reading, writing and comparing a lock is what most commands do; none of it asks the hub. The config schema's
+    # pydantic models, the slowest import of llmctl's own, are the callers' to import: the lock only names them.
     imported = imported_by("import llmctl.lock")
     assert "llmctl.lock.hub" in imported
     assert not {name for name in imported if name.partition(".")[0] in {"huggingface_hub", "httpx2", "gguf"}}
+    assert "llmctl.config.schema" not in imported
