@@ -1,8 +1,10 @@
 """Paths and types the tests share (importable because pytest puts tests/ on the path)."""
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -75,3 +77,11 @@ def record_apply(config: Path):  # type: ignore[no-untyped-def]
     backend.write(State(project=desired.project, environment=desired.environment, serial=1, status="applied",
                         lineage=backend.read().lineage, desired=desired.to_config(), lock=lock, resources=resources))
     return backend
+
+
+def imported_by(statement: str) -> set[str]:
+    """The modules a fresh interpreter has imported after running `statement` (this checkout's llmctl first)."""
+    code = f"import sys\n{statement}\nprint('\\n'.join(sys.modules))"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env)
+    return set(done.stdout.split())

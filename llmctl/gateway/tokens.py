@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import logging
 import math
-import mmap
-import struct
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -20,6 +18,7 @@ from typing import Any, Protocol
 from tokenizers import AddedToken, Regex, Tokenizer, models, pre_tokenizers
 
 from llmctl.gateway.spec import TokenizerSpec
+from llmctl.gguf import read_gguf
 
 log = logging.getLogger(__name__)
 
@@ -139,71 +138,12 @@ def _bpe(tokens: list[str], merges: list[str], pre: _PreTokenizer, user_defined:
     return tokenizer
 
 
-# GGUF value types (the GGUF spec): scalars by struct format, then string and array.
-_SCALARS = {0: "B", 1: "b", 2: "H", 3: "h", 4: "I", 5: "i", 6: "f", 7: "?", 10: "Q", 11: "q", 12: "d"}
-_STRING, _ARRAY = 8, 9
-_GGUF_MAGIC = b"GGUF"
 _USER_DEFINED = 4  # tokenizer.ggml.token_type value (llama_token_type LLAMA_TOKEN_TYPE_USER_DEFINED)
-_WANTED = ("tokenizer.ggml.model", "tokenizer.ggml.pre", "tokenizer.ggml.tokens", "tokenizer.ggml.token_type",
-           "tokenizer.ggml.merges")
+_WANTED = frozenset({"tokenizer.ggml.model", "tokenizer.ggml.pre", "tokenizer.ggml.tokens",
+                     "tokenizer.ggml.token_type", "tokenizer.ggml.merges"})
 
 
 def read_gguf_tokenizer(path: Path) -> dict[str, Any]:
-    """The tokenizer.ggml.{model,pre,tokens,token_type,merges} metadata of a GGUF file (absent keys are absent).
-
-    A direct read of the key/value section: gguf.GGUFReader decodes every value of the file into numpy views and
-    takes about 4 s on SmolLM2-135M; this takes about 0.1 s. llmctl.lock.read_gguf_header skips arrays, and the
-    vocabulary is one."""
-    with path.open("rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as data:
-        return _GgufKv(data).read(_WANTED)
-
-
-class _GgufKv:
-    def __init__(self, data: mmap.mmap) -> None:
-        if data[:4] != _GGUF_MAGIC:
-            raise ValueError("not a GGUF file")
-        version = struct.unpack_from("<I", data, 4)[0]
-        self.order = "<" if version & 0xFFFF else ">"  # big-endian files exist, rarely
-        if struct.unpack_from(self.order + "I", data, 4)[0] < 2:
-            raise ValueError("GGUF v1 is not supported")
-        self.data, self.pos = data, 8
-
-    def read(self, wanted: tuple[str, ...]) -> dict[str, Any]:
-        self._unpack("Q")  # tensor count
-        out: dict[str, Any] = {}
-        for _ in range(self._unpack("Q")):
-            key = self._string()
-            value = self._value(self._unpack("I"), keep=key in wanted)
-            if key in wanted:
-                out[key] = value
-                if len(out) == len(wanted):
-                    break
-        return out
-
-    def _unpack(self, fmt: str) -> Any:
-        value = struct.unpack_from(self.order + fmt, self.data, self.pos)[0]
-        self.pos += struct.calcsize(self.order + fmt)
-        return value
-
-    def _string(self, keep: bool = True) -> str | None:
-        length = self._unpack("Q")
-        start, self.pos = self.pos, self.pos + length
-        if self.pos > len(self.data):
-            raise ValueError("truncated GGUF file")
-        return self.data[start:self.pos].decode("utf-8") if keep else None
-
-    def _value(self, kind: int, keep: bool) -> Any:
-        if kind in _SCALARS:
-            return self._unpack(_SCALARS[kind])
-        if kind == _STRING:
-            return self._string(keep)
-        if kind != _ARRAY:
-            raise ValueError(f"unknown GGUF value type {kind}")
-        item, count = self._unpack("I"), self._unpack("Q")
-        if item in _SCALARS:  # one unpack for the whole array (token types: 49k of them for SmolLM2)
-            fmt = f"{self.order}{count}{_SCALARS[item]}"
-            values = list(struct.unpack_from(fmt, self.data, self.pos)) if keep else None
-            self.pos += struct.calcsize(fmt)
-            return values
-        values = [self._value(item, keep) for _ in range(count)]
-        return values if keep else None
+    """The tokenizer.ggml.{model,pre,tokens,token_type,merges} metadata of a GGUF file (absent keys are absent)."""
+    with path.open("rb") as f:
+        return read_gguf(f, _WANTED.__contains__).metadata

@@ -1,6 +1,7 @@
 """Model source strings: parsing each scheme, and resolving pkg:// and file sources to files on this machine."""
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import pytest
@@ -88,17 +89,45 @@ def test_local_path_pkg_of_installed_package(tmp_path):
     assert path.resolve() == Path(llmctl.config.schema.__file__).resolve()
 
 
+def test_local_path_pkg_of_a_dotted_package_name(tmp_path):
+    path = local_path(parse_source("pkg://llmctl.config/schema.py"), tmp_path)
+    assert path.resolve() == Path(llmctl.config.schema.__file__).resolve()
+
+
+def test_local_path_pkg_does_not_import_the_package(tmp_path, monkeypatch):
+    # The quickstart's package imports llama_cpp: naming a file in it must not run it.
+    package = tmp_path / "site" / "llmctl_test_heavy"
+    package.mkdir(parents=True)
+    (package / "__init__.py").write_text("raise RuntimeError('imported')\n")
+    (package / "m.gguf").write_bytes(b"GGUF")
+    monkeypatch.syspath_prepend(str(tmp_path / "site"))
+    assert local_path(parse_source("pkg://llmctl_test_heavy/m.gguf"), tmp_path) == package / "m.gguf"
+    assert "llmctl_test_heavy" not in sys.modules
+
+
+def test_local_path_pkg_of_a_namespace_package_looks_in_each_of_its_directories(tmp_path, monkeypatch):
+    for site in ("first", "second"):
+        (tmp_path / site / "llmctl_test_ns").mkdir(parents=True)
+        monkeypatch.syspath_prepend(str(tmp_path / site))
+    weights = tmp_path / "first" / "llmctl_test_ns" / "m.gguf"
+    weights.write_bytes(b"GGUF")
+    assert local_path(parse_source("pkg://llmctl_test_ns/m.gguf"), tmp_path) == weights
+    with pytest.raises(SourceNotFound, match="llmctl_test_ns/missing.gguf does not exist"):
+        local_path(parse_source("pkg://llmctl_test_ns/missing.gguf"), tmp_path)
+
+
 def test_local_path_pkg_file_missing_in_installed_package(tmp_path):
     with pytest.raises(SourceNotFound) as caught:
         local_path(parse_source("pkg://llmctl/no-such-model.gguf"), tmp_path)
     assert "no-such-model.gguf does not exist" in str(caught.value)
 
 
-def test_local_path_pkg_not_installed(tmp_path):
+@pytest.mark.parametrize("package", ["llmctl_no_such_package", "llmctl_no_such_package.sub"])
+def test_local_path_pkg_not_installed(tmp_path, package):
     with pytest.raises(SourceNotFound) as caught:
-        local_path(parse_source("pkg://llmctl_no_such_package/m.gguf"), tmp_path)
+        local_path(parse_source(f"pkg://{package}/m.gguf"), tmp_path)
     message = str(caught.value)
-    assert "package 'llmctl_no_such_package' is not installed" in message
+    assert f"package '{package}' is not installed" in message
     assert "pip install" in message
 
 
