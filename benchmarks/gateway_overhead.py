@@ -7,6 +7,8 @@
     python benchmarks/gateway_overhead.py --skip-litellm  # without the peer
     python benchmarks/gateway_overhead.py --litellm PATH  # the `litellm` command to run (its own venv)
     python benchmarks/gateway_overhead.py --keep          # keep the specs, logs and ledgers it wrote
+    python benchmarks/gateway_overhead.py --skip-engine --skip-litellm --compare-transports
+                                                          # llmctl's upstream transport against httpx's own
 
 The same requests go to the upstream directly, through llmctl's gateway with the quickstart's guardrails on (one key,
 a priced budget, so access control, guardrails and metering all run), through the same gateway with no guardrails,
@@ -156,6 +158,20 @@ def start_scripted(log: Path) -> tuple[Proc, dict[str, str]]:
 # --- the targets: llmctl's gateway, LiteLLM, and the upstreams directly ----------------------------------------------
 
 
+def serve_gateway_httpx(argv: list[str]) -> int:
+    """`python -m llmctl.gateway ARGS`, but with httpx's own transport for plain-http upstreams instead of llmctl's
+    UpstreamTransport (same limits), to measure what the latter saves."""
+    import httpx
+
+    from llmctl.gateway import __main__ as gateway_main
+    from llmctl.gateway import app
+
+    if not hasattr(app, "UpstreamTransport"):  # else both gateways would run the same transport, and look alike
+        raise SystemExit("llmctl.gateway.app no longer mounts UpstreamTransport: there is nothing to compare")
+    app.UpstreamTransport = lambda limits: httpx.AsyncHTTPTransport(limits=limits)  # type: ignore[assignment,misc]
+    return gateway_main.main(argv)
+
+
 def gateway_spec(scratch: Path, name: str, upstreams: dict[str, list[str]], guarded: bool,
                  tokenizer: TokenizerSpec | None) -> GatewaySpec:
     """One key (with per-minute limits that never bite), a budget that blocks (never reached) and a price, so
@@ -175,12 +191,13 @@ def gateway_spec(scratch: Path, name: str, upstreams: dict[str, list[str]], guar
         db_path=str(scratch / f"{name}-spend.sqlite"), audit_path=str(scratch / f"{name}-audit.jsonl"))
 
 
-def start_gateway(scratch: Path, name: str, spec: GatewaySpec) -> Proc:
+def start_gateway(scratch: Path, name: str, spec: GatewaySpec, httpx_transport: bool = False) -> Proc:
     path = scratch / f"{name}-spec.json"
     spec.write(path)
     port = free_port()
-    command = [sys.executable, "-m", "llmctl.gateway", "--spec", str(path), "--host", "127.0.0.1",
-               "--port", str(port)]
+    serve = [sys.executable, __file__, "--serve-gateway-httpx"] if httpx_transport else \
+        [sys.executable, "-m", "llmctl.gateway"]
+    command = [*serve, "--spec", str(path), "--host", "127.0.0.1", "--port", str(port)]
     return start_server(name, command, port, scratch / f"{name}.log", "/v1/models", 60,
                         headers={"authorization": f"Bearer {KEY}"})
 
@@ -722,7 +739,12 @@ def main() -> int:
     parser.add_argument("--skip-litellm", action="store_true", help="without LiteLLM's proxy")
     parser.add_argument("--litellm", help="the litellm command (default: $LITELLM_BIN, PATH, ../bench-venv)")
     parser.add_argument("--keep", action="store_true", help="keep the scratch directory (specs, logs, ledgers)")
+    parser.add_argument("--compare-transports", action="store_true",
+                        help="the guarded gateway with llmctl's upstream transport and with httpx's own, "
+                             "interleaved (instead of the gateway without guardrails)")
     parser.add_argument("--serve-scripted", action="store_true", help=argparse.SUPPRESS)
+    if sys.argv[1:2] == ["--serve-gateway-httpx"]:
+        return serve_gateway_httpx(sys.argv[2:])
     args = parser.parse_args()
     if args.serve_scripted:
         return serve_scripted()
@@ -746,16 +768,24 @@ def main() -> int:
             processes += engines
             upstreams["assistant"] = [e.base + "/v1" for e in engines]
             tokenizer = TokenizerSpec(kind="gguf", path=str(gguf_path()))
-        say("starting llmctl's gateway (quickstart guardrails) and one without guardrails ...")
+        say("starting llmctl's gateway (quickstart guardrails) and "
+            + ("the same with httpx's upstream transport ..." if args.compare_transports else
+               "one without guardrails ..."))
         guarded = start_gateway(scratch, "gateway", gateway_spec(scratch, "gateway", upstreams, True, tokenizer))
-        bare = start_gateway(scratch, "gateway-bare", gateway_spec(scratch, "gateway-bare", upstreams, False,
-                                                                    tokenizer))
-        processes += [guarded, bare]
+        if args.compare_transports:
+            other_name = "llmctl, httpx transport"
+            other = start_gateway(scratch, "gateway-httpx", gateway_spec(scratch, "gateway-httpx", upstreams, True,
+                                                                         tokenizer), httpx_transport=True)
+        else:
+            other_name = "llmctl, no guardrails"
+            other = start_gateway(scratch, "gateway-bare", gateway_spec(scratch, "gateway-bare", upstreams, False,
+                                                                        tokenizer))
+        processes += [guarded, other]
         bearer = f"authorization: Bearer {KEY}\r\n".encode()
         direct = Target("direct", {m: [address(u) for u in us] for m, us in upstreams.items()}, b"")
         targets = [direct,
                    Target("llmctl", {m: [address(guarded.base)] for m in upstreams}, bearer, guarded),
-                   Target("llmctl, no guardrails", {m: [address(bare.base)] for m in upstreams}, bearer, bare)]
+                   Target(other_name, {m: [address(other.base)] for m in upstreams}, bearer, other)]
         if "assistant" in upstreams:
             targets.append(Target("no proxy, client round robin", {"assistant": direct.addresses["assistant"]}, b"",
                                   rotate=True))
