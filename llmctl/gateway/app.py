@@ -30,15 +30,17 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route as HttpRoute
 
+from llmctl.gateway.answers import answer_texts, blocked, check_answer
 from llmctl.gateway.audit import AuditLog, prompt_sha256
 from llmctl.gateway.auth import KeyRing, RateLimiter, allowed
+from llmctl.gateway.call import Call, Route, metered_tokens
 from llmctl.gateway.errors import GatewayError
+from llmctl.gateway.forward import refusal, send
 from llmctl.gateway.guardrails import check_input
 from llmctl.gateway.inputs import Kind, Texts, apply_prompt, check_length, parse, read_body, texts
 from llmctl.gateway.metering import Ledger
 from llmctl.gateway.metrics import GatewayMetrics
-from llmctl.gateway.proxy import (Call, Route, StreamRelay, answer_texts, blocked, check_answer, metered_tokens,
-                                  refusal, send)
+from llmctl.gateway.relay import StreamRelay
 from llmctl.gateway.routing import Rotation, Upstream
 from llmctl.gateway.spec import GatewaySpec, KeySpec, RouteSpec
 from llmctl.gateway.spend import Spending

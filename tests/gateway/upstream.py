@@ -24,18 +24,21 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
 import uvicorn
 
+from scripted_server import DoubleServer
+
 from llmctl.gateway.app import create_app
 from llmctl.gateway.spec import GatewaySpec
+from providers.local.process import free_port
 
 
 @dataclass
-class RecordingUpstream:
+class RecordingUpstream(DoubleServer):
     reply: str = "hello there"
     deltas: list[str] | None = None  # the streamed pieces; default: the reply word by word
     usage: bool = True  # usage in whole answers, and at the end of a stream when include_usage was asked for
@@ -45,61 +48,30 @@ class RecordingUpstream:
     hang: bool = False  # read the request, never answer
     reasoning: str | None = None  # a reasoning model's reasoning_content, before the reply
     hang_up_after_answer: bool = False  # close the connection after each answer, without saying so in a header
-    connections: int = field(default=0, init=False)
     bodies: list[dict[str, Any]] = field(default_factory=list, init=False)
     headers: list[dict[str, str]] = field(default_factory=list, init=False)
     paths: list[str] = field(default_factory=list, init=False)
     hung_up: threading.Event = field(default_factory=threading.Event, init=False)
-    _httpd: ThreadingHTTPServer | None = field(default=None, init=False, repr=False)
 
-    @property
-    def base_url(self) -> str:
-        assert self._httpd is not None
-        return f"http://127.0.0.1:{self._httpd.server_address[1]}/v1"
+    def _get(self, handler: BaseHTTPRequestHandler) -> None:
+        self._send_json(handler, 200, {"object": "list", "data": [{"id": "upstream-model", "object": "model"}]})
 
-    def __enter__(self) -> "RecordingUpstream":
-        double = self
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-            # Headers and body leave in separate writes: without TCP_NODELAY, Nagle's algorithm meeting the
-            # client's delayed ACK holds the body back ~40 ms.
-            disable_nagle_algorithm = True
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-            def setup(self) -> None:  # once per TCP connection
-                super().setup()
-                double.connections += 1
-
-            def do_GET(self) -> None:
-                double._send(self, 200, {"object": "list", "data": [{"id": "upstream-model", "object": "model"}]})
-
-            def do_POST(self) -> None:
-                body = json.loads(self.rfile.read(int(self.headers.get("content-length", 0))))
-                double.paths.append(self.path)
-                double.headers.append({k.lower(): v for k, v in self.headers.items()})
-                double.bodies.append(body)
-                double._answer(self, body)
-                if double.hang_up_after_answer:
-                    self.close_connection = True
-
-        self._httpd = _Server(("127.0.0.1", 0), Handler)
-        threading.Thread(target=self._httpd.serve_forever, daemon=True).start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        assert self._httpd is not None
-        self._httpd.shutdown()
-        self._httpd.server_close()
+    def _post(self, handler: BaseHTTPRequestHandler) -> None:
+        body = json.loads(handler.rfile.read(int(handler.headers.get("content-length", 0))))
+        self.paths.append(handler.path)
+        self.headers.append({k.lower(): v for k, v in handler.headers.items()})
+        self.bodies.append(body)
+        self._answer(handler, body)
+        if self.hang_up_after_answer:
+            handler.close_connection = True
 
     def _answer(self, handler: BaseHTTPRequestHandler, body: dict[str, Any]) -> None:
         if self.hang:
             time.sleep(3600)
             return
         if self.status != 200:
-            self._send(handler, self.status, {"error": {"message": f"scripted {self.status}", "type": "server_error"}})
+            self._send_json(handler, self.status,
+                            {"error": {"message": f"scripted {self.status}", "type": "server_error"}})
             return
         chat = handler.path.endswith("/chat/completions")
         usage = {"prompt_tokens": 11, "completion_tokens": 7, "total_tokens": 18}
@@ -110,12 +82,9 @@ class RecordingUpstream:
                       if chat else {"index": 0, "text": self.reply, "finish_reason": "stop"})
             answer = {"id": "cmpl-1", "object": "chat.completion" if chat else "text_completion", "created": 1,
                       "model": body.get("model"), "choices": [choice]}
-            self._send(handler, 200, {**answer, **({"usage": usage} if self.usage else {})})
+            self._send_json(handler, 200, {**answer, **({"usage": usage} if self.usage else {})})
             return
-        handler.send_response(200)
-        handler.send_header("content-type", "text/event-stream")
-        handler.send_header("transfer-encoding", "chunked")
-        handler.end_headers()
+        self._begin_stream(handler)
         deltas = self.deltas if self.deltas is not None else [w + " " for w in self.reply.split(" ")]
         base = {"id": "chunk-1", "object": "chat.completion.chunk" if chat else "text_completion", "created": 1,
                 "model": body.get("model")}
@@ -133,41 +102,10 @@ class RecordingUpstream:
                 self._event(handler, {**base, "choices": [{**choice, "finish_reason": "stop" if last else None}]})
             if self.usage and (body.get("stream_options") or {}).get("include_usage"):
                 self._event(handler, {**base, "choices": [], "usage": usage})
-            self._chunk(handler, b"data: [DONE]\n\n")
-            self._chunk(handler, b"")
+            self._chunk(handler, "data: [DONE]\n\n")
+            self._end_stream(handler)
         except (BrokenPipeError, ConnectionResetError):
             self.hung_up.set()
-
-    @staticmethod
-    def _send(handler: BaseHTTPRequestHandler, status: int, payload: dict[str, Any]) -> None:
-        data = json.dumps(payload).encode()
-        handler.send_response(status)
-        handler.send_header("content-type", "application/json")
-        handler.send_header("content-length", str(len(data)))
-        handler.end_headers()
-        handler.wfile.write(data)
-
-    def _event(self, handler: BaseHTTPRequestHandler, payload: dict[str, Any]) -> None:
-        self._chunk(handler, f"data: {json.dumps(payload)}\n\n".encode())
-
-    @staticmethod
-    def _chunk(handler: BaseHTTPRequestHandler, data: bytes) -> None:
-        handler.wfile.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
-        handler.wfile.flush()
-
-
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    request_queue_size = 128
-
-    def handle_error(self, request: object, client_address: object) -> None:
-        pass
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def dead_url() -> str:

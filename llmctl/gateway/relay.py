@@ -1,12 +1,11 @@
-"""Forwarding a request upstream and relaying the answer: failover across replicas before any byte reaches the
-client, the output guardrails on whole and streamed answers, and a streamed answer relayed event by event (an
-event the guardrails did not change is passed on as the bytes the upstream sent)."""
+"""A streamed answer relayed to the client event by event (an event the output guardrails did not change is passed
+on as the bytes the upstream sent), what streamed metered however the stream ended: finished, blocked, broken off
+upstream, or cut off by the client."""
 from __future__ import annotations
 
 import json
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 import anyio
@@ -14,17 +13,12 @@ import httpx
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
-from llmctl.config.schema import Guardrail
-from llmctl.gateway.audit import prompt_sha256
+from llmctl.gateway.answers import CHAT_TEXTS, COMPLETION_TEXTS, OutputChain
+from llmctl.gateway.call import Call, metered_tokens
 from llmctl.gateway.errors import GatewayError
-from llmctl.gateway.guardrails import Action, OutputStream, Verdict, check_output
-from llmctl.gateway.inputs import ClientRequest, Kind, Texts
-from llmctl.gateway.routing import Rotation
-from llmctl.gateway.spec import KeySpec, RouteSpec
+from llmctl.gateway.forward import error_text
 from llmctl.gateway.sse import EventReader
-from llmctl.gateway.tokens import TokenCounter
 
-EMPTY_SHA256 = prompt_sha256("")
 # After [DONE] the upstream only has the end of its body left to send; reading it keeps the connection reusable.
 DRAIN_S = 1.0
 _SSE_HEADERS = [(b"content-type", b"text/event-stream; charset=utf-8"), (b"cache-control", b"no-cache"),
@@ -32,223 +26,8 @@ _SSE_HEADERS = [(b"content-type", b"text/event-stream; charset=utf-8"), (b"cache
 _DONE = b"data: [DONE]\n\n"
 _FAILURE = {"upstream_timeout": "timeout", "upstream_malformed": "malformed", "upstream_error": "broken_stream"}
 
-
-@dataclass
-class Route:
-    """A route with what serving it needs, built once at startup."""
-
-    spec: RouteSpec
-    rotation: Rotation
-    counter: TokenCounter
-    input_guards: list[Guardrail]  # the route's guardrails whose input part checks something
-    output_guards: list[Guardrail]  # ... and whose output part does
-    max_tokens: int | None  # the smallest output.max_tokens of its guardrails
-
-
-@dataclass
-class Call:
-    """One request on its way through the gateway: what the audit log, the ledger and the metrics are told."""
-
-    started: float  # time.perf_counter()
-    kind: Kind
-    key: KeySpec | None = None
-    route: Route | None = None
-    request: ClientRequest | None = None
-    texts: Texts | None = None
-    prompt_sha256: str = EMPTY_SHA256
-    actions: dict[Action, None] = field(default_factory=dict)  # ordered set: each rule/action once per request
-    forwarded: bool = False  # an upstream accepted the request: tokens are being spent
-    ttft: float | None = None
-    upstream_failures: list[str] = field(default_factory=list)  # why upstream calls failed: connect, timeout, ...
-
-    def note(self, verdict: Verdict) -> None:
-        for action in verdict.actions:
-            self.actions[action] = None
-
-
-def metered_tokens(call: Call, usage: Any, output: list[str]) -> tuple[int, int]:
-    """(input, output) tokens: the upstream's usage where it gave one, else the route's counter on the texts sent
-    and received (llama-cpp-python's server sends no usage in streams). The counter sees the texts, not the chat
-    template the server wraps them in, so a counted prompt is short by the template's tokens."""
-    assert call.route is not None
-    counter = call.route.counter
-    given = usage if isinstance(usage, dict) else {}
-    prompt, completion = given.get("prompt_tokens"), given.get("completion_tokens")
-    if not isinstance(prompt, int) or prompt < 0:
-        prompt = counter.count(call.texts.text()) if call.texts else 0
-    if not isinstance(completion, int) or completion < 0:
-        completion = counter.count("".join(output)) if output else 0
-    return prompt, completion
-
-
+# What the app does with a request however it ended: meter, count, audit (Gateway.finish).
 Finish = Callable[[Call, int, "dict[str, Any] | None", "list[str] | None", "str | None"], None]
-
-
-async def send(client: httpx.AsyncClient, call: Call, body: bytes, headers: dict[str, str],
-               stream: bool) -> httpx.Response:
-    """POST to the route's upstreams in turn until one answers. Only a refused (or timed-out) connection moves on to
-    the next replica, and marks the one that refused down for a while: nothing was sent, so nothing is repeated."""
-    assert call.route is not None
-    route = call.route
-    failures: list[str] = []
-    retried_stale = False
-    upstreams = route.rotation.order()
-    index = 0
-    while index < len(upstreams):
-        upstream = upstreams[index]
-        url = upstream.chat_url if call.kind == "chat" else upstream.completions_url
-        request = client.build_request("POST", url, content=body, headers=headers)
-        try:
-            response = await client.send(request, stream=stream)
-        except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
-            reason = _reason(exc)
-            upstream.mark_down(reason)
-            call.upstream_failures.append("connect")
-            failures.append(f"{upstream.base_url}: {reason}")
-            index += 1
-            continue
-        except httpx.RemoteProtocolError as exc:
-            # A pooled keep-alive connection the upstream closed just as it was reused: once, on a new connection.
-            if not retried_stale and "without sending" in str(exc):
-                retried_stale = True
-                continue
-            call.upstream_failures.append("protocol")
-            raise GatewayError(502, f"upstream {upstream.base_url} broke the connection: {_reason(exc)}",
-                               "upstream_error", "upstream_error") from None
-        except httpx.TimeoutException:
-            call.upstream_failures.append("timeout")
-            raise _timeout(client) from None
-        except httpx.HTTPError as exc:
-            call.upstream_failures.append("error")
-            raise GatewayError(502, f"upstream {upstream.base_url} failed: {_reason(exc)}", "upstream_error",
-                               "upstream_error") from None
-        if upstream.down_until:
-            upstream.mark_up()
-        return response
-    raise GatewayError(502, f"no upstream of model '{route.spec.model}' is reachable: {'; '.join(failures)}",
-                       "upstream_error", "upstream_unreachable")
-
-
-def _timeout(client: httpx.AsyncClient) -> GatewayError:
-    return GatewayError(504, f"the upstream did not answer within {client.timeout.read:g} s", "upstream_timeout",
-                        "upstream_timeout")
-
-
-def _reason(exc: Exception) -> str:
-    return str(exc) or type(exc).__name__
-
-
-async def refusal(response: httpx.Response) -> GatewayError:
-    """An upstream's non-200 answer. A 4xx is the client's to see, with the upstream's message, type and code (in
-    the OpenAI error shape whatever shape the upstream used); a 5xx is a bad gateway, quoting the upstream."""
-    body = await response.aread()
-    await response.aclose()
-    status = response.status_code
-    error = _upstream_error(body)
-    message = str(error.get("message") or "")[:2000]
-    if status < 500:
-        headers = {name: response.headers[name] for name in ("retry-after",) if name in response.headers}
-        kind, code, param = (error.get(name) for name in ("type", "code", "param"))
-        return GatewayError(status, message or f"the upstream refused the request with HTTP {status}",
-                            str(kind) if kind else "invalid_request_error", None if code is None else str(code),
-                            None if param is None else str(param), headers=headers or None,
-                            reason=f"upstream answered HTTP {status}")
-    return GatewayError(502, f"upstream answered HTTP {status}" + (f": {message[:300]}" if message else ""),
-                        "upstream_error", "upstream_error", reason=f"upstream answered HTTP {status}")
-
-
-def _upstream_error(body: bytes) -> dict[str, Any]:
-    try:
-        data = json.loads(body)
-    except ValueError:
-        return {"message": body.decode("utf-8", "replace").strip()}
-    error = data.get("error") if isinstance(data, dict) else None
-    if isinstance(error, dict):
-        return error
-    if isinstance(error, str):
-        return {"message": error}
-    return {"message": data.get("detail") or data.get("message") if isinstance(data, dict) else str(data)}
-
-
-# --- whole answers ---------------------------------------------------------------------------------------------------
-
-
-# The texts of a chat answer the output guardrails read: the reply and, from reasoning models (llama.cpp, vLLM,
-# DeepSeek-style APIs), the reasoning shown beside it, which can carry the same PII. Tool-call arguments are JSON
-# for a program, not text for a person, and are passed on as they are.
-CHAT_TEXTS = ("content", "reasoning_content")
-COMPLETION_TEXTS = ("text",)
-
-
-def answer_texts(data: dict[str, Any], kind: Kind) -> list[tuple[dict[str, Any], str]]:
-    """(holder, key) of each choice's texts in a whole (not streamed) answer."""
-    places = []
-    for choice in data.get("choices") or ():
-        if not isinstance(choice, dict):
-            continue
-        holder = choice.get("message") if kind == "chat" else choice
-        if isinstance(holder, dict):
-            places += [(holder, key) for key in (CHAT_TEXTS if kind == "chat" else COMPLETION_TEXTS)
-                       if isinstance(holder.get(key), str) and holder[key]]
-    return places
-
-
-def check_answer(call: Call, places: list[tuple[dict[str, Any], str]]) -> bool:
-    """Apply the output guardrails to each text of a whole answer; True if any text changed (then re-serialise)."""
-    assert call.route is not None
-    changed = False
-    for holder, key in places:
-        text = holder[key]
-        for guard in call.route.output_guards:
-            verdict = check_output(text, guard.output)
-            call.note(verdict)
-            if verdict.blocked:
-                raise blocked(guard, verdict, "answer")
-            text = verdict.text
-        if text != holder[key]:
-            holder[key] = text
-            changed = True
-    return changed
-
-
-def blocked(guard: Guardrail, verdict: Verdict, what: str) -> GatewayError:
-    rule = next((action.rule for action in verdict.actions if action.action == "block"), None)
-    return GatewayError(400, f"guardrail '{guard.name}' blocked the {what}: {verdict.blocked}", "guardrail_violation",
-                        rule)
-
-
-# --- streamed answers ------------------------------------------------------------------------------------------------
-
-
-class OutputChain:
-    """One choice's streamed text through each output guardrail in turn."""
-
-    def __init__(self, guards: list[Guardrail], call: Call) -> None:
-        self._streams = [(guard, OutputStream(guard.output)) for guard in guards]
-        self._call = call
-        self.error: GatewayError | None = None
-        self.closed = False
-
-    def feed(self, text: str) -> str:
-        for guard, stream in self._streams:
-            if not text:
-                return ""
-            text = self._take(guard, stream.feed(text))
-        return text
-
-    def close(self) -> str:
-        self.closed = True
-        text = ""
-        for guard, stream in self._streams:
-            released = self._take(guard, stream.feed(text)) if text else ""
-            text = released + self._take(guard, stream.close())
-        return text
-
-    def _take(self, guard: Guardrail, verdict: Verdict) -> str:
-        self._call.note(verdict)
-        if verdict.blocked and self.error is None:
-            self.error = blocked(guard, verdict, "answer")
-        return "" if self.error else verdict.text
 
 
 class StreamRelay(Response):
@@ -321,7 +100,7 @@ class StreamRelay(Response):
             out = [self._fail(GatewayError(504, f"the upstream sent nothing for {self._timeout_s:g} s; the stream "
                                                 "was ended", "upstream_timeout", "upstream_timeout"))]
         except httpx.HTTPError as exc:
-            out = [self._fail(GatewayError(502, f"the upstream stream broke off: {_reason(exc)}", "upstream_error",
+            out = [self._fail(GatewayError(502, f"the upstream stream broke off: {error_text(exc)}", "upstream_error",
                                            "upstream_error"))]
         await send({"type": "http.response.body", "body": b"".join(out), "more_body": False})
         if not self._abort:

@@ -1,0 +1,65 @@
+"""One request on its way through the gateway: the route that serves it, what the audit log, the ledger and the
+metrics are told about it, and the tokens it is metered for."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from llmctl.config.schema import Guardrail
+from llmctl.gateway.audit import prompt_sha256
+from llmctl.gateway.guardrails import Action, Verdict
+from llmctl.gateway.inputs import ClientRequest, Kind, Texts
+from llmctl.gateway.routing import Rotation
+from llmctl.gateway.spec import KeySpec, RouteSpec
+from llmctl.gateway.tokens import TokenCounter
+
+EMPTY_SHA256 = prompt_sha256("")
+
+
+@dataclass
+class Route:
+    """A route with what serving it needs, built once at startup."""
+
+    spec: RouteSpec
+    rotation: Rotation
+    counter: TokenCounter
+    input_guards: list[Guardrail]  # the route's guardrails whose input part checks something
+    output_guards: list[Guardrail]  # ... and whose output part does
+    max_tokens: int | None  # the smallest output.max_tokens of its guardrails
+
+
+@dataclass
+class Call:
+    """One request on its way through the gateway: what the audit log, the ledger and the metrics are told."""
+
+    started: float  # time.perf_counter()
+    kind: Kind
+    key: KeySpec | None = None
+    route: Route | None = None
+    request: ClientRequest | None = None
+    texts: Texts | None = None
+    prompt_sha256: str = EMPTY_SHA256
+    actions: dict[Action, None] = field(default_factory=dict)  # ordered set: each rule/action once per request
+    forwarded: bool = False  # an upstream accepted the request: tokens are being spent
+    ttft: float | None = None
+    upstream_failures: list[str] = field(default_factory=list)  # why upstream calls failed: connect, timeout, ...
+
+    def note(self, verdict: Verdict) -> None:
+        for action in verdict.actions:
+            self.actions[action] = None
+
+
+def metered_tokens(call: Call, usage: Any, output: list[str]) -> tuple[int, int]:
+    """(input, output) tokens: the upstream's usage where it gave one, else the route's counter on the texts sent
+    and received (llama-cpp-python's server sends no usage in streams). The counter sees the texts, not the chat
+    template the server wraps them in, so a counted prompt is short by the template's tokens."""
+    assert call.route is not None
+    counter = call.route.counter
+    given = usage if isinstance(usage, dict) else {}
+    prompt, completion = given.get("prompt_tokens"), given.get("completion_tokens")
+    if not isinstance(prompt, int) or prompt < 0:
+        prompt = counter.count(call.texts.text()) if call.texts else 0
+    if not isinstance(completion, int) or completion < 0:
+        completion = counter.count("".join(output)) if output else 0
+    return prompt, completion
+
