@@ -28,7 +28,7 @@ from llmctl.plan.model import Plan
 from llmctl.plan.planner import make_plan, make_refresh_plan
 from llmctl.plan.render import render
 from llmctl.providers import get_provider
-from llmctl.scaffold import scaffold
+from llmctl.scaffold import next_steps, scaffold
 from llmctl.schemas import config_reference, config_schema, plan_schema
 from llmctl.state import LocalBackend
 from llmctl.status import render_status_text, status
@@ -75,7 +75,7 @@ def _approve(auto_approve: bool, question: str, cancelled: str) -> None:
 def init(directory: Annotated[Path, typer.Argument(help="Where to write llmops.yaml.")] = Path(".")) -> None:
     """Scaffold an llmops.yaml that runs on the local target."""
     written = scaffold(directory)
-    console.note(f"Wrote {written}. Next: cd {directory} && llmctl plan")
+    console.note(f"Wrote {written}. {next_steps(written)}")
 
 
 @app.command()
