@@ -54,10 +54,10 @@ def _approve(auto_approve: bool, question: str, cancelled: str) -> None:
 @app.command()
 def init(directory: Annotated[Path, typer.Argument(help="Where to write llmops.yaml.")] = Path(".")) -> None:
     """Scaffold an llmops.yaml that runs on the local target."""
-    from llmctl.scaffold import scaffold
+    from llmctl.scaffold import next_steps, scaffold
 
     written = scaffold(directory)
-    console.note(f"Wrote {written}. Next: cd {directory} && llmctl plan")
+    console.note(f"Wrote {written}. {next_steps(written)}")
 
 
 @app.command()

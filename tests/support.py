@@ -18,9 +18,9 @@ if TYPE_CHECKING:
 
 REPO = Path(__file__).resolve().parents[1]
 QUICKSTART = REPO / "examples" / "quickstart" / "llmops.yaml"
-# The config contract (shared/llmops.example.yaml beside the repo), committed so a plain clone can test it;
-# test_schemas.py checks the copy against shared/ wherever that is present.
-EXAMPLE_CONTRACT = REPO / "tests" / "data" / "llmops.example.yaml"
+# The config contract, every section in use: the reference example, below its schema modeline a copy of
+# shared/llmops.example.yaml (beside the repo where present: test_schemas.py checks the copy against it).
+EXAMPLE_CONTRACT = REPO / "examples" / "reference" / "llmops.yaml"
 SHARED_CONTRACT = REPO.parent / "shared" / "llmops.example.yaml"
 
 Run = Callable[..., subprocess.CompletedProcess[str]]

@@ -191,6 +191,7 @@ def test_colours_on_a_terminal_and_none_with_no_color_or_a_pipe(llmctl: Run, qui
     assert "\x1b[" not in llmctl("plan", "-f", str(quickstart)).stdout
 
 
+@pytest.mark.integration  # starts a real llama.cpp server (which exits on the junk model)
 def test_a_saved_plan_is_refused_after_an_apply_that_did_not_finish(llmctl: Run, quickstart: Path) -> None:
     quickstart.write_text("version: 1\nproject: qs\nprompts:\n  - name: p\n    template: hi\n")
     assert llmctl("apply", "-f", str(quickstart), "--auto-approve").returncode == 0  # serial 1

@@ -37,5 +37,8 @@ def test_the_readme_config_reference_is_current() -> None:
 
 
 @pytest.mark.skipif(not SHARED_CONTRACT.exists(), reason="no shared/ beside this checkout to compare with")
-def test_the_committed_contract_is_the_shared_one() -> None:
-    assert EXAMPLE_CONTRACT.read_text() == SHARED_CONTRACT.read_text(), "copy shared/llmops.example.yaml to tests/data/"
+def test_the_reference_example_is_the_shared_contract() -> None:
+    # Below the modeline every example carries (checked above), the shared file as it stands.
+    modeline = f"{MODELINE}../../schemas/llmops.schema.json\n"
+    assert EXAMPLE_CONTRACT.read_text() == modeline + SHARED_CONTRACT.read_text(), (
+        "copy shared/llmops.example.yaml to examples/reference/llmops.yaml, below its first line")

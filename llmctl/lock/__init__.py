@@ -12,11 +12,11 @@ the only one that imports huggingface_hub, and only when it queries), local (fil
 headers), architecture (attention shapes), stale (comparing a lock with the config).
 """
 from llmctl.lock.architecture import architecture_from_config
-from llmctl.lock.files import LOCK_FILE, dumps, lock_of, lock_path, read_lock, write_lock
+from llmctl.lock.files import LOCK_FILE, dumps, lock_path, read_lock, write_lock
 from llmctl.lock.hub import upstream_moved
 from llmctl.lock.model import Lock, LockError, ModelLock
 from llmctl.lock.resolve import prompt_digest, resolve
 from llmctl.lock.stale import stale
 
-__all__ = ["LOCK_FILE", "Lock", "LockError", "ModelLock", "architecture_from_config", "dumps", "lock_of",
+__all__ = ["LOCK_FILE", "Lock", "LockError", "ModelLock", "architecture_from_config", "dumps",
            "lock_path", "prompt_digest", "read_lock", "resolve", "stale", "upstream_moved", "write_lock"]

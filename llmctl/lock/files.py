@@ -5,14 +5,9 @@ import json
 import os
 import tempfile
 from pathlib import Path
-from typing import TYPE_CHECKING
-
 from pydantic import ValidationError
 
 from llmctl.lock.model import LOCK_VERSION, Lock, LockError
-
-if TYPE_CHECKING:
-    from llmctl.desired import Desired
 
 LOCK_FILE = "llmops.lock"
 
@@ -46,11 +41,6 @@ def read_lock(path: Path) -> Lock | None:
         first = exc.errors()[0]
         where = ".".join(str(part) for part in first["loc"]) or "the document"
         raise _corrupt(path, f"{where}: {first['msg']}") from None
-
-
-def lock_of(desired: Desired) -> Lock | None:
-    """The llmops.lock beside `desired`'s config, when there is one."""
-    return read_lock(lock_path(desired.config_dir / "llmops.yaml"))
 
 
 def _corrupt(path: Path, detail: str) -> LockError:

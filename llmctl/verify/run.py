@@ -55,14 +55,16 @@ def load_spec(desired: Desired, model: str, endpoints: list[str], overrides: Ove
     )
 
 
-def run_worker(spec: LoadSpec, progress: Callable[[dict[str, Any]], None]) -> WorkerResult:
-    """Run the Locust worker in its own process (gevent must never patch this one) under a hard deadline."""
-    deadline = spec.duration_s + spec.request_timeout_s + _WORKER_SLACK_S
+def run_worker(spec: LoadSpec, progress: Callable[[dict[str, Any]], None], *, python: str = sys.executable,
+               deadline_s: float | None = None) -> WorkerResult:
+    """Run the Locust worker in its own process (gevent must never patch this one), with the `python` interpreter,
+    under a hard deadline: `deadline_s`, by default the test's duration, one request timeout and the slack."""
+    deadline = spec.duration_s + spec.request_timeout_s + _WORKER_SLACK_S if deadline_s is None else deadline_s
     with tempfile.TemporaryDirectory(prefix="llmctl-loadtest-") as scratch:
         spec_path, result_path, log_path = (Path(scratch) / name for name in ("spec.json", "result.json", "log"))
         spec_path.write_text(spec.model_dump_json())
         with log_path.open("w") as log:
-            proc = subprocess.Popen([sys.executable, "-m", "llmctl.verify.loadtest_worker", str(spec_path),
+            proc = subprocess.Popen([python, "-m", "llmctl.verify.loadtest_worker", str(spec_path),
                                      str(result_path)], stdout=subprocess.PIPE, stderr=log, text=True,
                                     env={**os.environ, "PYTHONUNBUFFERED": "1"})
             timer = threading.Timer(deadline, proc.kill)

@@ -14,21 +14,27 @@ from pathlib import Path
 import httpx
 import openai
 import pytest
-from openai import OpenAI
 from prometheus_client.parser import text_string_to_metric_families
 
 from gateway.upstream import eventually
+from integration.chat import ask
 from support import QUICKSTART_KEY, Run, edit
 
 pytestmark = pytest.mark.integration
 
 
+# $100/h over the declared traffic of 24 requests a day of 10 output tokens each: $10 an output token.
+USD_PER_OUTPUT_TOKEN = 10
+
+
 @pytest.fixture
 def deployed(llmctl: Run, quickstart: Path):
-    """The quickstart priced so that one answer exhausts its budget: $1000/h over the declared traffic is about
-    $0.08 an output token, against a $1 monthly budget that blocks. The plan's own budget gate would refuse such a
-    config; --allow-over-budget lets it through, and the gateway still enforces the budget request by request."""
-    edit(quickstart, "    provider: local\n", "    provider: local\n    gpu_hour_usd: 1000\n")
+    """The quickstart priced so that any answer exhausts its budget: one output token costs $10, ten times the $1
+    monthly budget, which blocks. The plan's own budget gate would refuse such a config; --allow-over-budget lets it
+    through, and the gateway still enforces the budget request by request."""
+    edit(quickstart, "    provider: local\n", "    provider: local\n    gpu_hour_usd: 100\n")
+    edit(quickstart, "traffic: {requests_per_day: 2000, input_tokens: 300, output_tokens: 150}",
+         "traffic: {requests_per_day: 24, input_tokens: 300, output_tokens: 10}")
     edit(quickstart, "limit_usd: 100", "limit_usd: 1")
     applied = llmctl("apply", "-f", str(quickstart), "--auto-approve", "--skip-verify", "--allow-over-budget")
     assert applied.returncode == 0, applied.stderr
@@ -42,10 +48,7 @@ def _gateway(llmctl: Run, config: Path) -> dict:
 
 
 def _ask(endpoint: str, question: str, key: str = QUICKSTART_KEY) -> str:
-    client = OpenAI(base_url=endpoint, api_key=key, timeout=120, max_retries=0)
-    reply = client.chat.completions.create(model="assistant", max_tokens=24,
-                                           messages=[{"role": "user", "content": question}])
-    return reply.choices[0].message.content or ""
+    return ask(endpoint, question, key, max_tokens=24).choices[0].message.content or ""
 
 
 def test_keys_guardrails_and_a_budget_that_survives_a_restart(llmctl: Run, deployed: Path) -> None:
@@ -70,7 +73,8 @@ def test_keys_guardrails_and_a_budget_that_survives_a_restart(llmctl: Run, deplo
     assert any("pii.email:redact" in line["actions"] for line in lines)
     assert "jane.doe@example.com" not in path.read_text()
 
-    # That answer cost more than the $1 budget: the next request is refused, and still after a restart.
+    # That answer (one token at least, whatever it said) cost more than the $1 budget: the next request is refused,
+    # and still after a restart.
     with pytest.raises(openai.RateLimitError, match="team-monthly"):
         _ask(endpoint, "What is a GPU?")
     os.kill(gateway["pid"], signal.SIGKILL)
@@ -81,8 +85,11 @@ def test_keys_guardrails_and_a_budget_that_survives_a_restart(llmctl: Run, deplo
     with pytest.raises(openai.RateLimitError, match="team-monthly"):
         _ask(endpoint, "What is a GPU?")
 
+    # The ledger recorded the one answer at its price, and the alerts it crossed, across the restart.
     budget = restarted["spend"]["budgets"]["team-monthly"]
-    assert budget["spent_usd"] > 1 and budget["alerts"] == [0.5, 0.8, 1.0]
+    assert budget["requests"] == 1 and budget["output_tokens"] >= 1
+    assert budget["spent_usd"] == pytest.approx(budget["output_tokens"] * USD_PER_OUTPUT_TOKEN)
+    assert budget["alerts"] == [0.5, 0.8, 1.0]
     def refused() -> list:  # 429s counted since this gateway process started (counted just after answering)
         text = urllib.request.urlopen(endpoint.removesuffix("/v1") + "/metrics", timeout=10).read().decode()
         families = {family.name: family for family in text_string_to_metric_families(text)}

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import psutil
 import pytest
-from openai import OpenAI
 
+from integration.chat import answers
 from support import Run
 
 pytestmark = pytest.mark.integration
@@ -21,13 +21,6 @@ pytestmark = pytest.mark.integration
 def _status(llmctl: Run, config: Path) -> dict:
     result = llmctl("status", "-f", str(config), "--format", "json")
     return json.loads(result.stdout)
-
-
-def _ask(endpoint: str) -> str:
-    client = OpenAI(base_url=endpoint, api_key="unused", timeout=120)
-    reply = client.chat.completions.create(
-        model="assistant", messages=[{"role": "user", "content": "Name a colour."}], max_tokens=12)
-    return reply.choices[0].message.content or ""
 
 
 def _running(pids: list[int]) -> list[int]:
@@ -59,7 +52,7 @@ def test_plan_apply_replan_edit_apply_destroy(llmctl: Run, deployed: Path) -> No
     assert status["serial"] == 1
     [replica] = status["replicas"]
     assert replica["health"] == "healthy"
-    assert _ask(replica["endpoint"]).strip()
+    assert answers(replica["endpoint"])
 
     unchanged = llmctl("plan", "-f", str(config), "--detailed-exitcode")
     assert unchanged.returncode == 0, unchanged.stdout
@@ -74,7 +67,7 @@ def test_plan_apply_replan_edit_apply_destroy(llmctl: Run, deployed: Path) -> No
     replicas = _status(llmctl, config)["replicas"]
     assert [r["health"] for r in replicas] == ["healthy", "healthy"]
     assert replicas[0]["pid"] == replica["pid"], "the first replica was left running, not restarted"
-    assert all(_ask(r["endpoint"]).strip() for r in replicas)
+    assert all(answers(r["endpoint"]) for r in replicas)
 
     destroyed = llmctl("destroy", "-f", str(config), "--auto-approve")
     assert destroyed.returncode == 0, destroyed.stderr
@@ -109,7 +102,7 @@ def test_a_dead_replica_is_drift_that_apply_repairs(llmctl: Run, deployed: Path)
     assert llmctl("apply", "-f", str(config), "--auto-approve", "--skip-verify").returncode == 0
     [repaired] = _status(llmctl, config)["replicas"]
     assert repaired["pid"] != replica["pid"] and repaired["health"] == "healthy"
-    assert _ask(repaired["endpoint"]).strip()
+    assert answers(repaired["endpoint"])
 
 
 def test_a_replacement_that_fails_keeps_the_old_server_answering(llmctl: Run, deployed: Path) -> None:
@@ -128,6 +121,6 @@ def test_a_replacement_that_fails_keeps_the_old_server_answering(llmctl: Run, de
 
     [still] = _status(llmctl, config)["replicas"]
     assert still["pid"] == old["pid"] and still["health"] == "healthy"
-    assert _ask(still["endpoint"]).strip()
+    assert answers(still["endpoint"])
     replan = llmctl("plan", "-f", str(config), "--detailed-exitcode")
     assert replan.returncode == 2 and "-/+ model" in replan.stdout

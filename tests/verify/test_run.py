@@ -2,15 +2,14 @@
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
+import psutil
 import pytest
 from scripted_server import ScriptedServer
 
-import llmctl.verify.run as run
 from llmctl.config.schema import Config
 from llmctl.desired import Desired
 from llmctl.errors import LlmctlError
@@ -98,63 +97,68 @@ def test_request_timeout_derives_from_latency_target(tmp_path: Path, latency_p95
 # --- the worker's lifetime ------------------------------------------------------------------------------------------
 
 
-def test_worker_death_is_an_llmctl_error_with_its_output(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    crashing = tmp_path / "python"
-    crashing.write_text("#!/bin/sh\necho 'worker exploded: out of cheese' >&2\nexit 3\n")
-    crashing.chmod(0o755)
-    monkeypatch.setattr(run.sys, "executable", str(crashing))
+def _python_that_runs(tmp_path: Path, script: str) -> str:
+    """A stand-in interpreter for the worker: a shell script that ignores its arguments and runs `script`."""
+    python = tmp_path / "python"
+    python.write_text(f"#!/bin/sh\n{script}\n")
+    python.chmod(0o755)
+    return str(python)
+
+
+def test_worker_death_is_an_llmctl_error_with_its_output(tmp_path: Path) -> None:
+    crashing = _python_that_runs(tmp_path, "echo 'worker exploded: out of cheese' >&2\nexit 3")
     with pytest.raises(LlmctlError) as raised:
-        run_worker(_spec("http://127.0.0.1:9/v1"), lambda fields: None)
+        run_worker(_spec("http://127.0.0.1:9/v1"), lambda fields: None, python=crashing)
     message = str(raised.value)
     assert "'assistant'" in message and "died (exit code 3)" in message and "out of cheese" in message
 
 
-def test_worker_that_exits_cleanly_without_a_result_is_an_error(tmp_path: Path,
-                                                                monkeypatch: pytest.MonkeyPatch) -> None:
-    quiet = tmp_path / "python"
-    quiet.write_text("#!/bin/sh\nexit 0\n")
-    quiet.chmod(0o755)
-    monkeypatch.setattr(run.sys, "executable", str(quiet))
+def test_worker_that_exits_cleanly_without_a_result_is_an_error(tmp_path: Path) -> None:
     with pytest.raises(LlmctlError, match="died"):
-        run_worker(_spec("http://127.0.0.1:9/v1"), lambda fields: None)
+        run_worker(_spec("http://127.0.0.1:9/v1"), lambda fields: None, python=_python_that_runs(tmp_path, "exit 0"))
 
 
-def test_worker_past_its_deadline_is_killed(monkeypatch: pytest.MonkeyPatch) -> None:
-    # Deadline = duration + request timeout + slack; a negative slack brings it down to 1.5 s, while the worker,
-    # held by a server that never sends a token, would otherwise run for at least 30 s.
-    spec_fields = {"duration_s": 30, "request_timeout_s": 60}
-    monkeypatch.setattr(run, "_WORKER_SLACK_S", 1.5 - 30 - 60)
+def test_worker_past_its_deadline_is_killed() -> None:
+    # Held by a server that never sends a token, the worker would run for the test's 30 s at least: only the
+    # 1.5 s deadline can end it here, however slowly a loaded machine starts it.
     with ScriptedServer(mode="silent") as server:
         with pytest.raises(LlmctlError) as raised:
-            run_worker(_spec(server.base_url, **spec_fields), lambda fields: None)
+            run_worker(_spec(server.base_url, duration_s=30, request_timeout_s=60), lambda fields: None,
+                       deadline_s=1.5)
     assert "'assistant'" in str(raised.value) and "deadline" in str(raised.value)
     assert "gevent" not in sys.modules
 
 
-def test_leaving_early_stops_the_worker(monkeypatch: pytest.MonkeyPatch) -> None:
-    """If the caller gives up (its progress display fails, Ctrl-C), the load on the endpoint must stop too."""
-    started: list[subprocess.Popen[str]] = []
+def _workers() -> list[psutil.Process]:
+    """This process's load-test workers."""
+    found = []
+    for child in psutil.Process().children():
+        try:
+            if "llmctl.verify.loadtest_worker" in child.cmdline():
+                found.append(child)
+        except psutil.Error:  # it ended (or is a zombie) between the listing and the look: not a running worker
+            continue
+    return found
 
-    class Recorded(subprocess.Popen):  # type: ignore[type-arg]
-        def __init__(self, *args: Any, **kwargs: Any) -> None:
-            super().__init__(*args, **kwargs)
-            started.append(self)
+
+def test_leaving_early_stops_the_worker() -> None:
+    """If the caller gives up (its progress display fails, Ctrl-C), the load on the endpoint must stop too."""
+    seen: list[psutil.Process] = []
 
     def interrupted(fields: dict[str, Any]) -> None:
+        seen.extend(_workers())  # progress comes from the worker, so it is running now
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(run.subprocess, "Popen", Recorded)
     with ScriptedServer(mode="stream") as server:
         try:
             with pytest.raises(KeyboardInterrupt):
                 run_worker(_spec(server.base_url, duration_s=60), interrupted)
-            [worker] = started
-            assert worker.poll() is not None, "the worker is still sending load"
+            [worker] = seen
+            assert not worker.is_running(), "the worker is still sending load"
         finally:
-            for proc in started:
-                if proc.poll() is None:
-                    proc.kill()
-                    proc.wait()
+            for worker in _workers():
+                worker.kill()
+                worker.wait()
 
 
 # --- verify --------------------------------------------------------------------------------------------------------
