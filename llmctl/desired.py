@@ -21,7 +21,6 @@ from llmctl.config.schema import (
     Slo,
     Target,
 )
-from llmctl.config.sources import parse_source
 
 
 @dataclass(frozen=True)
@@ -45,7 +44,7 @@ class Desired:
     def from_parts(cls, config: Config, config_dir: Path) -> "Desired":
         models = {}
         for model in config.models:
-            if model.target is None and not parse_source(model.source).hosted:
+            if model.target is None and not model.parsed_source.hosted:
                 model = model.model_copy(update={"target": DEFAULT_TARGET})
             models[model.name] = model
         targets = dict(config.targets)

@@ -11,7 +11,6 @@ from functools import cached_property
 from typing import TYPE_CHECKING
 
 from llmctl.checks import Check
-from llmctl.config.sources import parse_source
 from llmctl.desired import Desired
 from llmctl.errors import LlmctlError
 from llmctl.workspace import Workspace
@@ -47,7 +46,7 @@ class Resolved:
     def revision(self, model: Model) -> str:
         """The hub revision an hf:// model is served at: the commit the lock pinned, else the one asked for."""
         locked = self.locked(model.name)
-        return (locked.sha if locked else None) or parse_source(model.source).revision or "main"
+        return (locked.sha if locked else None) or model.parsed_source.revision or "main"
 
     def with_desired(self, desired: Desired, lock: Lock | None) -> Resolved:
         """The same workspace and catalog for another config: the applied one, for rollback and destroy."""

@@ -10,7 +10,6 @@ from pydantic import BaseModel, Field
 from rich.console import Console
 from rich.table import Table
 
-from llmctl.config.sources import parse_source
 from llmctl.gateway.usage import ledger_usage
 from llmctl.state import State
 from llmctl.verify.model import ModelVerification
@@ -62,7 +61,7 @@ class StatusReport(BaseModel):
 def status(state: State, get_provider: Callable[[str], Provider]) -> StatusReport:
     models = state.desired.models if state.desired else []
     hosted = [HostedModel(model=model.name, source=model.source) for model in models
-              if parse_source(model.source).hosted]
+              if model.parsed_source.hosted]
     replicas = [
         Replica(address=r.address, model=r.model, target=r.target,
                 endpoint=r.endpoint or next(iter(r.attrs.get("endpoints") or []), None),

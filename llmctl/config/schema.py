@@ -17,13 +17,14 @@ from pydantic import (
     NonNegativeInt,
     PositiveFloat,
     PositiveInt,
+    PrivateAttr,
     StringConstraints,
     Tag,
     field_validator,
     model_validator,
 )
 
-from llmctl.config.sources import parse_source
+from llmctl.config.sources import Source, parse_source
 
 Name = Annotated[
     str,
@@ -153,11 +154,22 @@ class Model(Strict):
     api_key_env: str | None = Field(None, description="api:// models: the environment variable holding the "
                                     "provider's key, read by the gateway per request (openai: OPENAI_API_KEY).")
 
+    # The source as written stays what plans, state and the lock show; parsed once here, every part of llmctl
+    # reads its scheme, location and revision from `parsed_source`.
+    _parsed_source: Source = PrivateAttr()
+
     @field_validator("source")
     @classmethod
     def _source_parses(cls, value: str) -> str:
         parse_source(value)
         return value
+
+    def model_post_init(self, context: Any) -> None:
+        self._parsed_source = parse_source(self.source)
+
+    @property
+    def parsed_source(self) -> Source:
+        return self._parsed_source
 
 
 # --- prompts, guardrails, budgets, slos ------------------------------------------------------------------------

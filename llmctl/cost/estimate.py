@@ -4,7 +4,6 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from llmctl.config.schema import AwsTarget, KubernetesTarget, LocalTarget, Model
-from llmctl.config.sources import parse_source
 from llmctl.cost.catalog import Catalog, CatalogError
 from llmctl.cost.fit import Fit, check_fit, kv_cache_bytes, weights_bytes
 from llmctl.cost.model import HOURS, MONTH_HOURS, BudgetStatus, CostReport, ModelCost, PlanCost
@@ -49,7 +48,7 @@ def _model_cost(model: Model, desired: Desired, catalog: Catalog, lock: Lock | N
 
 
 def _priced(model: Model, desired: Desired, catalog: Catalog, lock: Lock | None, checks: list[Check]) -> ModelCost:
-    source = parse_source(model.source)
+    source = model.parsed_source
     if source.hosted:
         provider, _, name = source.location.partition("/")
         price = catalog.api_price(provider, name)

@@ -13,7 +13,6 @@ from typing import TYPE_CHECKING
 
 from llmctl.checks import Check
 from llmctl.config.schema import Gateway, GatewayKey, duration_seconds
-from llmctl.config.sources import parse_source
 from llmctl.desired import Desired
 from llmctl.errors import LlmctlError
 from llmctl.gateway.auth import hash_key
@@ -52,7 +51,7 @@ def settings(desired: Desired) -> Gateway:
 def routed(desired: Desired, local_targets: set[str]) -> list[str]:
     """The models a gateway on this machine fronts: those on its local targets and every hosted one."""
     return sorted(name for name, model in desired.models.items()
-                  if model.target in local_targets or parse_source(model.source).hosted)
+                  if model.target in local_targets or model.parsed_source.hosted)
 
 
 def build_spec(resolved: Resolved, upstreams: dict[str, Upstream], directory: Path,
@@ -66,7 +65,7 @@ def build_spec(resolved: Resolved, upstreams: dict[str, Upstream], directory: Pa
     prices = _prices(resolved)
     routes = {}
     for name, model in desired.models.items():
-        source = parse_source(model.source)
+        source = model.parsed_source
         common = dict(model=name, guardrails=[desired.guardrails[g] for g in model.guardrails],
                       prompt=desired.prompts.get(model.prompt or ""), price=prices.get(name),
                       budgets=desired.budgets_of(name))
@@ -114,7 +113,7 @@ def checks(resolved: Resolved, local_targets: set[str]) -> list[Check]:
     prices = _prices(resolved)
     for name in routed(desired, local_targets):
         model = desired.models[name]
-        source = parse_source(model.source)
+        source = model.parsed_source
         if source.hosted and source.location.partition("/")[0] not in API_DEFAULTS and not (
                 model.api_base and model.api_key_env):
             found.append(Check(severity="error", address=f"model.{name}", message=(
@@ -140,7 +139,7 @@ def _prices(resolved: Resolved) -> dict[str, Price | None]:
     prices: dict[str, Price | None] = {}
     for cost in report.models:
         model = desired.models[cost.model]
-        source = parse_source(model.source)
+        source = model.parsed_source
         if cost.kind == "api":
             provider, _, remote = source.location.partition("/")
             try:

@@ -6,12 +6,13 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
 
-from llmctl.config.sources import SourceNotFound, local_path, parse_source
+from llmctl.config.sources import SourceNotFound, local_path
 from llmctl.gguf import NotGguf, read_gguf
 from llmctl.lock.architecture import architecture_from_gguf
 from llmctl.lock.model import LockError, ModelLock
 
 if TYPE_CHECKING:
+    from llmctl.config.schema import Model
     from llmctl.desired import Desired
 
 # GGUF key (after the architecture's prefix) -> the name kept in the lock
@@ -51,11 +52,11 @@ def resolve_file(text: str, path: Path) -> ModelLock:
     return entry
 
 
-def local_size(source: str, desired: Desired) -> int | None:
-    """The size of the file a local source names now; None when it names none."""
+def local_size(model: Model, desired: Desired) -> int | None:
+    """The size of the file a model's local source names now; None when it names none."""
     try:
-        return local_path(parse_source(source), desired.config_dir).stat().st_size
-    except (SourceNotFound, OSError, ValueError):
+        return local_path(model.parsed_source, desired.config_dir).stat().st_size
+    except (SourceNotFound, OSError):
         return None
 
 

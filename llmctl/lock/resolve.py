@@ -6,7 +6,7 @@ import hashlib
 import json
 from typing import TYPE_CHECKING
 
-from llmctl.config.sources import SourceNotFound, local_path, parse_source
+from llmctl.config.sources import SourceNotFound, local_path
 from llmctl.lock.files import LOCK_FILE
 from llmctl.lock.hub import Hub, offline
 from llmctl.lock.local import local_size, resolve_file
@@ -46,7 +46,7 @@ def resolve(desired: Desired, prices: str | None, api: HfApi | None = None, prev
 
 def _resolve_model(name: str, model: Model, desired: Desired, hub: Hub, old: ModelLock | None,
                    update: bool) -> ModelLock:
-    source = parse_source(model.source)
+    source = model.parsed_source
     if source.scheme == "api":
         return ModelLock(source=model.source, kind="api")
     if source.scheme == "hf":
@@ -69,5 +69,5 @@ def _still_pinned(old: ModelLock, model: Model, desired: Desired) -> bool:
     """A kept file entry must still describe the file: re-hash when its size changed (a new package version)."""
     if old.kind != "file":
         return True
-    size = local_size(model.source, desired)
+    size = local_size(model, desired)
     return size is None or size == old.weights_bytes

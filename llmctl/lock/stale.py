@@ -22,7 +22,7 @@ def stale(lock: Lock, desired: Desired, prices: str | None) -> list[str]:
         elif entry.source != model.source:
             reasons.append(f"model {name}: source changed from {entry.source} to {model.source}")
         elif entry.kind == "file":
-            size = local_size(model.source, desired)
+            size = local_size(model, desired)
             if size is not None and size != entry.weights_bytes:
                 reasons.append(f"model {name}: the file changed since it was locked "
                                f"({entry.weights_bytes} bytes, now {size})")

@@ -4,8 +4,6 @@ from __future__ import annotations
 import difflib
 from typing import Any
 
-from deepdiff import DeepDiff
-
 from llmctl.plan.model import DiffEntry
 
 # Changing these means a new server, not a reconfigured one.
@@ -27,6 +25,8 @@ def diff_object(kind: str, before: dict[str, Any], after: dict[str, Any]) -> lis
     """The changed values, one entry per changed field; a changed list is shown whole, prompt text by line."""
     # threshold 0: always report the keys that differ, never a whole dict (or the whole object, which has no
     # path) as replaced because few of its keys are shared.
+    from deepdiff import DeepDiff  # numpy comes with it (~0.2 s): most plans change no existing object
+
     tree = DeepDiff(before, after, view="tree", threshold_to_diff_deeper=0)
     entries: dict[str, DiffEntry] = {}
     for report, op in _REPORTS.items():

@@ -22,7 +22,6 @@ import pulumi
 import pulumi_aws as aws
 
 from llmctl.config.schema import AwsTarget, Budget, Model, ReplicaRange
-from llmctl.config.sources import parse_source
 from llmctl.desired import Desired
 from llmctl.gateway import build
 from llmctl.resolve import Resolved
@@ -110,7 +109,7 @@ def replica_bounds(model: Model) -> tuple[int, int]:
 
 def engine_command(model: Model, sha: str) -> tuple[str, list[str], int]:
     """(image, container arguments, container port) of the engine serving `model`."""
-    source = parse_source(model.source)
+    source = model.parsed_source
     if source.scheme != "hf":
         raise ValueError(f"model '{model.name}': aws targets serve hf:// sources, not {source.scheme}://")
     extra: list[str] = []

@@ -15,7 +15,6 @@ import pulumi
 import pulumi_kubernetes as k8s
 
 from llmctl.config.schema import Budget, KubernetesTarget, Model, ReplicaRange
-from llmctl.config.sources import parse_source
 from llmctl.cost.model import HOURS, MONTH_HOURS
 from llmctl.desired import Desired
 from llmctl.resolve import Resolved
@@ -48,7 +47,7 @@ def program(resolved: Resolved, target: str) -> Callable[[], None]:
         if model.engine not in IMAGES:
             raise ValueError(f"model '{model.name}': engine '{model.engine}' cannot run on kubernetes target "
                              f"'{target}': use vllm or tgi")
-        if parse_source(model.source).scheme != "hf":
+        if model.parsed_source.scheme != "hf":
             raise ValueError(f"model '{model.name}': a kubernetes target pulls weights from the Hugging Face Hub: "
                              f"use an hf:// source")
 
@@ -119,7 +118,7 @@ def service_url(model: Model, namespace: str) -> str:
 
 
 def engine_args(model: Model, sha: str) -> list[str]:
-    source = parse_source(model.source)
+    source = model.parsed_source
     served = model.name
     if model.engine == "vllm":
         args = ["--model", source.location, "--revision", sha, "--served-model-name", served,

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from llmctl.config.schema import Model
-from llmctl.config.sources import SourceNotFound, local_path, parse_source
+from llmctl.config.sources import SourceNotFound, local_path
 from llmctl.desired import Desired
 from llmctl.gateway import build
 from llmctl.checks import Check
@@ -34,7 +34,7 @@ class LocalProvider:
             problem = missing(model.engine or "")
             if problem:
                 checks.append(Check(severity="error", address=address, message=problem))
-            source = parse_source(model.source)
+            source = model.parsed_source
             if model.engine == "llama-cpp":
                 if source.scheme == "hf":
                     checks.append(Check(severity="error", address=address, message=(
@@ -87,7 +87,7 @@ class LocalProvider:
             problem = missing(model.engine or "")
             if problem:
                 problems.append(f"model {model.name}: {problem}")
-            source = parse_source(model.source)
+            source = model.parsed_source
             if source.scheme in ("pkg", "file"):
                 problems += [f"model {model.name}: {why}" for why in _pinned_file_problems(model, resolved)]
         if gateway.home(desired) == target:
@@ -194,7 +194,7 @@ class LocalProvider:
 def _spec(model: Model, resolved: Resolved) -> dict[str, Any]:
     """What a replica runs; the pinned file hash or commit is part of it, so a model that changed under its name
     is a replacement the plan shows."""
-    source = parse_source(model.source)
+    source = model.parsed_source
     locked = resolved.locked(model.name)
     try:
         ref = (str(local_path(source, resolved.desired.config_dir)) if source.scheme in ("pkg", "file")
@@ -213,7 +213,7 @@ def _spec(model: Model, resolved: Resolved) -> dict[str, Any]:
 
 def _pinned_file_problems(model: Model, resolved: Resolved) -> list[str]:
     try:
-        path = local_path(parse_source(model.source), resolved.desired.config_dir)
+        path = local_path(model.parsed_source, resolved.desired.config_dir)
     except SourceNotFound as exc:
         return [str(exc)]
     locked = resolved.locked(model.name)
