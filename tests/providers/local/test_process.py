@@ -247,6 +247,7 @@ def leftovers() -> Iterator[list[tuple[int, float]]]:
         kill_group(pid, create_time)
 
 
+@pytest.mark.integration  # starts a real llama.cpp server (which exits on the junk model)
 def test_apply_of_a_server_that_cannot_load_its_model_fails_with_its_log(tmp_path: Path, leftovers) -> None:
     want = resource(junk_model(tmp_path))
     recorder = Recorder()
@@ -271,6 +272,7 @@ def test_apply_of_a_server_that_cannot_load_its_model_fails_with_its_log(tmp_pat
     assert recorder.progress[-1][1].startswith("failed:")
 
 
+@pytest.mark.integration  # starts a real llama.cpp server (which exits on the junk model)
 def test_failed_replacement_keeps_the_old_process_serving(tmp_path: Path, spawn, leftovers) -> None:
     old_started = spawn([sys.executable, "-c", "import time; time.sleep(300)"])
     old = resource(tmp_path / "old.gguf").model_copy(update={"attrs": {
