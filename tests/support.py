@@ -1,12 +1,10 @@
 """Paths and types the tests share (importable because pytest puts tests/ on the path)."""
 from __future__ import annotations
 
-import shutil
+import os
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
-
-import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 QUICKSTART = REPO / "examples" / "quickstart" / "llmops.yaml"
@@ -17,11 +15,15 @@ SHARED_CONTRACT = REPO.parent / "shared" / "llmops.example.yaml"
 
 Run = Callable[..., subprocess.CompletedProcess[str]]
 
-# The cloud providers' path without the pulumi CLI: what plans, render and a refused apply do on a machine like CI's.
 # The quickstart gateway's key in tests (the README has users generate their own).
 QUICKSTART_KEY = "qs-test-key-0123456789"
-WITHOUT_PULUMI_CLI = pytest.mark.skipif(shutil.which("pulumi") is not None,
-                                        reason="these tests cover the path without the pulumi CLI; it is installed here")
+
+
+def without_pulumi_cli() -> dict[str, str]:
+    """The environment of a machine without the pulumi CLI, like CI's, on any machine: a PATH without the
+    directories that hold one (the cloud providers then plan offline and refuse to apply)."""
+    return {"PATH": os.pathsep.join(directory for directory in os.environ["PATH"].split(os.pathsep)
+                                    if not (Path(directory) / "pulumi").exists())}
 
 
 def edit(config: Path, old: str, new: str) -> None:
