@@ -2,14 +2,11 @@
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
-
-import pytest
 
 if TYPE_CHECKING:
     from llmctl.desired import Desired
@@ -25,11 +22,15 @@ SHARED_CONTRACT = REPO.parent / "shared" / "llmops.example.yaml"
 
 Run = Callable[..., subprocess.CompletedProcess[str]]
 
-# The cloud providers' path without the pulumi CLI: what plans, render and a refused apply do on a machine like CI's.
 # The quickstart gateway's key in tests (the README has users generate their own).
 QUICKSTART_KEY = "qs-test-key-0123456789"
-WITHOUT_PULUMI_CLI = pytest.mark.skipif(shutil.which("pulumi") is not None,
-                                        reason="these tests cover the path without the pulumi CLI; it is installed here")
+
+
+def without_pulumi_cli() -> dict[str, str]:
+    """The environment of a machine without the pulumi CLI, like CI's, on any machine: a PATH without the
+    directories that hold one (the cloud providers then plan offline and refuse to apply)."""
+    return {"PATH": os.pathsep.join(directory for directory in os.environ["PATH"].split(os.pathsep)
+                                    if not (Path(directory) / "pulumi").exists())}
 
 
 def edit(config: Path, old: str, new: str) -> None:

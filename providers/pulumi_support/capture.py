@@ -6,7 +6,9 @@ declares its resources here, and llmctl diffs what it declared against what the 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -49,17 +51,40 @@ def capture(program: Callable[[], None], project: str, stack: str, calls: Calls 
     """Every resource `program` registers, with its inputs (secrets masked). `calls` answers data-source
     invokes such as aws:ec2/getAmi:getAmi, which under mocks reach no cloud."""
     recorder = _Recorder(calls)
-    # Pulumi runs on the thread's current event loop and leaves it open; closed here, not by the garbage collector
-    # at interpreter exit, where closing it again prints a traceback.
-    loop = asyncio.new_event_loop()
-    asyncio.set_event_loop(loop)
-    try:
+    with _event_loops():
         mocks.set_mocks(recorder, project=project, stack=stack, preview=True)
         mocks.test(program)()
-    finally:
-        loop.close()
-        asyncio.set_event_loop(None)
     return recorder.resources
+
+
+@contextmanager
+def _event_loops() -> Iterator[None]:
+    """Every event loop a mock run uses, made here and closed when it ends.
+
+    Pulumi's runtime runs on this thread's loop, registers each resource from a thread of that loop's default
+    executor, and there gives each thread a loop of its own (sync_await._ensure_event_loop); it closes none of them.
+    Left to the garbage collector, such a loop may be finalised after its self-pipe sockets, and closing it then
+    prints "Exception ignored in: <function BaseEventLoop.__del__> ... Invalid file descriptor: -1" (typically at
+    interpreter exit, so after a plan's output). Here the executor is ours: each of its threads starts with a loop
+    made here, and once the threads are joined every loop is closed.
+    """
+    loops: list[asyncio.AbstractEventLoop] = []
+
+    def new_loop() -> asyncio.AbstractEventLoop:
+        loop = asyncio.new_event_loop()
+        loops.append(loop)
+        asyncio.set_event_loop(loop)
+        return loop
+
+    executor = ThreadPoolExecutor(thread_name_prefix="pulumi-mocks", initializer=new_loop)
+    new_loop().set_default_executor(executor)
+    try:
+        yield
+    finally:
+        executor.shutdown(wait=True)  # no thread still runs on a loop closed below
+        for loop in loops:
+            loop.close()
+        asyncio.set_event_loop(None)
 
 
 def plain(value: Any, unknown: frozenset[str] = frozenset({UNKNOWN})) -> Any:

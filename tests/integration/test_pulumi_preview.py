@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from support import REPO, Run
+from support import REPO, Run, without_pulumi_cli
 
 pytestmark = [pytest.mark.integration,
               pytest.mark.skipif(shutil.which("pulumi") is None,
@@ -52,8 +52,6 @@ def test_a_real_preview_names_the_same_resources_as_the_offline_plan(
     plan = json.loads(previewed.stdout)
     assert not [c for c in plan["checks"] if "planned offline" in c["message"]], plan["checks"]
 
-    offline = hub_llmctl("plan", "-f", str(config), "--format", "json",
-                         env={**env, "PATH": os.pathsep.join(p for p in os.environ["PATH"].split(os.pathsep)
-                                                             if not (Path(p) / "pulumi").exists())})
+    offline = hub_llmctl("plan", "-f", str(config), "--format", "json", env={**env, **without_pulumi_cli()})
     expected = {rc["address"] for rc in json.loads(offline.stdout)["resource_changes"]}
     assert {rc["address"] for rc in plan["resource_changes"] if rc["action"] == "create"} == expected

@@ -9,10 +9,9 @@ from pathlib import Path
 import pytest
 
 import fake_pulumi
-from support import REPO, WITHOUT_PULUMI_CLI, Run, edit, record_apply
+from support import REPO, Run, edit, record_apply, without_pulumi_cli
 
 EXAMPLE = REPO / "examples" / "aws-gpu" / "llmops.yaml"
-pytestmark = WITHOUT_PULUMI_CLI
 
 
 @pytest.fixture
@@ -22,7 +21,7 @@ def example(tmp_path: Path, hub_llmctl: Run) -> tuple[Path, Run]:
 
     def run(*args: str):  # type: ignore[no-untyped-def]
         # A token in the environment must never surface in a plan.
-        return hub_llmctl(*args, env={"HF_TOKEN": "hf_secret_value"})
+        return hub_llmctl(*args, env={**without_pulumi_cli(), "HF_TOKEN": "hf_secret_value"})
 
     assert run("lock", "-f", str(config)).returncode == 0
     return config, run

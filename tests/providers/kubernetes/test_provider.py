@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
 from pathlib import Path
 
 import kubernetes_validate
@@ -11,10 +12,9 @@ import pytest
 import yaml
 from hub_server import TOKEN
 
-from support import REPO, WITHOUT_PULUMI_CLI, Run, edit, record_apply
+from support import REPO, Run, edit, record_apply, without_pulumi_cli
 
 EXAMPLE = REPO / "examples" / "kubernetes" / "llmops.yaml"
-pytestmark = WITHOUT_PULUMI_CLI
 
 
 @pytest.fixture
@@ -24,7 +24,11 @@ def example(tmp_path: Path, hub_llmctl: Run) -> tuple[Path, Run]:
     # Llama is gated: whoever has access locks it once (and commits llmops.lock); every plan after that,
     # like the ones in these tests, needs no credentials.
     assert hub_llmctl("lock", "-f", str(config), env={"HF_TOKEN": TOKEN}).returncode == 0
-    return config, hub_llmctl
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return hub_llmctl(*args, env=without_pulumi_cli())
+
+    return config, run
 
 
 def test_plan_lists_every_kubernetes_resource_offline(example) -> None:  # type: ignore[no-untyped-def]

@@ -1,19 +1,20 @@
 """The CLI road of a Pulumi provider, wired end to end: plan from a preview's events, drift from a refresh preview,
 state from an update's events and stack outputs.
 
-The pulumi CLI cannot be installed on this machine, so `RecordedStack` stands in for the Automation API stack it
-would drive: a named test double that replays engine event streams recorded to Pulumi's event schema
-(tests/data/pulumi_events/) to the provider's `on_event` callback. Everything else is the real provider code.
+The pulumi CLI cannot be installed on this machine, so the stand-in CLI of tests/fake_pulumi.py takes its place on
+PATH: a named test double that answers the Automation API's stack commands and replays engine event streams
+recorded to Pulumi's event schema (tests/data/pulumi_events/) to the event server the Automation API listens on.
+Everything in this process is the real code: the provider finds the CLI, makes or selects the stack and drives it.
 """
 from __future__ import annotations
 
-import json
+import shutil
 from pathlib import Path
 from typing import Any
 
 import pytest
-from pulumi.automation import EngineEvent, OutputValue
 
+import fake_pulumi
 from llmctl.config.load import load
 from llmctl.desired import Desired
 from llmctl.plan.planner import make_refresh_plan
@@ -21,43 +22,25 @@ from llmctl.state import State
 from providers.aws import AwsProvider
 from llmctl.provider import ApplyContext
 from llmctl.resource import Resource
-from providers.pulumi_support import provider as pulumi_provider
 from support import REPO, context
 
 EVENTS = Path(__file__).parents[2] / "data" / "pulumi_events"
 
 
-class RecordedStack:
-    name = "prod-gpu-cloud"
-
-    def _replay(self, stream: str, on_event: Any) -> None:
-        for line in (EVENTS / f"{stream}.jsonl").read_text().splitlines():
-            on_event(EngineEvent.from_json(json.loads(line)))
-
-    def preview(self, *, on_event: Any, **_: Any) -> None:
-        self._replay("preview", on_event)
-
-    def preview_refresh(self, *, on_event: Any, **_: Any) -> None:
-        self._replay("refresh", on_event)
-
-    def up(self, *, on_event: Any, **_: Any) -> Any:
-        self._replay("up", on_event)
-        outputs = {"model.qwen-7b.endpoints": OutputValue(["http://203.0.113.7:8000/v1"], False),
-                   "model.qwen-7b.instances": OutputValue(["i-0abc"], False)}
-        return type("UpResult", (), {"outputs": outputs})()
-
-
 @pytest.fixture
-def aws(monkeypatch: pytest.MonkeyPatch) -> AwsProvider:
-    monkeypatch.setattr(pulumi_provider, "cli_available", lambda: True)
-    monkeypatch.setattr(AwsProvider, "_stack", lambda self, config, target: (RecordedStack(), "file:///b"))
-    monkeypatch.setattr(AwsProvider, "_select", lambda self, attrs: RecordedStack())
+def aws(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AwsProvider:
+    (tmp_path / "bin").mkdir()
+    for name, value in fake_pulumi.install(tmp_path / "bin", replay=EVENTS).items():
+        monkeypatch.setenv(name, value)
     return AwsProvider()
 
 
-@pytest.fixture(scope="module")
-def desired() -> Desired:
-    return Desired.from_config(load(REPO / "examples" / "aws-gpu" / "llmops.yaml", None))
+@pytest.fixture
+def desired(tmp_path: Path) -> Desired:
+    """The aws example, copied so that the stack's local backend (under .llmctl/ beside it) lands in tmp_path."""
+    config = tmp_path / "llmops.yaml"
+    shutil.copy(REPO / "examples" / "aws-gpu" / "llmops.yaml", config)
+    return Desired.from_config(load(config, None))
 
 
 def _resource(address: str, type_: str, name: str, **attrs: Any) -> Resource:
