@@ -6,14 +6,13 @@ import time
 from pathlib import Path
 from typing import Any
 
+from llmctl.checks import Check
 from llmctl.config.schema import Model
 from llmctl.config.sources import SourceNotFound, local_path
-from llmctl.desired import Desired
 from llmctl.gateway import build
-from llmctl.checks import Check
-from llmctl.resource import ResourceChange
 from llmctl.provider import ApplyContext, ProviderError, diff_resources
-from llmctl.resource import Resource
+from llmctl.resolve import Resolved
+from llmctl.resource import Resource, ResourceChange
 from providers.local import gateway, process
 from providers.local.engines import command, missing
 
