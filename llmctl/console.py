@@ -5,17 +5,18 @@ import os
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import TYPE_CHECKING
 
-from rich.console import Console
-from rich.live import Live
-from rich.table import Table
-from rich.text import Text
+if TYPE_CHECKING:  # rich is imported where it draws: plain output to a pipe (CI, scripts) never needs it
+    from rich.console import Console
 
 
 _LINE_STYLES = {"+": "green", "-": "red", "~": "yellow", "#": "bold", "Error": "bold red", "Warning": "yellow"}
 
 
 def _console(stderr: bool = False) -> Console:
+    from rich.console import Console
+
     return Console(stderr=stderr, no_color="NO_COLOR" in os.environ, highlight=False, soft_wrap=True)
 
 
@@ -29,6 +30,8 @@ def out(text: str) -> None:
         sys.stdout.write(text if text.endswith("\n") else text + "\n")
         sys.stdout.flush()
         return
+    from rich.text import Text
+
     console = _console()
     for line in text.splitlines():
         head = line.lstrip().split(" ", 1)[0].rstrip(":")
@@ -37,11 +40,15 @@ def out(text: str) -> None:
 
 
 def err(text: str) -> None:
+    from rich.text import Text
+
     _console(stderr=True).print(Text(text, style="" if "NO_COLOR" in os.environ else "red"))
 
 
 def note(text: str) -> None:
     """A status line for people; on stderr so that stdout stays machine-readable."""
+    from rich.text import Text
+
     _console(stderr=True).print(Text(text))
 
 
@@ -54,6 +61,10 @@ def progress(title: str) -> Iterator[Callable[[str, str], None]]:
 
         yield line
         return
+    from rich.live import Live
+    from rich.table import Table
+    from rich.text import Text
+
     rows: dict[str, str] = {}
     console = _console(stderr=True)
 
