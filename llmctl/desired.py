@@ -13,11 +13,11 @@ from llmctl.config.schema import (
     SECTIONS,
     Budget,
     Config,
+    Gateway,
     Guardrail,
     LocalTarget,
     Model,
     Prompt,
-    Gateway,
     Slo,
     Target,
 )

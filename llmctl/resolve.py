@@ -57,7 +57,8 @@ def resolve(loaded: LoadedConfig, allow_over_budget: bool = False, update: bool 
     """Lock what is missing or stale (never silently re-resolving what is pinned, unless `update`), and say when
     a pinned branch has moved upstream."""
     from llmctl.cost.catalog import load_catalog
-    from llmctl.lock import lock_path, read_lock, resolve as resolve_lock, stale, upstream_moved, write_lock
+    from llmctl.lock import lock_path, read_lock, stale, upstream_moved, write_lock
+    from llmctl.lock import resolve as resolve_lock
 
     desired = Desired.from_config(loaded)
     catalog = load_catalog()

@@ -11,9 +11,9 @@ from rich.console import Console
 from rich.table import Table
 
 from llmctl.gateway.usage import ledger_usage
+from llmctl.provider import Provider
 from llmctl.state import State
 from llmctl.verify.model import ModelVerification
-from llmctl.provider import Provider
 
 
 class Replica(BaseModel):

@@ -3,12 +3,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from llmctl.checks import Check
 from llmctl.config.schema import AwsTarget, KubernetesTarget, LocalTarget, Model
 from llmctl.cost.catalog import Catalog, CatalogError
 from llmctl.cost.fit import Fit, check_fit, kv_cache_bytes, weights_bytes
 from llmctl.cost.model import HOURS, MONTH_HOURS, BudgetStatus, CostReport, ModelCost, PlanCost
 from llmctl.cost.render import money
-from llmctl.checks import Check
 from llmctl.desired import Desired
 from llmctl.lock import Lock
 

@@ -5,6 +5,7 @@ import json
 import os
 import tempfile
 from pathlib import Path
+
 from pydantic import ValidationError
 
 from llmctl.lock.model import LOCK_VERSION, Lock, LockError

@@ -12,10 +12,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from llmctl.plan.model import Change, DiffEntry, Plan, Summary
-from llmctl.resource import Action, ResourceChange
 from llmctl.checks import Check
 from llmctl.cost.render import cost_lines, render_cost
+from llmctl.plan.model import Change, DiffEntry, Plan, Summary
+from llmctl.resource import Action, ResourceChange
 from llmctl.textfmt import clean, md_cell, plural
 
 Format = Literal["text", "json", "markdown"]

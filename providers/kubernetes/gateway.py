@@ -11,8 +11,8 @@ from pathlib import Path
 import pulumi
 import pulumi_kubernetes as k8s
 
-from llmctl.resolve import Resolved
 from llmctl.gateway import build
+from llmctl.resolve import Resolved
 from providers.pulumi_support.images import GATEWAY_IMAGE
 
 GATEWAY_PORT = 8080

@@ -17,8 +17,8 @@ import pulumi_kubernetes as k8s
 from llmctl.config.schema import Budget, KubernetesTarget, Model, ReplicaRange
 from llmctl.cost.model import HOURS, MONTH_HOURS
 from llmctl.desired import Desired
-from llmctl.resolve import Resolved
 from llmctl.gateway import build
+from llmctl.resolve import Resolved
 from providers.kubernetes import gateway
 from providers.pulumi_support.images import ENGINE_IMAGES
 
