@@ -11,7 +11,7 @@ from llmctl.desired import Desired
 from llmctl.errors import BudgetExceeded, LlmctlError, VerificationFailed
 from llmctl.plan.model import Change, Plan, Summary
 from llmctl.plan.planner import TargetView, applied_desired, refreshed_targets
-from llmctl.provider import ApplyContext, Provider, ProviderError
+from llmctl.provider import ApplyContext, Operation, Provider, ProviderError
 from llmctl.resolve import Resolved, resolve_applied
 from llmctl.resource import Resource, ResourceChange
 from llmctl.state import STATUS_TEXT, LocalBackend, State
@@ -65,7 +65,7 @@ def apply_plan(plan: Plan, resolved: Resolved, get_provider: Callable[[str], Pro
 
     changes = _by_target(plan.resource_changes)
     views = refreshed_targets(resolved, state, get_provider)
-    _preflight(resolved, {target: views[target].provider for target in changes})
+    _preflight(resolved, {target: views[target].provider for target in changes}, "apply")
 
     # Progress is written under the current serial (1 for a first apply): only a verified apply moves it, so a
     # rolled-back one leaves the serial where it was and saved plans made against it stay valid.
@@ -106,13 +106,13 @@ def apply_plan(plan: Plan, resolved: Resolved, get_provider: Callable[[str], Pro
     return ApplyOutcome(new, report)
 
 
-def _preflight(resolved: Resolved, providers: dict[str, Provider]) -> None:
+def _preflight(resolved: Resolved, providers: dict[str, Provider], action: Operation) -> None:
     """Every target can proceed, or nothing changes anywhere: all the reasons at once, so one fix-and-retry
     round is enough."""
     problems = [f"  target '{target}': {problem}" for target, provider in providers.items()
-                for problem in provider.preflight(resolved, target)]
+                for problem in provider.preflight(resolved, target, action)]
     if problems:
-        raise LlmctlError("apply would fail, so nothing was changed:\n" + "\n".join(problems))
+        raise LlmctlError(f"{action} would fail, so nothing was changed:\n" + "\n".join(problems))
 
 
 def _apply_changes(resolved: Resolved, new: State, changes: dict[str, list[ResourceChange]],
@@ -193,7 +193,7 @@ def destroy(workspace: Workspace, get_provider: Callable[[str], Provider], progr
     resolved = resolve_applied(workspace, applied, state.lock)
     targets = {target: (get_provider(resources[0].provider), resources)
                for target, resources in _by_target(state.resources).items()}
-    _preflight(resolved, {target: provider for target, (provider, _) in targets.items()})
+    _preflight(resolved, {target: provider for target, (provider, _) in targets.items()}, "destroy")
     new = state.model_copy(deep=True, update={"serial": state.serial + 1, "status": "destroying",
                                               "status_reason": None})
     for target, (provider, resources) in targets.items():

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Literal, Protocol, runtime_checkable
 
 from llmctl.checks import Check
 from llmctl.plan.diff import diff_object
@@ -18,6 +18,8 @@ from llmctl.resource import Resource, ResourceChange
 
 if TYPE_CHECKING:
     from llmctl.resolve import Resolved
+
+Operation = Literal["apply", "destroy"]
 
 
 @dataclass
@@ -61,9 +63,9 @@ class Provider(Protocol):
         """What apply would do to turn `current` (refreshed) into `desired`; `gone` is drift to repair. The checks
         say how the plan was made when that matters to a reviewer (e.g. offline, without drift detection)."""
 
-    def preflight(self, resolved: Resolved, target: str) -> list[str]:
-        """Every reason apply or destroy of `target` would fail here (a missing CLI, an engine not installed, a
-        model file missing or changed, a key variable not set), found before anything changes on any target."""
+    def preflight(self, resolved: Resolved, target: str, action: Operation) -> list[str]:
+        """Every reason `action` on `target` would fail here (a missing CLI; for apply also an engine not installed,
+        a model file missing or changed, a key variable not set), found before anything changes on any target."""
 
     def apply(self, changes: list[ResourceChange], desired: list[Resource], current: list[Resource],
               ctx: ApplyContext) -> list[Resource]:

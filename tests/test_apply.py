@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import sys
 from pathlib import Path
 
 import psutil
@@ -134,3 +135,26 @@ def test_a_saved_plan_applied_unchanged_serves_the_pinned_file(llmctl: Run, quic
             assert cmdline[cmdline.index("--model") + 1] == replica["spec"]["model"]
     finally:
         llmctl("destroy", "-f", str(quickstart), "--auto-approve")
+
+
+def test_destroy_needs_no_gateway_key(llmctl: Run, quickstart: Path) -> None:
+    """Stopping what runs needs none of what starting it did: a destroy without the key variable still destroys."""
+    from llmctl.config.load import load
+    from llmctl.providers import get_provider
+    from llmctl.resolve import resolve
+    from llmctl.state import State
+
+    exited = psutil.Popen([sys.executable, "-c", "pass"])
+    gone = (exited.pid, exited.create_time())
+    exited.wait()
+    resolved = resolve(load(quickstart))
+    resources = [r.model_copy(update={"attrs": {"pid": gone[0], "create_time": gone[1]}})
+                 for r in get_provider("local").resources(resolved, "laptop")]
+    backend = resolved.workspace.backend()
+    backend.write(State(project="quickstart", environment="dev", serial=1, lineage="l", status="applied",
+                        desired=resolved.desired.to_config(), lock=resolved.lock, resources=resources))
+
+    result = llmctl("destroy", "-f", str(quickstart), "--auto-approve", env={"QUICKSTART_API_KEY": ""})
+    assert result.returncode == 0, result.stderr
+    state = backend.read()
+    assert (state.serial, state.status, state.resources) == (2, "destroyed", [])

@@ -10,7 +10,7 @@ from llmctl.checks import Check
 from llmctl.config.schema import Model
 from llmctl.config.sources import SourceNotFound, local_path
 from llmctl.gateway import build
-from llmctl.provider import ApplyContext, ProviderError, diff_resources
+from llmctl.provider import ApplyContext, Operation, ProviderError, diff_resources
 from llmctl.resolve import Resolved
 from llmctl.resource import Resource, ResourceChange
 from providers.local import gateway, process
@@ -77,9 +77,12 @@ class LocalProvider:
              gone: dict[str, str]) -> tuple[list[ResourceChange], list[Check]]:
         return diff_resources(desired, current, gone), []
 
-    def preflight(self, resolved: Resolved, target: str) -> list[str]:
+    def preflight(self, resolved: Resolved, target: str, action: Operation) -> list[str]:
         """What the plan checked may no longer hold where and when apply runs (a saved plan applied later, or on
-        another machine): engines, the pinned model files, and the gateway's keys."""
+        another machine): engines, the pinned model files, and the gateway's keys. Stopping processes needs none
+        of them."""
+        if action == "destroy":
+            return []
         desired = resolved.desired
         problems = []
         for model in desired.models_on(target):

@@ -12,7 +12,7 @@ from typing import Any
 from llmctl.checks import Check
 from llmctl.desired import Desired
 from llmctl.errors import LlmctlError
-from llmctl.provider import ApplyContext, diff_resources
+from llmctl.provider import ApplyContext, Operation, diff_resources
 from llmctl.resolve import Resolved
 from llmctl.resource import Resource, ResourceChange
 from providers.pulumi_support import events
@@ -92,7 +92,7 @@ class PulumiProvider:
             return (diff_resources(desired, current, gone, replaces=self._forced),
                     [self._offline(target, f" because pulumi preview failed ({exc})")])
 
-    def preflight(self, resolved: Resolved, target: str) -> list[str]:
+    def preflight(self, resolved: Resolved, target: str, action: Operation) -> list[str]:
         return [] if cli_available() else [INSTALL_HELP.format(provider=self.name)]
 
     def apply(self, changes: list[ResourceChange], desired: list[Resource], current: list[Resource],
