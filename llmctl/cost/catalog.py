@@ -13,7 +13,16 @@ from dataclasses import dataclass
 from functools import cache, cached_property
 from pathlib import Path
 
-from llmctl.cost.snapshot import DATA_DIR, ApiPrice, CatalogError, Offer, Snapshot, download_snapshot, read_snapshot
+from llmctl.cost.snapshot import (
+    DATA_DIR,
+    REFRESH_TIMEOUT_S,
+    ApiPrice,
+    CatalogError,
+    Offer,
+    Snapshot,
+    download_snapshot,
+    read_snapshot,
+)
 from llmctl.errors import did_you_mean
 
 
@@ -209,11 +218,12 @@ def load_catalog(directory: Path | None = None) -> Catalog:
         return catalog
 
 
-def refresh_snapshot(directory: Path, providers: Sequence[str] = ("aws",)) -> Catalog:
-    """Write gpuhunt's live catalog of `providers` to `directory` as a snapshot (see `download_snapshot`) and load
-    it, in place of any earlier load of that directory."""
+def refresh_snapshot(directory: Path, providers: Sequence[str] = ("aws",),
+                     timeout_s: float = REFRESH_TIMEOUT_S) -> Catalog:
+    """Write gpuhunt's live catalog of `providers` to `directory` as a snapshot (see `download_snapshot`; each
+    download waits at most `timeout_s`) and load it, in place of any earlier load of that directory."""
     key = Path(directory).resolve()
-    download_snapshot(key, providers)
+    download_snapshot(key, providers, timeout_s)
     with _CACHE_LOCK:
         _CACHE.pop(key, None)
     return load_catalog(key)

@@ -197,7 +197,7 @@ def _environment(values: dict[str, str]) -> Iterator[None]:
 
 # --- writing one from gpuhunt's live catalog -----------------------------------------------------------------------
 
-def download_snapshot(directory: Path, providers: Sequence[str]) -> None:
+def download_snapshot(directory: Path, providers: Sequence[str], timeout_s: float = REFRESH_TIMEOUT_S) -> None:
     """Download gpuhunt's live catalog of `providers` (from its default URL, or GPUHUNT_CATALOG_URL) and write it to
     `directory` in the same layout as the pinned snapshot, with metadata saying when and from where. Nothing is
     written unless every requested provider downloaded; the pinned snapshot is only touched if `directory` is it."""
@@ -218,7 +218,7 @@ def download_snapshot(directory: Path, providers: Sequence[str]) -> None:
     failures: dict[str, str] = {}
     for provider in wanted:
         try:
-            versions[provider], items[provider] = _download(base_url, provider)
+            versions[provider], items[provider] = _download(base_url, provider, timeout_s)
         except urllib.error.HTTPError as exc:  # the server answered, without this provider's catalog
             failures[provider] = str(exc)
         except OSError as exc:  # refused, unresolvable, timed out: no answer at all
@@ -246,7 +246,7 @@ def download_snapshot(directory: Path, providers: Sequence[str]) -> None:
     _write_snapshot(directory, items, metadata)
 
 
-def _download(base_url: str, provider: str) -> tuple[str, list[CatalogItem]]:
+def _download(base_url: str, provider: str, timeout_s: float) -> tuple[str, list[CatalogItem]]:
     """The latest version of one provider's catalog and its offers, from the layout gpuhunt publishes:
     `<provider>/version` names the latest, `<provider>/<version>/catalog.zip` holds `<provider>.csv`.
 
@@ -257,14 +257,14 @@ def _download(base_url: str, provider: str) -> tuple[str, list[CatalogItem]]:
     of them), and still parses with gpuhunt's own reader."""
     import gpuhunt._internal.storage as gpuhunt_storage
 
-    version = _fetch(f"{base_url}/{provider}/version").decode("utf-8").strip()
-    archive = _fetch(f"{base_url}/{provider}/{version}/catalog.zip")
+    version = _fetch(f"{base_url}/{provider}/version", timeout_s).decode("utf-8").strip()
+    archive = _fetch(f"{base_url}/{provider}/{version}/catalog.zip", timeout_s)
     with zipfile.ZipFile(io.BytesIO(archive)) as zip_file, zip_file.open(f"{provider}.csv") as csv_file:
         return version, list(gpuhunt_storage.load(io.TextIOWrapper(csv_file, "utf-8"), provider=provider))
 
 
-def _fetch(url: str) -> bytes:
-    with urllib.request.urlopen(url, timeout=REFRESH_TIMEOUT_S) as response:
+def _fetch(url: str, timeout_s: float) -> bytes:
+    with urllib.request.urlopen(url, timeout=timeout_s) as response:
         return bytes(response.read())
 
 
