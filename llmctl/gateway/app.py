@@ -134,7 +134,7 @@ class Gateway:
         self.keys_required = bool(spec.keys)
         self.limiter = RateLimiter()
         self.audit = AuditLog(Path(spec.audit_path))
-        self.metrics = GatewayMetrics()
+        self.metrics = GatewayMetrics(spec.slo_thresholds)
         self._ledger: Ledger | None = None
         self._spending: Spending | None = None
         # One client for every upstream: pooled HTTP/1.1 keep-alive connections, no per-request setup. Plain-http

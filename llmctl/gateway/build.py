@@ -15,7 +15,15 @@ from llmctl.config.schema import Gateway, GatewayKey, duration_seconds
 from llmctl.desired import Desired
 from llmctl.errors import LlmctlError
 from llmctl.gateway.auth import hash_key
-from llmctl.gateway.spec import BudgetSpec, GatewaySpec, KeySpec, Price, RouteSpec, TokenizerSpec
+from llmctl.gateway.spec import (
+    BudgetSpec,
+    GatewaySpec,
+    KeySpec,
+    Price,
+    RouteSpec,
+    SloThresholds,
+    TokenizerSpec,
+)
 
 if TYPE_CHECKING:
     from llmctl.resolve import Resolved
@@ -82,7 +90,12 @@ def build_spec(resolved: Resolved, upstreams: dict[str, Upstream], directory: Pa
         keys.append(KeySpec(id=VERIFY_KEY_ID, sha256=verify_key_sha))
     budgets = {name: BudgetSpec(name=name, limit_usd=b.limit_usd, period=b.period, alert_at=b.alert_at,
                                 on_exceed=b.on_exceed) for name, b in desired.budgets.items()}
+    slos = [desired.slos[desired.models[name].slo] for name in routes if desired.models[name].slo]
+    thresholds = SloThresholds(
+        request_seconds=sorted({slo.latency_p95_ms / 1000 for slo in slos if slo.latency_p95_ms}),
+        ttft_seconds=sorted({slo.ttft_p95_ms / 1000 for slo in slos if slo.ttft_p95_ms}))
     return GatewaySpec(routes=routes, keys=keys, budgets=budgets, max_body_bytes=gateway.max_request_bytes,
+                       slo_thresholds=thresholds,
                        upstream_timeout_s=duration_seconds(gateway.upstream_timeout),
                        db_path=str(directory / "spend.sqlite"), audit_path=str(directory / "audit.jsonl"))
 

@@ -1,7 +1,11 @@
 """Prometheus metrics of one gateway process, served at /metrics."""
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+
+from llmctl.gateway.spec import SloThresholds
 
 # A whole request runs from a few ms (a refusal, a cached short answer) to minutes (a long generation, up to the
 # upstream timeout); the default buckets stop at 10 s and would put every long generation in +Inf.
@@ -10,16 +14,24 @@ REQUEST_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0
 TTFT_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.2, 0.35, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0, 20.0, 30.0, 60.0)
 
 
+def with_thresholds(buckets: Iterable[float], thresholds: Iterable[float]) -> tuple[float, ...]:
+    """The default boundaries plus one at each SLO threshold (an `le` exactly at 0.8 for `ttft_p95_ms: 800`)."""
+    return tuple(sorted({*buckets, *thresholds}))
+
+
 class GatewayMetrics:
-    def __init__(self) -> None:
+    def __init__(self, slo: SloThresholds | None = None) -> None:
+        slo = slo or SloThresholds()
         # Its own registry, not the process-global one: several gateways (or tests) in one process stay separate.
         self.registry = CollectorRegistry()
         self._requests = Counter("llmctl_gateway_requests", "Requests answered, by HTTP status.",
                                  ["model", "status"], registry=self.registry)
         self._request_seconds = Histogram("llmctl_gateway_request_seconds", "Whole request latency.",
-                                          ["model"], buckets=REQUEST_BUCKETS, registry=self.registry)
+                                          ["model"], buckets=with_thresholds(REQUEST_BUCKETS, slo.request_seconds),
+                                          registry=self.registry)
         self._ttft_seconds = Histogram("llmctl_gateway_ttft_seconds", "Time to the first streamed token.",
-                                       ["model"], buckets=TTFT_BUCKETS, registry=self.registry)
+                                       ["model"], buckets=with_thresholds(TTFT_BUCKETS, slo.ttft_seconds),
+                                       registry=self.registry)
         self._tokens = Counter("llmctl_gateway_tokens", "Tokens metered, by direction (input|output).",
                                ["model", "direction"], registry=self.registry)
         self._spend = Counter("llmctl_gateway_spend_usd", "Priced spend in USD (unpriced tokens add nothing).",

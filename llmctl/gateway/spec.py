@@ -57,12 +57,21 @@ class BudgetSpec(BaseModel):
     on_exceed: Literal["warn", "block"]
 
 
+class SloThresholds(BaseModel):
+    """Every threshold the config's SLOs declare, in seconds: each becomes a bucket boundary of its histogram, so
+    "the share of requests over the threshold" is counted exactly, never interpolated between buckets."""
+
+    request_seconds: list[float] = Field(default_factory=list, description="From latency_p95_ms.")
+    ttft_seconds: list[float] = Field(default_factory=list, description="From ttft_p95_ms.")
+
+
 class GatewaySpec(BaseModel):
     routes: dict[str, RouteSpec]
     keys: list[KeySpec] = Field(default_factory=list, description="Empty: no key is required (said at plan).")
     budgets: dict[str, BudgetSpec] = Field(default_factory=dict)
     max_body_bytes: int = 1_048_576
     upstream_timeout_s: float = 120.0
+    slo_thresholds: SloThresholds = Field(default_factory=SloThresholds)
     db_path: str = Field(description="SQLite ledger of metered spend; survives restarts.")
     audit_path: str = Field(description="JSON-lines audit log.")
 
