@@ -57,7 +57,8 @@ CONNECT_TIMEOUT_S = 3.0
 KEEPALIVE_EXPIRY_S = 4.0
 MAX_CONNECTIONS = 1024
 HEALTH_PROBE_S = 2.0
-ANONYMOUS = "anonymous"
+ANONYMOUS = "anonymous"  # no keys are declared, so none is required
+UNAUTHENTICATED = "unauthenticated"  # keys are required and the request had none that matched (metrics only)
 _JSON = {"content-type": "application/json"}
 
 
@@ -384,6 +385,7 @@ class Gateway:
         model = route.spec.model if route else None
         label = model or "unknown"
         key_id = call.key.id if call.key else (None if self.keys_required else ANONYMOUS)
+        key_label = key_id or UNAUTHENTICATED
         input_tokens = output_tokens = 0
         if route is not None and call.forwarded and output is not None:
             input_tokens, output_tokens = metered_tokens(call, usage, output)
@@ -395,14 +397,14 @@ class Gateway:
                                    input_tokens=input_tokens, output_tokens=output_tokens, usd=usd)
             except sqlite3.Error:  # the rest (metrics, the audit line) still says what happened
                 log.exception("the ledger %s could not record a request to %s", self.spec.db_path, model)
-            self.metrics.tokens(label, input_tokens, output_tokens)
+            self.metrics.tokens(label, key_label, input_tokens, output_tokens)
             if usd:
-                self.metrics.spend(label, usd)
+                self.metrics.spend(label, key_label, usd)
                 if route.spec.budgets:
                     self.spending.recorded(route.spec.budgets, usd)
             if call.key is not None:
                 self.limiter.add_tokens(call.key, input_tokens + output_tokens)
-        self.metrics.request(label, status, time.perf_counter() - call.started)
+        self.metrics.request(label, key_label, status, time.perf_counter() - call.started)
         if call.ttft is not None:
             self.metrics.ttft(label, call.ttft)
         for action in call.actions:

@@ -24,36 +24,38 @@ class GatewayMetrics:
         slo = slo or SloThresholds()
         # Its own registry, not the process-global one: several gateways (or tests) in one process stay separate.
         self.registry = CollectorRegistry()
-        self._requests = Counter("llmctl_gateway_requests", "Requests answered, by HTTP status.",
-                                 ["model", "status"], registry=self.registry)
+        # `key` is a declared key's name (or anonymous, or unauthenticated): bounded by the config, never a value a
+        # client chooses, so spend and traffic can be attributed without unbounded series.
+        self._requests = Counter("llmctl_gateway_requests", "Requests answered, by key and HTTP status.",
+                                 ["model", "key", "status"], registry=self.registry)
         self._request_seconds = Histogram("llmctl_gateway_request_seconds", "Whole request latency.",
                                           ["model"], buckets=with_thresholds(REQUEST_BUCKETS, slo.request_seconds),
                                           registry=self.registry)
         self._ttft_seconds = Histogram("llmctl_gateway_ttft_seconds", "Time to the first streamed token.",
                                        ["model"], buckets=with_thresholds(TTFT_BUCKETS, slo.ttft_seconds),
                                        registry=self.registry)
-        self._tokens = Counter("llmctl_gateway_tokens", "Tokens metered, by direction (input|output).",
-                               ["model", "direction"], registry=self.registry)
-        self._spend = Counter("llmctl_gateway_spend_usd", "Priced spend in USD (unpriced tokens add nothing).",
-                              ["model"], registry=self.registry)
+        self._tokens = Counter("llmctl_gateway_tokens", "Tokens metered, by key and direction (input|output).",
+                               ["model", "key", "direction"], registry=self.registry)
+        self._spend = Counter("llmctl_gateway_spend_usd", "Priced spend in USD by key (unpriced tokens add nothing).",
+                              ["model", "key"], registry=self.registry)
         self._guardrail = Counter("llmctl_gateway_guardrail_actions", "Guardrail actions taken, by rule.",
                                   ["model", "rule", "action"], registry=self.registry)
         self._upstream_errors = Counter("llmctl_gateway_upstream_errors", "Failed upstream calls, by reason.",
                                         ["model", "reason"], registry=self.registry)
 
-    def request(self, model: str, status: int, seconds: float) -> None:
-        self._requests.labels(model=model, status=str(status)).inc()
+    def request(self, model: str, key: str, status: int, seconds: float) -> None:
+        self._requests.labels(model=model, key=key, status=str(status)).inc()
         self._request_seconds.labels(model=model).observe(seconds)
 
     def ttft(self, model: str, seconds: float) -> None:
         self._ttft_seconds.labels(model=model).observe(seconds)
 
-    def tokens(self, model: str, input: int, output: int) -> None:
-        self._tokens.labels(model=model, direction="input").inc(input)
-        self._tokens.labels(model=model, direction="output").inc(output)
+    def tokens(self, model: str, key: str, input: int, output: int) -> None:
+        self._tokens.labels(model=model, key=key, direction="input").inc(input)
+        self._tokens.labels(model=model, key=key, direction="output").inc(output)
 
-    def spend(self, model: str, usd: float) -> None:
-        self._spend.labels(model=model).inc(usd)
+    def spend(self, model: str, key: str, usd: float) -> None:
+        self._spend.labels(model=model, key=key).inc(usd)
 
     def guardrail(self, model: str, rule: str, action: str) -> None:
         self._guardrail.labels(model=model, rule=rule, action=action).inc()

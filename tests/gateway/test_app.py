@@ -141,10 +141,10 @@ def test_models_health_and_metrics(tmp_path: Path) -> None:
     families = {family.name: family for family in text_string_to_metric_families(metrics.text)}
     requests = {tuple(sorted(s.labels.items())): s.value for s in families["llmctl_gateway_requests"].samples
                 if s.name == "llmctl_gateway_requests_total"}
-    assert requests[(("model", "assistant"), ("status", "200"))] == 1
-    tokens = {s.labels["direction"]: s.value for s in families["llmctl_gateway_tokens"].samples
+    assert requests[(("key", "anonymous"), ("model", "assistant"), ("status", "200"))] == 1
+    tokens = {(s.labels["key"], s.labels["direction"]): s.value for s in families["llmctl_gateway_tokens"].samples
               if s.name == "llmctl_gateway_tokens_total"}
-    assert tokens == {"input": 11, "output": 7}
+    assert tokens == {("anonymous", "input"): 11, ("anonymous", "output"): 7}
     assert "llmctl_gateway_request_seconds" in families
 
 
@@ -252,6 +252,13 @@ def test_keys_401_403_and_the_accepted_headers(tmp_path: Path) -> None:
                     ({"authorization": "Bearer sk-team-a"}, {"api-key": "sk-team-a"}, {"x-api-key": "sk-team-a"})]
         visible = [m.id for m in client(url, "sk-team-b").models.list().data]
         models_without_key = httpx.get(f"{url}/models")
+        audited(tmp_path, 6)  # each request is counted in the metrics before its audit line is written
+        metrics = httpx.get(url.removesuffix("/v1") + "/metrics").text
+    requests = {(s.labels["key"], s.labels["status"]): s.value for family in text_string_to_metric_families(metrics)
+                for s in family.samples if s.name == "llmctl_gateway_requests_total"}
+    # Attributed to the declared key that made them; a request without a valid key to none of them.
+    assert requests == {("unauthenticated", "401"): 2, ("team-b", "403"): 1, ("team-a", "200"): 3}
+    assert "sk-team" not in metrics
     assert no_key.status_code == 401 and no_key.json()["error"]["type"] == "authentication_error"
     assert set(no_key.json()["error"]) == {"message", "type", "code", "param"}
     assert wrong.value.status_code == 401 and "sk-wrong" not in wrong.value.body["message"]

@@ -21,7 +21,7 @@ def _spec_of(config: Path):  # type: ignore[no-untyped-def]
 def _boundaries(metrics: GatewayMetrics, name: str) -> set[str]:
     """The `le` values of a histogram (a labelled one shows its buckets once it has observed something)."""
     metrics.ttft("assistant", 0.1)
-    metrics.request("assistant", 200, 0.1)
+    metrics.request("assistant", "anonymous", 200, 0.1)
     return {sample.labels["le"] for family in text_string_to_metric_families(metrics.render().decode())
             for sample in family.samples if sample.name == f"{name}_bucket"}
 

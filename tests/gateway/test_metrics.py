@@ -22,11 +22,11 @@ def value(metrics: GatewayMetrics, name: str, **labels: str) -> float:
 
 def test_requests_by_model_and_status() -> None:
     metrics = GatewayMetrics()
-    metrics.request("chat", 200, 0.3)
-    metrics.request("chat", 200, 1.2)
-    metrics.request("chat", 429, 0.002)
-    assert value(metrics, "llmctl_gateway_requests_total", model="chat", status="200") == 2
-    assert value(metrics, "llmctl_gateway_requests_total", model="chat", status="429") == 1
+    metrics.request("chat", "team-a", 200, 0.3)
+    metrics.request("chat", "team-a", 200, 1.2)
+    metrics.request("chat", "team-b", 429, 0.002)
+    assert value(metrics, "llmctl_gateway_requests_total", model="chat", key="team-a", status="200") == 2
+    assert value(metrics, "llmctl_gateway_requests_total", model="chat", key="team-b", status="429") == 1
     assert value(metrics, "llmctl_gateway_request_seconds_count", model="chat") == 3
     assert math.isclose(value(metrics, "llmctl_gateway_request_seconds_sum", model="chat"), 1.502)
     assert value(metrics, "llmctl_gateway_request_seconds_bucket", model="chat", le="0.005") == 1
@@ -37,7 +37,7 @@ def test_requests_by_model_and_status() -> None:
 
 def test_latency_buckets_reach_from_milliseconds_to_minutes() -> None:
     metrics = GatewayMetrics()
-    metrics.request("chat", 200, 90.0)  # a long generation: must not land only in +Inf
+    metrics.request("chat", "team-a", 200, 90.0)  # a long generation: must not land only in +Inf
     metrics.ttft("chat", 0.04)
     bounds = {name: sorted(float(dict(labels)["le"]) for (sample, labels) in samples(metrics)
                            if sample == f"{name}_bucket")
@@ -51,17 +51,21 @@ def test_latency_buckets_reach_from_milliseconds_to_minutes() -> None:
 
 def test_tokens_spend_guardrails_and_upstream_errors() -> None:
     metrics = GatewayMetrics()
-    metrics.tokens("chat", 120, 30)
-    metrics.tokens("chat", 80, 10)
-    metrics.spend("chat", 0.25)
-    metrics.spend("chat", 0.5)
+    metrics.tokens("chat", "team-a", 120, 30)
+    metrics.tokens("chat", "team-a", 80, 10)
+    metrics.tokens("chat", "team-b", 5, 1)
+    metrics.spend("chat", "team-a", 0.25)
+    metrics.spend("chat", "team-a", 0.5)
+    metrics.spend("chat", "team-b", 0.125)
     metrics.guardrail("chat", "pii.email", "redact")
     metrics.guardrail("chat", "pii.email", "redact")
     metrics.guardrail("chat", "prompt_injection", "block")
     metrics.upstream_error("chat", "timeout")
-    assert value(metrics, "llmctl_gateway_tokens_total", model="chat", direction="input") == 200
-    assert value(metrics, "llmctl_gateway_tokens_total", model="chat", direction="output") == 40
-    assert value(metrics, "llmctl_gateway_spend_usd_total", model="chat") == 0.75
+    assert value(metrics, "llmctl_gateway_tokens_total", model="chat", key="team-a", direction="input") == 200
+    assert value(metrics, "llmctl_gateway_tokens_total", model="chat", key="team-a", direction="output") == 40
+    assert value(metrics, "llmctl_gateway_tokens_total", model="chat", key="team-b", direction="input") == 5
+    assert value(metrics, "llmctl_gateway_spend_usd_total", model="chat", key="team-a") == 0.75
+    assert value(metrics, "llmctl_gateway_spend_usd_total", model="chat", key="team-b") == 0.125
     assert value(metrics, "llmctl_gateway_guardrail_actions_total", model="chat", rule="pii.email",
                  action="redact") == 2
     assert value(metrics, "llmctl_gateway_guardrail_actions_total", model="chat", rule="prompt_injection",
@@ -71,7 +75,8 @@ def test_tokens_spend_guardrails_and_upstream_errors() -> None:
 
 def test_each_gateway_has_its_own_registry() -> None:
     first, second = GatewayMetrics(), GatewayMetrics()  # the global registry would refuse the second
-    first.request("chat", 200, 0.1)
-    assert ("llmctl_gateway_requests_total", frozenset({("model", "chat"), ("status", "200")})) \
-        not in samples(second)
-    assert REGISTRY.get_sample_value("llmctl_gateway_requests_total", {"model": "chat", "status": "200"}) is None
+    first.request("chat", "team-a", 200, 0.1)
+    labels = {"model": "chat", "key": "team-a", "status": "200"}
+    assert ("llmctl_gateway_requests_total", frozenset(labels.items())) in samples(first)
+    assert ("llmctl_gateway_requests_total", frozenset(labels.items())) not in samples(second)
+    assert REGISTRY.get_sample_value("llmctl_gateway_requests_total", labels) is None
