@@ -129,9 +129,7 @@ def _apply_changes(resolved: Resolved, new: State, changes: dict[str, list[Resou
 def _roll_back(previous: State, new: State, resolved: Resolved, get_provider: Callable[[str], Provider],
                progress: Progress, ready_timeout: float, why: str) -> None:
     """Converge the resources back to the previously applied config and record why, under the old serial."""
-    before = applied_desired(previous, resolved) or Desired.empty(
-        previous.project, previous.environment, resolved.workspace.config_path.resolve().parent)
-    back = resolved.with_desired(before, previous.lock)
+    back = resolved.with_desired(_applied(previous, resolved.workspace), previous.lock)
     views = refreshed_targets(back, new, get_provider)
     changes = {target: view.provider.plan(back, target, view.desired, view.current, view.gone)[0]
                for target, view in views.items()}
@@ -139,6 +137,11 @@ def _roll_back(previous: State, new: State, resolved: Resolved, get_provider: Ca
     new.desired, new.lock = previous.desired, previous.lock
     new.status, new.status_reason = "rolled_back", why
     resolved.workspace.backend().write(new)
+
+
+def _applied(state: State, workspace: Workspace) -> Desired:
+    """The config `state` says is applied; an empty one when nothing is (rollback of a first apply, destroy)."""
+    return applied_desired(state, workspace) or Desired.empty(state.project, state.environment, workspace.config_dir)
 
 
 def _interrupted_since(state: State, plan: Plan) -> bool:
@@ -164,9 +167,8 @@ def _missed(result: ModelVerification) -> str:
 
 def destroy_plan(state: State, workspace: Workspace) -> Plan:
     """A plan that deletes every object and resource in state."""
-    applied = (Desired.from_parts(state.desired, workspace.config_path.resolve().parent).objects()
-               if state.desired else {})
-    changes = [Change(address=address, action="delete", before=before) for address, before in applied.items()]
+    changes = [Change(address=address, action="delete", before=before)
+               for address, before in _applied(state, workspace).objects().items()]
     return Plan(
         project=state.project, environment=state.environment, config_path=str(workspace.config_path),
         created_at=datetime.now(timezone.utc).isoformat(timespec="milliseconds"),
@@ -187,10 +189,7 @@ def destroy(workspace: Workspace, get_provider: Callable[[str], Provider], progr
     state = backend.read()
     if state.serial == 0:
         return state
-    config_dir = workspace.config_path.resolve().parent
-    applied = (Desired.from_parts(state.desired, config_dir) if state.desired else
-               Desired.empty(state.project, state.environment, config_dir))
-    resolved = resolve_applied(workspace, applied, state.lock)
+    resolved = resolve_applied(workspace, _applied(state, workspace), state.lock)
     targets = {target: (get_provider(resources[0].provider), resources)
                for target, resources in _by_target(state.resources).items()}
     _preflight(resolved, {target: provider for target, (provider, _) in targets.items()}, "destroy")

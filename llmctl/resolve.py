@@ -2,7 +2,7 @@
 
 The planner, the providers, the cost estimate and the gateway's spec all take this context; none of them reads the
 lock, loads the price catalog or finds the workspace again. A saved plan carries its lock entries, so applying it
-resolves to exactly what was reviewed (`from_plan`).
+resolves to exactly what was reviewed (`resolve_saved_plan`).
 """
 from __future__ import annotations
 
@@ -43,10 +43,14 @@ class Resolved:
     def locked(self, model: str) -> ModelLock | None:
         return self.lock.models.get(model) if self.lock else None
 
-    def revision(self, model: Model) -> str:
-        """The hub revision an hf:// model is served at: the commit the lock pinned, else the one asked for."""
+    def pinned_revision(self, model: Model) -> str | None:
+        """The commit the lock pinned for an hf:// model, else the revision its source asks for, if any."""
         locked = self.locked(model.name)
-        return (locked.sha if locked else None) or model.parsed_source.revision or "main"
+        return (locked.sha if locked else None) or model.parsed_source.revision
+
+    def revision(self, model: Model) -> str:
+        """The hub revision an hf:// model is served at: `pinned_revision`, else the hub's default branch."""
+        return self.pinned_revision(model) or "main"
 
     def with_desired(self, desired: Desired, lock: Lock | None) -> Resolved:
         """The same workspace and catalog for another config: the applied one, for rollback and destroy."""
@@ -87,7 +91,7 @@ def resolve_saved_plan(plan: Plan) -> Resolved:
 
     workspace = Workspace(Path(plan.config_path), plan.project, plan.environment)
     _check_lock_unchanged(workspace, plan.lock)
-    desired = Desired.from_parts(plan.desired, workspace.config_path.resolve().parent)
+    desired = Desired.from_parts(plan.desired, workspace.config_dir)
     resolved = resolve_applied(workspace, desired, plan.lock)
     if plan.lock is not None and plan.lock.prices != resolved.catalog.version:
         raise LlmctlError(f"the price catalog is now {resolved.catalog.version}, but the plan was priced with "

@@ -14,8 +14,12 @@ class Workspace:
     environment: str
 
     @property
+    def config_dir(self) -> Path:
+        return self.config_path.resolve().parent
+
+    @property
     def work_dir(self) -> Path:
-        return self.config_path.resolve().parent / ".llmctl"
+        return self.config_dir / ".llmctl"
 
     @property
     def run_dir(self) -> Path:

@@ -17,6 +17,7 @@ from llmctl.provider import Provider
 from llmctl.resolve import Resolved
 from llmctl.resource import Resource, ResourceChange
 from llmctl.state import State
+from llmctl.workspace import Workspace
 
 # Plans list targets first, then the sections in the order the config declares them.
 _KIND_ORDER = ["target", *SECTIONS.values(), "gateway"]
@@ -32,16 +33,16 @@ class TargetView:
     gone: dict[str, str] = field(default_factory=dict)
 
 
-def applied_desired(state: State, resolved: Resolved) -> Desired | None:
-    """The config the state says is applied, as a Desired beside the one being planned."""
+def applied_desired(state: State, workspace: Workspace) -> Desired | None:
+    """The config the state says is applied, as a Desired beside the one being planned; None when nothing is."""
     if state.desired is None:
         return None
-    return Desired.from_parts(state.desired, resolved.workspace.config_path.resolve().parent)
+    return Desired.from_parts(state.desired, workspace.config_dir)
 
 
 def make_plan(resolved: Resolved, state: State, get_provider: Callable[[str], Provider]) -> Plan:
     desired = resolved.desired
-    applied = applied_desired(state, resolved)
+    applied = applied_desired(state, resolved.workspace)
     before: dict[str, dict[str, Any]] = applied.objects() if applied else {}
     after = desired.objects()
     changes = [change for address in before.keys() | after.keys()

@@ -207,7 +207,7 @@ def _spec(model: Model, resolved: Resolved) -> dict[str, Any]:
                             "context_length": model.context_length, "engine_args": model.engine_args}
     if locked and locked.file_sha256:
         spec["sha256"] = locked.file_sha256
-    revision = (locked.sha if locked else None) or source.revision
+    revision = resolved.pinned_revision(model)
     if revision:
         spec["revision"] = revision
     return spec
