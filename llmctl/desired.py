@@ -1,7 +1,7 @@
 """Desired: the config normalised for planning: named entries keyed by name, defaults filled, targets resolved."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +17,7 @@ from llmctl.config.schema import (
     Guardrail,
     LocalTarget,
     Model,
+    Monitoring,
     Prompt,
     Slo,
     Target,
@@ -35,6 +36,7 @@ class Desired:
     budgets: dict[str, Budget]
     slos: dict[str, Slo]
     gateway: Gateway | None = None  # declared settings; a gateway with defaults runs when None
+    monitoring: Monitoring = field(default_factory=Monitoring)  # defaults when the section is omitted
 
     @classmethod
     def from_config(cls, loaded: LoadedConfig) -> "Desired":
@@ -61,6 +63,7 @@ class Desired:
             budgets={b.name: b for b in config.budgets},
             slos={s.name: s for s in config.slos},
             gateway=config.gateway,
+            monitoring=config.monitoring or Monitoring(),
         )
 
     @classmethod
@@ -75,6 +78,8 @@ class Desired:
                 objects[f"{kind}.{name}"] = _data(entry)
         if self.gateway is not None:
             objects[f"gateway.{self.environment}"] = _data(self.gateway)
+        if self.monitoring != Monitoring():
+            objects[f"monitoring.{self.environment}"] = _data(self.monitoring)
         return dict(sorted(objects.items()))
 
     def budgets_of(self, model: str) -> list[str]:
@@ -99,6 +104,7 @@ def config_from_objects(project: str, environment: str, objects: dict[str, dict[
         "targets": {a.split(".", 1)[1]: o for a, o in objects.items() if a.startswith("target.")},
         **{section: [o for a, o in objects.items() if a.startswith(f"{kind}.")] for section, kind in SECTIONS.items()},
         "gateway": next((o for a, o in objects.items() if a.startswith("gateway.")), None),
+        "monitoring": next((o for a, o in objects.items() if a.startswith("monitoring.")), None),
     })
 
 

@@ -9,7 +9,9 @@ import re
 from collections.abc import Iterator
 from typing import Any
 
-from llmctl.config.schema import DEFAULT_TARGET, SECTIONS
+from pydantic import ValidationError
+
+from llmctl.config.schema import DEFAULT_TARGET, SECTIONS, Slo, duration_seconds
 from llmctl.config.sources import parse_source
 from llmctl.errors import did_you_mean
 
@@ -40,6 +42,9 @@ def check_references(data: dict[str, Any]) -> list[Problem]:
             message = _dangling(model, "model", names["models"], f"gateway key '{key.get('name', index)}'")
             if message:
                 problems.append((("gateway", "keys", index, "models", position), message))
+    for index, slo in _items(data, "slos"):
+        problems += _slo_problems(slo, ("slos", index))
+    problems += _monitoring_problems(data.get("monitoring"))
     for index, budget in _items(data, "budgets"):
         scope = budget.get("scope")
         for position, model in enumerate(scope if isinstance(scope, list) else []):
@@ -61,7 +66,7 @@ def _names(data: dict[str, Any], section: str) -> list[str]:
     return [item["name"] for _, item in _items(data, section) if isinstance(item.get("name"), str)]
 
 
-def _duplicates(data: dict[str, Any], section: str) -> Iterator[Problem]:
+def _duplicates(data: dict[str, Any], section: str, kind: str | None = None) -> Iterator[Problem]:
     first: dict[str, int] = {}
     for index, item in _items(data, section):
         name = item.get("name")
@@ -69,7 +74,7 @@ def _duplicates(data: dict[str, Any], section: str) -> Iterator[Problem]:
             continue
         if name in first:
             yield (section, index, "name"), (
-                f"duplicate {SECTIONS[section]} name '{name}' (also {section}[{first[name]}]): names must be unique"
+                f"duplicate {kind or SECTIONS[section]} name '{name}' (also {section}[{first[name]}]): names must be unique"
             )
         else:
             first[name] = index
@@ -115,6 +120,40 @@ def _model_problems(model: dict[str, Any], at: DataPath, names: dict[str, list[s
         problems.append((at + ("instance_type",), f"{label}: set gpu or instance_type, not both"))
     if "autoscale" in model and not isinstance(model.get("replicas"), dict):
         problems.append((at + ("autoscale",), f"{label}: autoscale needs replicas as {{min, max}}"))
+    return problems
+
+
+def _slo_problems(data: dict[str, Any], at: DataPath) -> list[Problem]:
+    """An objective whose error budget makes the page alert impossible (its threshold would be a ratio above 1)."""
+    from llmctl.monitor.burn import impossible, objectives  # the burn-rate maths lives with the rules it shapes
+
+    try:
+        slo = Slo.model_validate(data)
+    except ValidationError:
+        return []  # the schema reports it
+    window_s = duration_seconds(slo.window)
+    return [(at + (objective.field,), f"slo '{slo.name}' {objective.field}: {why}")
+            for objective in objectives(slo) if (why := impossible(objective, window_s))]
+
+
+def _monitoring_problems(monitoring: Any) -> list[Problem]:
+    if not isinstance(monitoring, dict):
+        return []
+    receivers = [r for r in monitoring.get("receivers") or [] if isinstance(r, dict)]
+    problems = list(_duplicates({"receivers": receivers}, "receivers", "receiver"))
+    problems = [(("monitoring",) + path, message) for path, message in problems]
+    declared = [r["name"] for r in receivers if isinstance(r.get("name"), str)]
+    routes = monitoring.get("routes")
+    for index, route in enumerate(routes if isinstance(routes, list) else []):
+        if isinstance(route, dict):
+            message = _dangling(route.get("to"), "receiver", declared, f"monitoring route {index + 1}")
+            if message:
+                problems.append((("monitoring", "routes", index, "to"), message))
+    alertmanager = monitoring.get("alertmanager")
+    if isinstance(alertmanager, dict) and alertmanager.get("run") is True and not declared:
+        problems.append((("monitoring", "alertmanager", "run"),
+                         "an Alertmanager with no receivers would route alerts nowhere: declare monitoring.receivers "
+                         "(and routes), or set run: false"))
     return problems
 
 

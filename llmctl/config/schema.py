@@ -6,9 +6,11 @@
 from __future__ import annotations
 
 import re
+import typing
 from typing import Annotated, Any, Literal, Union
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -33,16 +35,16 @@ Name = Annotated[
 ]
 Duration = Annotated[
     str,
-    StringConstraints(pattern=r"^[0-9]+(\.[0-9]+)?(ms|s|m|h)$"),
-    Field(description="A duration such as 500ms, 20s, 2m or 1h."),
+    StringConstraints(pattern=r"^[0-9]+(\.[0-9]+)?(ms|s|m|h|d)$"),
+    Field(description="A duration such as 500ms, 20s, 2m, 1h or 28d."),
 ]
 Fraction = Annotated[float, Field(ge=0, le=1)]
 
-DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 
 
 def duration_seconds(value: str) -> float:
-    number, unit = re.fullmatch(r"([0-9.]+)(ms|s|m|h)", value).groups()  # type: ignore[union-attr]
+    number, unit = re.fullmatch(r"([0-9.]+)(ms|s|m|h|d)", value).groups()  # type: ignore[union-attr]
     return float(number) * DURATION_UNITS[unit]
 
 
@@ -250,6 +252,10 @@ class Slo(Strict):
         None, description="Lowest share of requests that succeed within every per-request target above.")
     loadtest: LoadTest = Field(default_factory=LoadTest)
     on_violation: Literal["rollback", "warn"] = "rollback"
+    window: Duration = Field("28d", description="The error-budget window that burn-rate alerts measure against.")
+    alert_min_rps: PositiveFloat = Field(
+        0.01, description="Below this request rate (over an alert's long window) burn-rate alerts stay quiet, so one "
+        "failure in a quiet hour does not page.")
 
 
 # --- the gateway -------------------------------------------------------------------------------------------------
@@ -262,6 +268,7 @@ class GatewayKey(Strict):
     env: str | None = Field(None, description="Environment variable holding the key (read at apply).")
     file: str | None = Field(None, description="File holding the key, relative to the config (read at apply).")
     models: list[Name] | None = Field(None, description="Models this key may call; every model when omitted.")
+    team: Name | None = Field(None, description="The team metrics and spend of this key are labelled with.")
     requests_per_minute: PositiveInt | None = None
     tokens_per_minute: PositiveInt | None = None
 
@@ -283,6 +290,87 @@ class Gateway(Strict):
     upstream_timeout: Duration = Field("120s", description="A model slower than this to answer gets a 504.")
 
 
+# --- monitoring -----------------------------------------------------------------------------------------------
+
+AlertKind = Literal["slo_page", "slo_ticket", "budget", "down", "errors", "guardrails"]
+ALERT_KINDS: tuple[str, ...] = typing.get_args(AlertKind)
+
+
+def _inline_secret(hint: str) -> Any:
+    """A field that exists only to refuse a secret written into the file, with what to write instead."""
+    def refuse(value: Any) -> None:
+        if value is not None:
+            raise ValueError(f"is a secret: it never goes in llmops.yaml, where plans, state and rendered files would "
+                             f"carry it; {hint}")
+        return None
+    return Annotated[Any, AfterValidator(refuse), Field(None, description=f"Refused: {hint}")]
+
+
+InlineUrl = _inline_secret("set it in an environment variable and write `url_env: NAME`")
+InlinePassword = _inline_secret("set it in an environment variable and write `password_env: NAME`")
+
+
+class PrometheusSettings(Strict):
+    run: bool = Field(False, description="Local target: run a real Prometheus process, planned like a model server.")
+    port: Annotated[int, Field(ge=1, le=65535)] | None = Field(None, description="A free port, kept, when omitted.")
+    retention: Duration = "15d"
+    scrape_interval: Duration = "15s"
+    evaluation_interval: Duration = "15s"
+
+
+class AlertmanagerSettings(Strict):
+    run: bool = Field(False, description="Local target: run a real Alertmanager routing to `receivers`.")
+    port: Annotated[int, Field(ge=1, le=65535)] | None = None
+
+
+class WebhookReceiver(Strict):
+    url_env: str = Field(description="Environment variable holding the webhook URL.")
+    url: InlineUrl = None
+
+
+class SlackReceiver(WebhookReceiver):
+    channel: str | None = None
+
+
+class EmailReceiver(Strict):
+    to: str
+    smarthost: Annotated[str, StringConstraints(pattern=r"^[^:\s]+:[0-9]+$")] = Field(
+        description="HOST:PORT of the SMTP server.")
+    sender: str | None = Field(None, description="From address; alertmanager@HOSTNAME when omitted.")
+    username: str | None = None
+    password_env: str | None = Field(None, description="Environment variable holding the SMTP password.")
+    password: InlinePassword = None
+
+
+class Receiver(Strict):
+    name: Name
+    webhook: WebhookReceiver | None = None
+    slack: SlackReceiver | None = None
+    email: EmailReceiver | None = None
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> "Receiver":
+        if sum(kind is not None for kind in (self.webhook, self.slack, self.email)) != 1:
+            raise ValueError("give exactly one of webhook, slack or email")
+        return self
+
+
+class AlertRoute(Strict):
+    alerts: list[AlertKind] = Field(min_length=1, description="Which kinds of alert go to this receiver.")
+    to: Name = Field(description="A receiver's name.")
+
+
+class Monitoring(Strict):
+    """Rules, alerts and dashboards generated from the SLOs and budgets; where they run and who they page."""
+
+    prometheus: PrometheusSettings = Field(default_factory=PrometheusSettings)
+    alertmanager: AlertmanagerSettings = Field(default_factory=AlertmanagerSettings)
+    dashboards: bool = Field(True, description="A Grafana dashboard per environment.")
+    down_for: Duration = Field("2m", description="How long a gateway or model must be down before it pages.")
+    receivers: list[Receiver] = Field(default_factory=list)
+    routes: list[AlertRoute] = Field(default_factory=list)
+
+
 # --- the document ------------------------------------------------------------------------------------------------
 
 
@@ -301,6 +389,7 @@ class Config(Strict):
     budgets: list[Budget] = Field(default_factory=list)
     slos: list[Slo] = Field(default_factory=list)
     gateway: Gateway | None = Field(None, description="Gateway settings; a gateway with defaults runs when omitted.")
+    monitoring: Monitoring | None = Field(None, description="Monitoring settings; rules are generated either way.")
 
 
 # The named-list sections and the address prefix of their entries in plans and state.

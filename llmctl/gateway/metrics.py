@@ -7,6 +7,25 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, generate_la
 
 from llmctl.gateway.spec import SloThresholds
 
+# The exposed series names: the rules, dashboards and the monitor view read these, never a copy of the strings.
+# (prometheus_client adds `_total` to a counter's name and `_bucket`/`_count`/`_sum` to a histogram's.)
+REQUESTS = "llmctl_gateway_requests_total"  # {model, key, team, status}
+REQUEST_SECONDS = "llmctl_gateway_request_seconds"  # {model}
+TTFT_SECONDS = "llmctl_gateway_ttft_seconds"  # {model}
+ITL_SECONDS = "llmctl_gateway_itl_seconds"  # {model}: each gap between streamed tokens
+SLO_REQUESTS = "llmctl_gateway_slo_requests_total"  # {model, outcome=good|bad}: met every per-request target or not
+TOKENS = "llmctl_gateway_tokens_total"  # {model, key, team, direction}
+SPEND = "llmctl_gateway_spend_usd_total"  # {model, key, team}
+GUARDRAIL_ACTIONS = "llmctl_gateway_guardrail_actions_total"  # {model, rule, action}
+UPSTREAM_ERRORS = "llmctl_gateway_upstream_errors_total"  # {model, reason}
+UPSTREAM_UP = "llmctl_gateway_upstream_up"  # {model, replica}: 1 when the replica answered its last health probe
+BUDGET_SPENT = "llmctl_budget_spent_usd"  # {budget}: spent in the current period
+BUDGET_LIMIT = "llmctl_budget_limit_usd"  # {budget}
+BUDGET_PERIOD_END = "llmctl_budget_period_end_timestamp_seconds"  # {budget}
+BUDGET_SPEND = "llmctl_budget_spend_usd_total"  # {budget}: counter, for the spend rate
+GATEWAY_JOB = "llmctl-gateway"  # the scrape job of the gateway, whose `up` says it is down
+ENGINE_JOB = "llmctl-engine"  # the scrape job of engines that export metrics, labelled with `model`
+
 # A whole request runs from a few ms (a refusal, a cached short answer) to minutes (a long generation, up to the
 # upstream timeout); the default buckets stop at 10 s and would put every long generation in +Inf.
 REQUEST_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0)
