@@ -1,0 +1,306 @@
+"""Prometheus rules generated from the config: what the SLOs and budgets promise, as recording rules and alerts.
+
+Per model and SLO target: the share of bad events over each burn window (recorded), the error budget left over the
+SLO's window, and multi-window, multi-burn-rate alerts (`burn.py`). Per budget: alert_at thresholds, the limit
+reached, and a spend rate that would pass the limit before the period ends. For the environment: the gateway or a
+model down, upstream error spikes, guardrail block spikes. Every alert is labelled with its `kind` (what
+`monitoring.routes` route on), a `severity`, and what it is about; its annotations give the measured value, the
+limit, and a runbook line.
+"""
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import yaml
+from prometheus_client.utils import floatToGoString
+from pydantic import BaseModel, ConfigDict, Field
+
+from llmctl.config.schema import Budget, Model, Slo, duration_seconds
+from llmctl.desired import Desired
+from llmctl.gateway import metrics
+from llmctl.monitor.burn import Objective, objectives, windows
+from llmctl.monitor.engines import saturation
+
+# Recording rules other parts read (dashboards, `llmctl monitor`): names in the `level:metric:operations` form.
+BAD_RATIO = "llmctl:slo_bad:ratio_rate{window}"  # {model, slo, sli}: share of bad events over the window
+BUDGET_REMAINING = "llmctl:slo_budget_remaining:ratio"  # {model, slo, sli}: 1 = untouched, 0 = spent, < 0 overspent
+REQUEST_RATE = "llmctl:requests:rate{window}"  # {model}: requests per second the SLIs count
+ENGINE_QUEUE = "llmctl:engine_queue:requests"  # {model}: requests waiting in the engine
+ENGINE_KV_CACHE = "llmctl:engine_kv_cache:ratio"  # {model}: share of the KV cache in use
+
+SLI_TEXT = {"errors": "requests failed", "ttft": "requests over the {threshold} TTFT threshold",
+            "latency": "requests over the {threshold} latency threshold",
+            "itl": "token gaps over the {threshold} inter-token threshold",
+            "goodput": "requests missing a per-request target"}
+# Health alerts: share of requests failing upstream, and of requests blocked by one guardrail rule.
+UPSTREAM_ERROR_SHARE = 0.10
+GUARDRAIL_BLOCK_SHARE = 0.05
+GUARDRAIL_SPIKE_FACTOR = 3.0
+BUDGET_PROJECTION_WINDOW = "6h"
+SHORTEST_S = 300.0  # the 5m ratio, which the window's ratio averages  # the spend rate a projection extrapolates
+RUNBOOK = {
+    "slo": "`llmctl monitor` shows which target burns; `llmctl status` shows the last change: if the burn started "
+           "with it, re-apply the previous llmops.yaml; if the engine is saturated, add replicas.",
+    "budget": "`llmctl cost` and `llmctl monitor` show which model and key spend; raise limit_usd, lower traffic "
+              "or move the model to a cheaper one.",
+    "down": "`llmctl status` shows the process and its log; `llmctl apply` restarts what is gone.",
+    "errors": "the gateway log names the upstream failures; `llmctl status` shows replica health.",
+    "guardrails": "the audit log (.llmctl/gateway/audit.jsonl) names the rule and key: an attack or a broken "
+                  "client; tune the rule if the blocks are false positives.",
+}
+
+
+class Rule(BaseModel):
+    model_config = ConfigDict(populate_by_name=True)
+
+    record: str | None = None
+    alert: str | None = None
+    expr: str
+    for_: str | None = Field(None, alias="for")
+    labels: dict[str, str] = Field(default_factory=dict)
+    annotations: dict[str, str] = Field(default_factory=dict)
+
+
+class RuleGroup(BaseModel):
+    name: str
+    interval: str | None = None
+    rules: list[Rule]
+
+
+def rule_groups(desired: Desired) -> list[RuleGroup]:
+    groups = [RuleGroup(name=f"llmctl-slo-{model.name}", rules=list(_slo_rules(desired, model, slo)))
+              for model in desired.models.values() if (slo := _slo_of(desired, model)) and objectives(slo)]
+    groups += [RuleGroup(name=f"llmctl-budget-{name}", rules=list(_budget_rules(desired, budget)))
+               for name, budget in desired.budgets.items()]
+    groups.append(RuleGroup(name="llmctl-health", rules=list(_health_rules(desired))))
+    engine_rules = list(_engine_rules(desired))
+    if engine_rules:
+        groups.append(RuleGroup(name="llmctl-engines", rules=engine_rules))
+    return groups
+
+
+class _Dumper(yaml.SafeDumper):
+    """Multi-line PromQL as YAML block text, readable in a review, rather than one escaped line."""
+
+
+_Dumper.add_representer(str, lambda dumper, text: dumper.represent_scalar(
+    "tag:yaml.org,2002:str", text, style="|" if "\n" in text else None))
+
+
+def rules_yaml(groups: list[RuleGroup]) -> str:
+    data = {"groups": [group.model_dump(mode="json", by_alias=True, exclude_none=True, exclude_defaults=False)
+                       for group in groups]}
+    for group in data["groups"]:
+        for rule in group["rules"]:
+            for empty in [k for k in ("labels", "annotations") if not rule[k]]:
+                del rule[empty]
+    return yaml.dump(data, Dumper=_Dumper, sort_keys=False, width=120, allow_unicode=True)
+
+
+def prom_duration(seconds: float) -> str:
+    """Prometheus durations take no fractions: 1.5h is written 90m."""
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
+        if seconds >= size and seconds % size == 0:
+            return f"{int(seconds // size)}{unit}"
+    return f"{int(round(seconds * 1000))}ms"
+
+
+def le(seconds: float) -> str:
+    """The `le` label value the gateway's histograms give this boundary (prometheus_client's formatting)."""
+    return floatToGoString(seconds)
+
+
+# --- SLOs --------------------------------------------------------------------------------------------------------
+
+
+def _slo_of(desired: Desired, model: Model) -> Slo | None:
+    return desired.slos.get(model.slo) if model.slo else None
+
+
+def _slo_rules(desired: Desired, model: Model, slo: Slo) -> Iterator[Rule]:
+    window_s = duration_seconds(slo.window)
+    spans = sorted({s for burn in windows(window_s) for s in (burn.long_s, burn.short_s)} | {SHORTEST_S})
+    for span in spans:
+        yield Rule(record=REQUEST_RATE.format(window=prom_duration(span)), expr=_requests_rate(model.name, span),
+                   labels={"model": model.name})
+    for objective in objectives(slo):
+        labels = {"model": model.name, "slo": slo.name, "sli": objective.sli}
+        for span in spans:
+            yield Rule(record=BAD_RATIO.format(window=prom_duration(span)),
+                       expr=_bad_ratio(model.name, objective, span), labels=labels)
+        # Over the whole window, the mean of the 5m ratios (as Sloth does): a rate over 28 days at every evaluation
+        # would read a month of samples each time.
+        over_window = Rule(record=BAD_RATIO.format(window=prom_duration(window_s)), labels=labels,
+                           expr=f"avg_over_time({_selector(BAD_RATIO.format(window='5m'), labels)}"
+                                f"[{prom_duration(window_s)}])")
+        yield over_window
+        yield Rule(record=BUDGET_REMAINING, labels=labels,
+                   expr=f"1 - {_selector(over_window.record or '', labels)} / {objective.budget:g}")
+        yield from _burn_alerts(desired, model, slo, objective, window_s)
+
+
+def _requests_rate(model: str, span: float) -> str:
+    # Client errors (4xx: auth, rate limits, budget refusals, guardrail blocks) are not the service failing.
+    return f'sum by (model) (rate({metrics.REQUESTS}{{model="{model}",status!~"4.."}}[{prom_duration(span)}]))'
+
+
+def _bad_ratio(model: str, objective: Objective, span: float) -> str:
+    w = prom_duration(span)
+    if objective.sli == "errors":
+        bad = f'sum by (model) (rate({metrics.REQUESTS}{{model="{model}",status=~"5.."}}[{w}]))'
+        return f"{bad}\n/\n{_requests_rate(model, span)}"
+    if objective.sli == "goodput":
+        counted = f'{metrics.SLO_REQUESTS}{{model="{model}"}}'
+        return (f'sum by (model) (rate({metrics.SLO_REQUESTS}{{model="{model}",outcome="bad"}}[{w}]))\n/\n'
+                f"sum by (model) (rate({counted}[{w}]))")
+    histogram = {"ttft": metrics.TTFT_SECONDS, "latency": metrics.REQUEST_SECONDS, "itl": metrics.ITL_SECONDS}
+    name = histogram[objective.sli]
+    assert objective.threshold_s is not None
+    within = f'sum by (model) (rate({name}_bucket{{model="{model}",le="{le(objective.threshold_s)}"}}[{w}]))'
+    return f'1 - (\n{within}\n/\nsum by (model) (rate({name}_count{{model="{model}"}}[{w}]))\n)'
+
+
+def _burn_alerts(desired: Desired, model: Model, slo: Slo, objective: Objective, window_s: float) -> Iterator[Rule]:
+    labels = {"model": model.name, "slo": slo.name, "sli": objective.sli}
+    for severity in ("page", "ticket"):
+        pairs = [burn for burn in windows(window_s) if burn.severity == severity]
+        if not pairs:
+            continue
+        clauses = []
+        for burn in pairs:
+            limit = burn.factor(window_s) * objective.budget
+            long_w, short_w = prom_duration(burn.long_s), prom_duration(burn.short_s)
+            clauses.append(
+                f"(\n  {_selector(BAD_RATIO.format(window=long_w), labels)} > {limit:.6g}\n"
+                f"  and {_selector(BAD_RATIO.format(window=short_w), labels)} > {limit:.6g}\n"
+                f"  and on (model) {_selector(REQUEST_RATE.format(window=long_w), {'model': model.name})}"
+                f" >= {slo.alert_min_rps:g}\n)")
+        what = SLI_TEXT[objective.sli].format(threshold=_ms(objective.threshold_s))
+        yield Rule(
+            alert="ErrorBudgetBurn",
+            expr="\nor\n".join(clauses),
+            labels={**_scope(desired), **labels, "severity": severity, "kind": f"slo_{severity}"},
+            annotations={
+                "summary": f"model {model.name}, SLO {slo.name}: {{{{ $value | humanizePercentage }}}} of {what} "
+                           f"over the alert's long window",
+                "description": (
+                    f"{objective.field} allows {objective.budget:.4g} of them bad over {slo.window}. This {severity}s "
+                    "when the error budget burns "
+                    + " or ".join(f"{b.factor(window_s):.3g}x too fast ({b.factor(window_s) * objective.budget:.4g} bad "
+                                  f"over {prom_duration(b.long_s)} and {prom_duration(b.short_s)}: {b.budget_share:.0%} "
+                                  f"of the budget in {prom_duration(b.long_s)})" for b in pairs)
+                    + f", at {slo.alert_min_rps:g} requests/s or more."),
+                "runbook": RUNBOOK["slo"],
+            })
+
+
+# --- budgets -----------------------------------------------------------------------------------------------------
+
+
+def _budget_rules(desired: Desired, budget: Budget) -> Iterator[Rule]:
+    labels = {**_scope(desired), "budget": budget.name}
+    spent = _selector(metrics.BUDGET_SPENT, {"budget": budget.name})
+    period = f"this {budget.period}"
+    for share in sorted(set(budget.alert_at)):
+        yield Rule(alert="BudgetThresholdReached", expr=f"{spent} >= {share * budget.limit_usd:.6g}",
+                   labels={**labels, "threshold": f"{share:g}", "severity": "ticket", "kind": "budget"},
+                   annotations={"summary": f"budget {budget.name}: ${{{{ $value | printf \"%.2f\" }}}} spent {period}, "
+                                           f"past {share:.0%} of ${budget.limit_usd:g}",
+                                "runbook": RUNBOOK["budget"]})
+    blocking = budget.on_exceed == "block"
+    yield Rule(alert="BudgetExhausted", expr=f"{spent} >= {budget.limit_usd:.6g}",
+               labels={**labels, "severity": "page" if blocking else "ticket", "kind": "budget"},
+               annotations={"summary": f"budget {budget.name}: ${{{{ $value | printf \"%.2f\" }}}} spent {period}, "
+                                       f"the ${budget.limit_usd:g} limit is reached"
+                                       + ("; the gateway refuses its models' requests (429)" if blocking
+                                          else "; requests still pass (on_exceed: warn)"),
+                            "runbook": RUNBOOK["budget"]})
+    rate = f"rate({_selector(metrics.BUDGET_SPEND, {'budget': budget.name})}[{BUDGET_PROJECTION_WINDOW}])"
+    remaining = f"({_selector(metrics.BUDGET_PERIOD_END, {'budget': budget.name})} - time())"
+    yield Rule(alert="BudgetProjectedOverrun", for_="30m",
+               expr=f"(\n  {spent} + {rate} * {remaining}\n) > {budget.limit_usd:.6g}\n"
+                    f"and {spent} < {budget.limit_usd:.6g}",
+               labels={**labels, "severity": "ticket", "kind": "budget"},
+               annotations={"summary": f"budget {budget.name}: at the last {BUDGET_PROJECTION_WINDOW}'s spend rate, "
+                                       f"${{{{ $value | printf \"%.2f\" }}}} by the end of {period}, over the "
+                                       f"${budget.limit_usd:g} limit",
+                            "runbook": RUNBOOK["budget"]})
+
+
+# --- health ------------------------------------------------------------------------------------------------------
+
+
+def _health_rules(desired: Desired) -> Iterator[Rule]:
+    scope = _scope(desired)
+    down_for = prom_duration(duration_seconds(desired.monitoring.down_for))
+    yield Rule(alert="GatewayDown", for_=down_for,
+               expr=f'up{{job="{metrics.GATEWAY_JOB}"}} == 0',
+               labels={**scope, "severity": "page", "kind": "down"},
+               annotations={"summary": f"the {desired.environment} gateway has not answered Prometheus's scrape for "
+                                       f"{down_for}: no model is reachable through it",
+                            "runbook": RUNBOOK["down"]})
+    for model in desired.models.values():
+        if model.parsed_source.hosted:
+            continue  # nothing of ours to be down; its failures show as upstream errors
+        yield Rule(alert="ModelDown", for_=down_for,
+                   expr=f"max by (model) ({_selector(metrics.UPSTREAM_UP, {'model': model.name})}) == 0",
+                   labels={**scope, "model": model.name, "severity": "page", "kind": "down"},
+                   annotations={"summary": f"model {model.name}: no replica has answered the gateway's health probe "
+                                           f"for {down_for}",
+                                "runbook": RUNBOOK["down"]})
+    yield Rule(alert="ReplicaDown", for_=down_for, expr=f"{metrics.UPSTREAM_UP} == 0",
+               labels={**scope, "severity": "ticket", "kind": "down"},
+               annotations={"summary": f"a replica has not answered the gateway's health probe for {down_for}; "
+                                       "the others carry its traffic",
+                            "runbook": RUNBOOK["down"]})
+    requests = f"sum by (model) (rate({metrics.REQUESTS}[5m]))"
+    yield Rule(alert="UpstreamErrorSpike", for_="5m",
+               expr=f"sum by (model) (rate({metrics.UPSTREAM_ERRORS}[5m]))\n/\n{requests}\n"
+                    f"> {UPSTREAM_ERROR_SHARE:g}",
+               labels={**scope, "severity": "ticket", "kind": "errors"},
+               annotations={"summary": f"{{{{ $value | humanizePercentage }}}} of requests failed upstream over 5m "
+                                       f"(alerts above {UPSTREAM_ERROR_SHARE:.0%})",
+                            "runbook": RUNBOOK["errors"]})
+    def blocks(w: str) -> str:
+        return (f'sum by (model, rule) (rate({metrics.GUARDRAIL_ACTIONS}{{action="block"}}[{w}]))\n'
+                f"/ on (model) group_left\nsum by (model) (rate({metrics.REQUESTS}[{w}]))")
+    yield Rule(alert="GuardrailBlockSpike", for_="10m",
+               expr=f"(\n{blocks('15m')}\n) > {GUARDRAIL_BLOCK_SHARE:g}\nand\n(\n{blocks('15m')}\n)"
+                    f" > {GUARDRAIL_SPIKE_FACTOR:g} * (\n{blocks('1d')}\n)",
+               labels={**scope, "severity": "ticket", "kind": "guardrails"},
+               annotations={"summary": f"{{{{ $value | humanizePercentage }}}} of requests blocked by one guardrail "
+                                       f"rule over 15m: above {GUARDRAIL_BLOCK_SHARE:.0%} and "
+                                       f"{GUARDRAIL_SPIKE_FACTOR:g}x its share over the last day",
+                            "runbook": RUNBOOK["guardrails"]})
+
+
+def _engine_rules(desired: Desired) -> Iterator[Rule]:
+    for model in desired.models.values():
+        found = saturation(model.engine) if model.engine else None
+        if found is None:
+            continue
+        selector = {"job": metrics.ENGINE_JOB, "model": model.name}
+        if found.queue:
+            yield Rule(record=ENGINE_QUEUE, labels={"model": model.name},
+                       expr=f"sum by (model) ({_selector(found.queue, selector)})")
+        if found.kv_cache:
+            yield Rule(record=ENGINE_KV_CACHE, labels={"model": model.name},
+                       expr=f"max by (model) ({_selector(found.kv_cache, selector)})")
+
+
+# --- helpers -----------------------------------------------------------------------------------------------------
+
+
+def _scope(desired: Desired) -> dict[str, str]:
+    return {"project": desired.project, "environment": desired.environment}
+
+
+def _selector(name: str, labels: dict[str, Any]) -> str:
+    # Names with a colon (recording rules, vLLM's `vllm:...`) are valid metric names; quoting is not needed.
+    inner = ",".join(f'{key}="{value}"' for key, value in labels.items())
+    return f"{name}{{{inner}}}"
+
+
+def _ms(seconds: float | None) -> str:
+    return "" if seconds is None else f"{seconds * 1000:g} ms"
