@@ -148,7 +148,8 @@ def _monitoring_problems(monitoring: Any) -> list[Problem]:
         if isinstance(route, dict):
             message = _dangling(route.get("to"), "receiver", declared, f"monitoring route {index + 1}")
             if message:
-                problems.append((("monitoring", "routes", index, "to"), message))
+                problems.append((("monitoring", "routes", index, "to"),
+                                 f"{message}: declare it in monitoring.receivers, or route to a declared one"))
     alertmanager = monitoring.get("alertmanager")
     if isinstance(alertmanager, dict) and alertmanager.get("run") is True and not declared:
         problems.append((("monitoring", "alertmanager", "run"),
