@@ -68,16 +68,22 @@ class RuleGroup(BaseModel):
     rules: list[Rule]
 
 
+def rule_files(desired: Desired) -> dict[str, list[RuleGroup]]:
+    """The rule groups by file (slos, budgets, health, engines; empty ones left out). Separate files keep each
+    promtool test file to the rules it exercises: promtool evaluates every rule of its files at every step."""
+    files = {
+        "slos": [RuleGroup(name=f"llmctl-slo-{model.name}", rules=list(_slo_rules(desired, model, slo)))
+                 for model in desired.models.values() if (slo := _slo_of(desired, model)) and objectives(slo)],
+        "budgets": [RuleGroup(name=f"llmctl-budget-{name}", rules=list(_budget_rules(desired, budget)))
+                    for name, budget in desired.budgets.items()],
+        "health": [RuleGroup(name="llmctl-health", rules=list(_health_rules(desired)))],
+        "engines": [RuleGroup(name="llmctl-engines", rules=rules)] if (rules := list(_engine_rules(desired))) else [],
+    }
+    return {name: groups for name, groups in files.items() if groups}
+
+
 def rule_groups(desired: Desired) -> list[RuleGroup]:
-    groups = [RuleGroup(name=f"llmctl-slo-{model.name}", rules=list(_slo_rules(desired, model, slo)))
-              for model in desired.models.values() if (slo := _slo_of(desired, model)) and objectives(slo)]
-    groups += [RuleGroup(name=f"llmctl-budget-{name}", rules=list(_budget_rules(desired, budget)))
-               for name, budget in desired.budgets.items()]
-    groups.append(RuleGroup(name="llmctl-health", rules=list(_health_rules(desired))))
-    engine_rules = list(_engine_rules(desired))
-    if engine_rules:
-        groups.append(RuleGroup(name="llmctl-engines", rules=engine_rules))
-    return groups
+    return [group for groups in rule_files(desired).values() for group in groups]
 
 
 class _Dumper(yaml.SafeDumper):

@@ -98,7 +98,7 @@ DUPLICATE_NAMES = [
           - name: s
           - name: t
           - name: s
-            error_rate: 0.1
+            error_rate: 0.01
         """,
         (6, 5, ["duplicate slo name 's'", "also slos[0]"]),
         id="slos",
