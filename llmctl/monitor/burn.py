@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from llmctl.config.schema import Slo, duration_seconds
+from llmctl.config.schema import Slo
 
 Severity = Literal["page", "ticket"]
 Sli = Literal["errors", "ttft", "latency", "itl", "goodput"]

@@ -53,16 +53,11 @@ from llmctl.gateway.metrics import (
     UPSTREAM_UP,
 )
 from llmctl.monitor.burn import Objective, objectives, windows
-
-# The recording rules' names, as the rules module writes them.
-SLO_BUDGET_REMAINING = "llmctl:slo_budget_remaining:ratio"  # {model, slo, sli}
-ENGINE_QUEUE = "llmctl:engine_queue:requests"  # {model}
-ENGINE_KV_CACHE = "llmctl:engine_kv_cache:ratio"  # {model}
-
+from llmctl.monitor.promql import duration, select
+from llmctl.monitor.rules import BAD_RATIO, BUDGET_REMAINING, ENGINE_KV_CACHE, ENGINE_QUEUE
 
 def slo_bad_ratio(window_s: float) -> str:
-    """The recording rule of the share of bad events over a window: `llmctl:slo_bad:ratio_rate1h` {model, slo, sli}."""
-    return f"llmctl:slo_bad:ratio_rate{prometheus_duration(window_s)}"
+    return BAD_RATIO.format(window=duration(window_s))
 
 
 Panel = Timeseries | Stat | Gauge
@@ -189,7 +184,7 @@ def latency(title: str, histogram: str, name: str, objective: Objective | None, 
 
 def budget_remaining(name: str, slo: Slo) -> Stat:
     return stat("Error budget remaining", "percentunit",
-                [query(select(SLO_BUDGET_REMAINING, model=name, slo=slo.name), "{{sli}}")],
+                [query(select(BUDGET_REMAINING, model=name, slo=slo.name), "{{sli}}")],
                 steps=[(None, "red"), (0, "orange"), (0.25, "green")],
                 description=f"Share of each objective's error budget left over the SLO's {slo.window} window "
                             "(below 0: overspent).")
@@ -202,10 +197,10 @@ def burn_rate(name: str, slo: Slo, found: list[Objective]) -> list[Timeseries]:
     # A zero budget (error_rate: 0, min_goodput: 1) has no rate to burn at: any bad event is infinitely fast.
     burning = [o for o in found if o.budget > 0]
     targets = [query(f"{select(slo_bad_ratio(alert.long_s), model=name, slo=slo.name, sli=o.sli)} / {o.budget:g}",
-                     f"{o.sli} over {prometheus_duration(alert.long_s)}")
+                     f"{o.sli} over {duration(alert.long_s)}")
                for o in burning for alert in alerts]
-    fires = "; ".join(f"{alert.severity} above {alert.factor(window_s):.3g} over {prometheus_duration(alert.long_s)}"
-                      f" (and {prometheus_duration(alert.short_s)})" for alert in alerts)
+    fires = "; ".join(f"{alert.severity} above {alert.factor(window_s):.3g} over {duration(alert.long_s)}"
+                      f" (and {duration(alert.short_s)})" for alert in alerts)
     return [timeseries("Burn rate", "short", targets, steps=line_at(1.0),
                        description=f"How fast each objective spends its error budget: at 1 (the dashed line) it lasts "
                                    f"exactly the {slo.window} window. Alerts: {fires}.")] if targets else []
@@ -302,22 +297,7 @@ def query(expr: str, legend: str) -> Dataquery:
     return Dataquery().expr(expr).legend_format(legend).datasource(DATASOURCE)
 
 
-def select(metric: str, *matchers: str, **labels: str) -> str:
-    """`metric{label="value",...}`: config names are letters, digits, '.', '_' and '-', so they need no escaping."""
-    matching = [*(f'{label}="{value}"' for label, value in labels.items()), *matchers]
-    return metric + "{" + ",".join(matching) + "}" if matching else metric
-
-
 def per_second(metric: str, by: str | None = None, *matchers: str, **labels: str) -> str:
     """A counter's rate summed over every label but `by` (keys, teams, gateway replicas)."""
     total = f"sum by ({by}) " if by else "sum"
     return f"{total}(rate({select(metric, *matchers, **labels)}[{RATE_INTERVAL}]))"
-
-
-def prometheus_duration(seconds: float) -> str:
-    """3600 -> '1h': the largest unit that divides it, as the recording rules' names spell their windows."""
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
-        if seconds % size == 0:
-            return f"{int(seconds // size)}{unit}"
-    return f"{int(seconds)}s"
-

@@ -20,7 +20,9 @@ from llmctl.config.schema import Budget, Slo, duration_seconds
 from llmctl.desired import Desired
 from llmctl.gateway import metrics
 from llmctl.monitor.burn import Objective, objectives, windows
-from llmctl.monitor.rules import Rule, RuleGroup, le, prom_duration
+from llmctl.monitor.promql import duration as prom_duration
+from llmctl.monitor.promql import le, select
+from llmctl.monitor.rules import Rule, RuleGroup
 
 RPS = 10.0  # requests per second in the SLO cases
 MINUTES = 70  # long enough for the 1h window; the ticket's longer windows see the same 70 minutes
@@ -101,7 +103,7 @@ def _budget_cases(alerts: dict, budget: Budget) -> list[Case]:
     if exhausted is None:
         return []  # not in this rule file
     projected = alerts[key("BudgetProjectedOverrun", "ticket")]
-    spent = _selector(metrics.BUDGET_SPENT, name)
+    spent = select(metrics.BUDGET_SPENT, budget=name)
     cases = []
     if budget.alert_at:
         lowest = min(budget.alert_at)
@@ -127,8 +129,8 @@ def _budget_cases(alerts: dict, budget: Budget) -> list[Case]:
     for title, per_min, fires in (("spending at twice the limit's pace: projected overrun", 2 * limit / 43200, True),
                                   ("spending at a tenth of the limit's pace: no projected overrun",
                                    0.1 * limit / 43200, False)):
-        series = [_flat(spent, 0.1 * limit, minutes), _series(_selector(metrics.BUDGET_SPEND, name), per_min, minutes),
-                  _flat(_selector(metrics.BUDGET_PERIOD_END, name), eval_s + left_s, minutes)]
+        series = [_flat(spent, 0.1 * limit, minutes), _series(select(metrics.BUDGET_SPEND, budget=name), per_min, minutes),
+                  _flat(select(metrics.BUDGET_PERIOD_END, budget=name), eval_s + left_s, minutes)]
         value = 0.1 * limit + per_min * left_s / 60
         cases.append(_case(f"budget {name}: {title}", series, eval_s,
                            [("BudgetProjectedOverrun", [_expect(projected, value)] if fires else [])]))
@@ -210,10 +212,6 @@ def _series(selector: str, per_step: float, steps: int = MINUTES) -> dict[str, s
 
 def _flat(selector: str, value: float, steps: int = 5) -> dict[str, str]:
     return {"series": selector, "values": f"{value:.10g}x{steps}"}
-
-
-def _selector(name: str, budget: str) -> str:
-    return f'{name}{{budget="{budget}"}}'
 
 
 def _expect(rule: Rule, value: float, series_labels: dict[str, str] | None = None) -> dict[str, Any]:

@@ -10,10 +10,8 @@ limit, and a runbook line.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any
 
 import yaml
-from prometheus_client.utils import floatToGoString
 from pydantic import BaseModel, ConfigDict, Field
 
 from llmctl.config.schema import Budget, Model, Slo, duration_seconds
@@ -21,6 +19,8 @@ from llmctl.desired import Desired
 from llmctl.gateway import metrics
 from llmctl.monitor.burn import Objective, objectives, windows
 from llmctl.monitor.engines import saturation
+from llmctl.monitor.promql import duration as prom_duration
+from llmctl.monitor.promql import le, select
 
 # Recording rules other parts read (dashboards, `llmctl monitor`): names in the `level:metric:operations` form.
 BAD_RATIO = "llmctl:slo_bad:ratio_rate{window}"  # {model, slo, sli}: share of bad events over the window
@@ -104,19 +104,6 @@ def rules_yaml(groups: list[RuleGroup]) -> str:
     return yaml.dump(data, Dumper=_Dumper, sort_keys=False, width=120, allow_unicode=True)
 
 
-def prom_duration(seconds: float) -> str:
-    """Prometheus durations take no fractions: 1.5h is written 90m."""
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
-        if seconds >= size and seconds % size == 0:
-            return f"{int(seconds // size)}{unit}"
-    return f"{int(round(seconds * 1000))}ms"
-
-
-def le(seconds: float) -> str:
-    """The `le` label value the gateway's histograms give this boundary (prometheus_client's formatting)."""
-    return floatToGoString(seconds)
-
-
 # --- SLOs --------------------------------------------------------------------------------------------------------
 
 
@@ -138,11 +125,11 @@ def _slo_rules(desired: Desired, model: Model, slo: Slo) -> Iterator[Rule]:
         # Over the whole window, the mean of the 5m ratios (as Sloth does): a rate over 28 days at every evaluation
         # would read a month of samples each time.
         over_window = Rule(record=BAD_RATIO.format(window=prom_duration(window_s)), labels=labels,
-                           expr=f"avg_over_time({_selector(BAD_RATIO.format(window='5m'), labels)}"
+                           expr=f"avg_over_time({select(BAD_RATIO.format(window='5m'), **labels)}"
                                 f"[{prom_duration(window_s)}])")
         yield over_window
         yield Rule(record=BUDGET_REMAINING, labels=labels,
-                   expr=f"1 - {_selector(over_window.record or '', labels)} / {objective.budget:g}")
+                   expr=f"1 - {select(over_window.record or '', **labels)} / {objective.budget:g}")
         yield from _burn_alerts(desired, model, slo, objective, window_s)
 
 
@@ -178,9 +165,9 @@ def _burn_alerts(desired: Desired, model: Model, slo: Slo, objective: Objective,
             limit = burn.factor(window_s) * objective.budget
             long_w, short_w = prom_duration(burn.long_s), prom_duration(burn.short_s)
             clauses.append(
-                f"(\n  {_selector(BAD_RATIO.format(window=long_w), labels)} > {limit:.6g}\n"
-                f"  and {_selector(BAD_RATIO.format(window=short_w), labels)} > {limit:.6g}\n"
-                f"  and on (model) {_selector(REQUEST_RATE.format(window=long_w), {'model': model.name})}"
+                f"(\n  {select(BAD_RATIO.format(window=long_w), **labels)} > {limit:.6g}\n"
+                f"  and {select(BAD_RATIO.format(window=short_w), **labels)} > {limit:.6g}\n"
+                f"  and on (model) {select(REQUEST_RATE.format(window=long_w), model=model.name)}"
                 f" >= {slo.alert_min_rps:g}\n)")
         what = SLI_TEXT[objective.sli].format(threshold=_ms(objective.threshold_s))
         yield Rule(
@@ -206,7 +193,7 @@ def _burn_alerts(desired: Desired, model: Model, slo: Slo, objective: Objective,
 
 def _budget_rules(desired: Desired, budget: Budget) -> Iterator[Rule]:
     labels = {**_scope(desired), "budget": budget.name}
-    spent = _selector(metrics.BUDGET_SPENT, {"budget": budget.name})
+    spent = select(metrics.BUDGET_SPENT, budget=budget.name)
     period = f"this {budget.period}"
     for share in sorted(set(budget.alert_at)):
         yield Rule(alert="BudgetThresholdReached", expr=f"{spent} >= {share * budget.limit_usd:.6g}",
@@ -222,8 +209,8 @@ def _budget_rules(desired: Desired, budget: Budget) -> Iterator[Rule]:
                                        + ("; the gateway refuses its models' requests (429)" if blocking
                                           else "; requests still pass (on_exceed: warn)"),
                             "runbook": RUNBOOK["budget"]})
-    rate = f"rate({_selector(metrics.BUDGET_SPEND, {'budget': budget.name})}[{BUDGET_PROJECTION_WINDOW}])"
-    remaining = f"({_selector(metrics.BUDGET_PERIOD_END, {'budget': budget.name})} - time())"
+    rate = f"rate({select(metrics.BUDGET_SPEND, budget=budget.name)}[{BUDGET_PROJECTION_WINDOW}])"
+    remaining = f"({select(metrics.BUDGET_PERIOD_END, budget=budget.name)} - time())"
     yield Rule(alert="BudgetProjectedOverrun", for_="30m",
                expr=f"(\n  {spent} + {rate} * {remaining}\n) > {budget.limit_usd:.6g}\n"
                     f"and {spent} < {budget.limit_usd:.6g}",
@@ -250,7 +237,7 @@ def _health_rules(desired: Desired) -> Iterator[Rule]:
         if model.parsed_source.hosted:
             continue  # nothing of ours to be down; its failures show as upstream errors
         yield Rule(alert="ModelDown", for_=down_for,
-                   expr=f"max by (model) ({_selector(metrics.UPSTREAM_UP, {'model': model.name})}) == 0",
+                   expr=f"max by (model) ({select(metrics.UPSTREAM_UP, model=model.name)}) == 0",
                    labels={**scope, "model": model.name, "severity": "page", "kind": "down"},
                    annotations={"summary": f"model {model.name}: no replica has answered the gateway's health probe "
                                            f"for {down_for}",
@@ -289,10 +276,10 @@ def _engine_rules(desired: Desired) -> Iterator[Rule]:
         selector = {"job": metrics.ENGINE_JOB, "model": model.name}
         if found.queue:
             yield Rule(record=ENGINE_QUEUE, labels={"model": model.name},
-                       expr=f"sum by (model) ({_selector(found.queue, selector)})")
+                       expr=f"sum by (model) ({select(found.queue, **selector)})")
         if found.kv_cache:
             yield Rule(record=ENGINE_KV_CACHE, labels={"model": model.name},
-                       expr=f"max by (model) ({_selector(found.kv_cache, selector)})")
+                       expr=f"max by (model) ({select(found.kv_cache, **selector)})")
 
 
 # --- helpers -----------------------------------------------------------------------------------------------------
@@ -300,12 +287,6 @@ def _engine_rules(desired: Desired) -> Iterator[Rule]:
 
 def _scope(desired: Desired) -> dict[str, str]:
     return {"project": desired.project, "environment": desired.environment}
-
-
-def _selector(name: str, labels: dict[str, Any]) -> str:
-    # Names with a colon (recording rules, vLLM's `vllm:...`) are valid metric names; quoting is not needed.
-    inner = ",".join(f'{key}="{value}"' for key, value in labels.items())
-    return f"{name}{{{inner}}}"
 
 
 def _ms(seconds: float | None) -> str:

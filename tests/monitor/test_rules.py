@@ -16,7 +16,8 @@ from llmctl.gateway.metrics import GatewayMetrics
 from llmctl.gateway.spec import SloThresholds
 from llmctl.monitor import tools
 from llmctl.monitor.rule_tests import rule_tests
-from llmctl.monitor.rules import RuleGroup, le, rule_files, rule_groups, rules_yaml
+from llmctl.monitor.promql import le
+from llmctl.monitor.rules import RuleGroup, rule_files, rule_groups, rules_yaml
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLES = sorted((REPO / "examples").glob("*/llmops.yaml"))
