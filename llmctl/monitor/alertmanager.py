@@ -121,11 +121,11 @@ def runtime_config(desired: Desired, secrets_dir: Path, version: Version) -> str
 def write_secrets(desired: Desired, secrets_dir: Path, environ: Mapping[str, str] = os.environ) -> None:
     """Write each receiver's secret from its environment variable into its file (0600), and delete the files of
     receivers no longer declared. Nothing is written unless every variable holds a usable value."""
-    wanted = _secrets(desired, secrets_dir)
-    values = {secret.path: environ.get(secret.variable, "").strip() for secret in wanted}
-    problems = [problem for secret in wanted if (problem := _problem(secret, values[secret.path]))]
+    problems = secret_problems(desired, environ)
     if problems:
         raise LlmctlError("\n".join(problems))
+    wanted = _secrets(desired, secrets_dir)
+    values = {secret.path: environ.get(secret.variable, "").strip() for secret in wanted}
     secrets_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     for path, value in values.items():
         write_private(path, value)  # no trailing newline: Alertmanager 0.25 does not trim password files
@@ -133,6 +133,12 @@ def write_secrets(desired: Desired, secrets_dir: Path, environ: Mapping[str, str
     for stale in secrets_dir.iterdir():
         if stale.suffix in _SECRET_SUFFIXES and stale.name not in kept:
             stale.unlink()
+
+
+def secret_problems(desired: Desired, environ: Mapping[str, str] = os.environ) -> list[str]:
+    """Each receiver secret whose variable is unset or unusable: what apply's preflight refuses on."""
+    return [problem for secret in _secrets(desired, Path("."))
+            if (problem := _problem(secret, environ.get(secret.variable, "").strip()))]
 
 
 def write_private(path: Path, text: str) -> None:

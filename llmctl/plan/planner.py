@@ -11,6 +11,7 @@ from llmctl.config.schema import SECTIONS
 from llmctl.cost.estimate import plan_cost
 from llmctl.desired import Desired
 from llmctl.errors import LlmctlError
+from llmctl.monitor.checks import checks as monitoring_checks
 from llmctl.plan.diff import diff_object
 from llmctl.plan.model import Change, Drift, Plan, Summary
 from llmctl.provider import Provider
@@ -56,6 +57,7 @@ def make_plan(resolved: Resolved, state: State, get_provider: Callable[[str], Pr
         resource_changes += target_changes
         checks += target_checks
     changes += _drift_changes(changes, resource_changes, after)
+    checks += monitoring_checks(desired)
     cost, cost_checks = plan_cost(resolved, applied, state.lock)
     checks += cost_checks
 

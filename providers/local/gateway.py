@@ -10,7 +10,6 @@ import hashlib
 import json
 import os
 import secrets
-import socket
 import sys
 from pathlib import Path
 from typing import Any
@@ -85,7 +84,7 @@ def converge(want: Resource | None, live: list[Resource], ctx: ApplyContext) -> 
     if have is not None:
         _stop(have, ctx)
         live = [r for r in live if r is not have]
-    port = want.spec["port"] or _kept_port(directory / "port")
+    port = want.spec["port"] or process.kept_port(directory / "port")
     path = directory / "spec.json"
     spec.write(path)
     log = ctx.run_dir / "logs" / "gateway.log"
@@ -110,21 +109,6 @@ def _upstreams(live: list[Resource]) -> dict[str, build.Upstream]:
         urls = (previous.urls if previous else []) + [replica.endpoint]
         found[name] = build.Upstream(urls=urls, served_name=replica.spec["served_name"], tokenizer=tokenizer)
     return found
-
-
-def _kept_port(path: Path) -> int:
-    """The port this gateway had before (clients keep their base URL across restarts, even after a crash), while
-    it is free; else a new free one, remembered."""
-    try:
-        port = int(path.read_text())
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            sock.bind((process.HOST, port))
-        return port
-    except (OSError, ValueError):
-        port = process.free_port()
-        path.write_text(str(port))
-        return port
 
 
 def _stop(gateway: Resource, ctx: ApplyContext) -> None:

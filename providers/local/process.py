@@ -32,6 +32,20 @@ def free_port() -> int:
         sock.bind((HOST, 0))
         return int(sock.getsockname()[1])
 
+def kept_port(path: Path) -> int:
+    """The port this service had before (clients keep their base URL across restarts, even after a crash), while
+    it is free; else a new free one, remembered in `path`."""
+    try:
+        port = int(path.read_text())
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind((HOST, port))
+        return port
+    except (OSError, ValueError):
+        port = free_port()
+        path.write_text(str(port))
+        return port
+
 
 def start(cmd: list[str], port: int, log: Path, env: dict[str, str] | None = None) -> Started:
     """Start `cmd` in its own session so it outlives llmctl and can be stopped as a group."""

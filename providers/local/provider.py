@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import hashlib
 import time
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -13,12 +14,13 @@ from llmctl.gateway import build
 from llmctl.provider import ApplyContext, Operation, ProviderError, diff_resources
 from llmctl.resolve import Resolved
 from llmctl.resource import Resource, ResourceChange
-from providers.local import gateway, process
+from providers.local import gateway, monitoring, process
 from providers.local.engines import command, missing
 
 RESOURCE_TYPE = gateway.PROCESS_TYPE
 # The gateway answers /v1/models only to a key holder; /health to anyone.
-_READY_PATH = {RESOURCE_TYPE: "/v1/models", gateway.GATEWAY_TYPE: "/health"}
+_READY_PATH = {RESOURCE_TYPE: "/v1/models", gateway.GATEWAY_TYPE: "/health",
+               **{kind: monitoring.READY_PATH for kind in monitoring.TYPES}}
 _POLL_SECONDS = 0.25
 
 
@@ -62,7 +64,7 @@ class LocalProvider:
                 for index in range(count)
             ]
         front = gateway.resource(resolved, target)
-        return resources + ([front] if front else [])
+        return resources + ([front] if front else []) + monitoring.resources(resolved, target)
 
     def refresh(self, resources: list[Resource]) -> tuple[list[Resource], dict[str, str]]:
         current, gone = [], {}
@@ -93,15 +95,16 @@ class LocalProvider:
             if source.scheme in ("pkg", "file"):
                 problems += [f"model {model.name}: {why}" for why in _pinned_file_problems(model, resolved)]
         if gateway.home(desired) == target:
-            problems += build.key_problems(desired)
+            problems += build.key_problems(desired) + monitoring.preflight(desired)
         return problems
 
     def apply(self, changes: list[ResourceChange], desired: list[Resource], current: list[Resource],
               ctx: ApplyContext) -> list[Resource]:
         wanted = {resource.address: resource for resource in desired}
         live = list(current)
-        # The gateway follows the replicas (it needs their ports), whatever its own change was.
-        changes = [c for c in changes if not c.address.startswith(gateway.GATEWAY_TYPE)]
+        # The gateway follows the replicas (it needs their ports), and monitoring follows the gateway (it scrapes it),
+        # whatever their own changes were.
+        changes = [c for c in changes if c.address.split(".")[0] not in (gateway.GATEWAY_TYPE, *monitoring.TYPES)]
 
         # New processes start beside the ones they replace; the old ones stop only once the new ones answer.
         starting: list[Resource] = []
@@ -133,14 +136,18 @@ class LocalProvider:
 
         if failed:
             raise ProviderError("\n\n".join(resource.attrs["failure"] for resource in failed))
-        before = {id(r) for r in live}
-        live = gateway.converge(next((r for r in desired if r.type == gateway.GATEWAY_TYPE), None), live, ctx)
-        ctx.persist(live)
-        started = [r for r in live if id(r) not in before]
+        front = next((r for r in desired if r.type == gateway.GATEWAY_TYPE), None)
+        for converge in (partial(gateway.converge, front), partial(monitoring.converge, desired)):
+            before = {id(r) for r in live}
+            live = converge(live, ctx)
+            ctx.persist(live)
+            self._ready_or_raise([r for r in live if id(r) not in before], ctx)
+        return live
+
+    def _ready_or_raise(self, started: list[Resource], ctx: ApplyContext) -> None:
         failed = self._await_ready(started, ctx)
         if failed:
             raise ProviderError("\n\n".join(resource.attrs["failure"] for resource in failed))
-        return live
 
     def destroy(self, resources: list[Resource], ctx: ApplyContext) -> None:
         remaining = list(resources)
