@@ -210,7 +210,8 @@ def endpoints(resources: list[Resource]) -> dict[str, list[str]]:
     there, so guardrails and keys are in the measured path), else its replicas."""
     found: dict[str, list[str]] = {}
     for resource in resources:
-        if resource.endpoint and not resource.serves and not resource.deposed:
+        # Only a model's own resources serve it: a monitoring process has an endpoint too, and serves no model.
+        if resource.endpoint and resource.owner.startswith("model.") and not resource.serves and not resource.deposed:
             found.setdefault(resource.model, []).append(resource.endpoint)
     for resource in resources:
         for model in resource.serves:

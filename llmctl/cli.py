@@ -301,16 +301,29 @@ def pricing_refresh(out: Annotated[Path, typer.Option("--out", help="Where to wr
 
 
 @app.command("render")
-def render_command(target: Annotated[str, typer.Option("--target", help="A kubernetes target of the config.")],
-                   out: Annotated[Path, typer.Option("--out", help="Directory for the YAML manifests.")],
+def render_command(out: Annotated[Path, typer.Option("--out", help="Directory for the files.")],
+                   target: Annotated[str | None, typer.Option(
+                       "--target", help="A kubernetes target of the config: its manifests.")] = None,
+                   monitoring: Annotated[bool, typer.Option(
+                       "--monitoring", help="The monitoring files: rules with their promtool tests, "
+                       "alertmanager.yml, the Grafana dashboard.")] = False,
+                   secrets_dir: Annotated[Path, typer.Option(
+                       "--secrets-dir", help="Where the Alertmanager that loads alertmanager.yml finds receiver "
+                       "secrets (one file per receiver).")] = Path("/etc/alertmanager/secrets"),
                    file: ConfigFile = DEFAULT_FILE, env: Env = None) -> None:
-    """Write the Kubernetes manifests a target's program declares, for GitOps."""
+    """Write a kubernetes target's manifests (--target) and/or the monitoring files (--monitoring), for GitOps."""
     from llmctl.config.load import load
     from llmctl.gitops import render_target
+    from llmctl.monitor.bundle import write
     from llmctl.providers import get_provider
     from llmctl.resolve import resolve
 
-    for path in render_target(resolve(load(file, env)), target, out, get_provider):
+    if target is None and not monitoring:
+        raise LlmctlError("say what to render: --target NAME (a kubernetes target's manifests) and/or --monitoring")
+    resolved = resolve(load(file, env))
+    written = render_target(resolved, target, out, get_provider) if target else []
+    written += write(resolved.desired, out / "monitoring", secrets_dir) if monitoring else []
+    for path in written:
         console.out(str(path))
 
 

@@ -20,8 +20,11 @@ def checks(desired: Desired) -> list[Check]:
     if settings.alertmanager.run and not settings.prometheus.run:
         found.append(Check(severity="warning", address=address, message=(
             "alertmanager.run without prometheus.run: nothing would send it alerts; set prometheus.run: true")))
+    if settings.alertmanager.run:
+        found += [Check(severity="warning", address=address, message=f"{problem}; apply will refuse until it is set")
+                  for problem in alertmanager.secret_problems(desired)]
     if local and settings.prometheus.run:
         wanted = ["prometheus"] + (["alertmanager"] if settings.alertmanager.run else [])
-        found += [Check(severity="error", address=address, message=f"{tool} was not found: {tools.INSTALL_HINT}")
-                  for tool in wanted if tools.find(tool) is None]
+        found += [Check(severity="error", address=address, message=why)
+                  for tool in wanted if (why := tools.problem(tool))]
     return found

@@ -12,15 +12,11 @@ import json
 import os
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
-
-import yaml
 
 from llmctl.desired import Desired
-from llmctl.monitor import alertmanager, prometheus, tools
+from llmctl.monitor import alertmanager, bundle, prometheus, tools
 from llmctl.monitor.engines import saturation
-from llmctl.monitor.rule_tests import rule_tests
-from llmctl.monitor.rules import Rule, rule_files, rules_yaml
+from llmctl.monitor.rules import Rule, rule_files
 from llmctl.provider import ApplyContext
 from llmctl.resolve import Resolved
 from llmctl.resource import Resource
@@ -60,7 +56,7 @@ def preflight(desired: Desired) -> list[str]:
     if not settings.prometheus.run:
         return []
     wanted = ["prometheus"] + (["alertmanager"] if settings.alertmanager.run else [])
-    problems = [f"monitoring: {tool} was not found: {tools.INSTALL_HINT}" for tool in wanted if tools.find(tool) is None]
+    problems = [f"monitoring: {why}" for tool in wanted if (why := tools.problem(tool))]
     if settings.alertmanager.run:
         problems += alertmanager.secret_problems(desired, os.environ)
     return problems
@@ -101,10 +97,8 @@ def _start_prometheus(want: Resource, ctx: ApplyContext, directory: Path, manage
     rules_dir.mkdir(parents=True, exist_ok=True)
     for stale in rules_dir.glob("*.yml"):
         stale.unlink()
-    for name, groups in rule_files(desired).items():
-        # Each rule file with the promtool test file that exercises it, as `llmctl render` writes them.
-        _write(rules_dir / f"{name}.rules.yml", rules_yaml(groups))
-        _write(rules_dir / f"{name}.rules.test.yml", _yaml(rule_tests(desired, groups, f"{name}.rules.yml")))
+    for name, text in bundle.rule_texts(desired).items():  # each with its promtool test file, as render writes them
+        _write(rules_dir / name, text)
     address = f"{process.HOST}:{manager.attrs['port']}" if manager else None
     config = directory / "prometheus.yml"
     _write(config, prometheus.config_text(desired, directory, address))
@@ -170,7 +164,3 @@ def _write(path: Path, text: str) -> None:
     tmp = path.with_suffix(path.suffix + ".tmp")
     tmp.write_text(text)
     tmp.replace(path)  # Prometheus watches the target files: it must never read half of one
-
-
-def _yaml(data: Any) -> str:
-    return yaml.safe_dump(data, sort_keys=False, width=120)

@@ -126,6 +126,6 @@ def test_apply_without_prometheus_installed_refuses_before_starting_anything(llm
     bare = {"LLMCTL_TOOLS_DIR": str(tmp_path / "no-tools"), "PATH": str(tmp_path)}  # llmctl runs by absolute path
     applied = llmctl("apply", "-f", str(config), "--auto-approve", "--skip-verify", env=bare)
     assert applied.returncode == 1
-    assert "prometheus was not found" in applied.stdout + applied.stderr
+    assert "prometheus was not found on PATH" in applied.stdout + applied.stderr
     assert "install-monitoring-tools" in applied.stdout + applied.stderr
     assert not (tmp_path / ".llmctl" / "state" / "watch" / "test.json").exists()
