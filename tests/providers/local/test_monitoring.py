@@ -7,15 +7,14 @@ from __future__ import annotations
 import json
 import os
 import signal
-import time
-import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import psutil
 import pytest
 
+from prometheus_api import api, eventually
 from support import Run
 
 CONFIG = """\
@@ -37,25 +36,6 @@ monitoring:
   prometheus: {run: true, scrape_interval: 1s, evaluation_interval: 1s}
   down_for: 3s
 """
-DEADLINE_S = 120  # generous: a busy machine is slow, never wrong
-
-
-def _get(url: str) -> Any:
-    with urllib.request.urlopen(url, timeout=10) as response:
-        return json.load(response)["data"]
-
-
-def _eventually(check: Callable[[], Any], what: str) -> Any:
-    deadline = time.monotonic() + DEADLINE_S
-    while True:
-        try:
-            found = check()
-        except OSError:
-            found = None
-        if found:
-            return found
-        assert time.monotonic() < deadline, f"gave up waiting for {what}"
-        time.sleep(0.5)
 
 
 def _resources(config: Path) -> dict[str, dict[str, Any]]:
@@ -85,16 +65,16 @@ def test_apply_runs_prometheus_on_the_gateway_and_rules_and_destroy_stops_it(llm
     gateway_port = resources["local_gateway.test"]["attrs"]["port"]
     base = prometheus["endpoint"]
 
-    targets = _eventually(lambda: [t for t in _get(f"{base}/api/v1/targets")["activeTargets"]
+    targets = eventually(lambda: [t for t in api(f"{base}/api/v1/targets")["activeTargets"]
                                    if t["health"] == "up"], "the gateway scraped")
     assert [(t["labels"]["job"], t["labels"]["instance"]) for t in targets] == [
         ("llmctl-gateway", f"127.0.0.1:{gateway_port}")]
-    groups = _eventually(lambda: _get(f"{base}/api/v1/rules")["groups"], "rules loaded")
+    groups = eventually(lambda: api(f"{base}/api/v1/rules")["groups"], "rules loaded")
     assert {g["name"] for g in groups} == {"llmctl-slo-hosted", "llmctl-budget-monthly", "llmctl-health"}
     assert {r["health"] for g in groups for r in g["rules"]} == {"ok"}
 
     os.kill(resources["local_gateway.test"]["attrs"]["pid"], signal.SIGKILL)
-    firing = _eventually(lambda: [a for a in _get(f"{base}/api/v1/alerts")["alerts"]
+    firing = eventually(lambda: [a for a in api(f"{base}/api/v1/alerts")["alerts"]
                                   if a["labels"]["alertname"] == "GatewayDown" and a["state"] == "firing"],
                          "GatewayDown firing")
     assert firing[0]["labels"]["kind"] == "down" and firing[0]["labels"]["environment"] == "test"
