@@ -22,13 +22,14 @@ SPEC_DIR = "/etc/llmctl"
 # kubectl create secret generic llmctl-gateway-keys --from-literal=QUICKSTART_API_KEY=...
 KEYS_SECRET = "llmctl-gateway-keys"
 NAME = "llmctl-gateway"
+# On the pods and on every gateway object: the Service's is what its ServiceMonitor selects (monitoring.py).
+LABELS = {"app.kubernetes.io/name": NAME, "app.kubernetes.io/managed-by": "llmctl"}
 
 
 def declare(resolved: Resolved, target: str, namespace: str, upstreams: dict[str, build.Upstream],
             meta: k8s.meta.v1.ObjectMetaArgs, opts: pulumi.ResourceOptions) -> None:
     desired = resolved.desired
     spec = build.build_spec(resolved, upstreams, Path(DATA_DIR), keys_from_env=True)
-    labels = {"app.kubernetes.io/name": NAME, "app.kubernetes.io/managed-by": "llmctl"}
     owner = f"gateway.{desired.environment}"
     config = k8s.core.v1.ConfigMap(f"{owner}/spec", metadata=meta, data={"spec.json": spec.model_dump_json(indent=2)},
                                    opts=opts)
@@ -56,7 +57,7 @@ def declare(resolved: Resolved, target: str, namespace: str, upstreams: dict[str
             selector=k8s.meta.v1.LabelSelectorArgs(match_labels={"app.kubernetes.io/name": NAME}),
             template=k8s.core.v1.PodTemplateSpecArgs(
                 # The spec's content in an annotation: a changed spec rolls the pod, as a new file must be read.
-                metadata=k8s.meta.v1.ObjectMetaArgs(labels=labels, annotations={
+                metadata=k8s.meta.v1.ObjectMetaArgs(labels=LABELS, annotations={
                     "llmctl.dev/spec-sha256": hashlib.sha256(spec.model_dump_json().encode()).hexdigest()}),
                 spec=k8s.core.v1.PodSpecArgs(
                     containers=[container],

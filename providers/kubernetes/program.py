@@ -18,8 +18,9 @@ from llmctl.config.schema import Budget, KubernetesTarget, Model, ReplicaRange
 from llmctl.cost.model import HOURS, MONTH_HOURS
 from llmctl.desired import Desired
 from llmctl.gateway import build
+from llmctl.monitor.engines import saturation
 from llmctl.resolve import Resolved
-from providers.kubernetes import gateway
+from providers.kubernetes import gateway, monitoring
 from providers.pulumi_support.images import ENGINE_IMAGES
 
 PORT = 8000
@@ -80,7 +81,11 @@ def program(resolved: Resolved, target: str) -> Callable[[], None]:
             _model(desired, model, namespace, resolved.revision(model), opts)
         if models:
             upstreams = {m.name: build.Upstream(urls=[service_url(m, namespace)], served_name=m.name) for m in models}
-            gateway.declare(resolved, target, namespace, upstreams, _meta(gateway.NAME, desired, namespace), opts)
+            gateway.declare(resolved, target, namespace, upstreams,
+                            _meta(gateway.NAME, desired, namespace, gateway.LABELS), opts)
+            # Beside the gateway whose series the rules read; engines without metrics get no scrape target.
+            engines = {m.name: k8s_name(m.name) for m in models if saturation(m.engine) is not None}
+            monitoring.declare(desired, engines, lambda name, labels: _meta(name, desired, namespace, labels), opts)
 
     return run
 

@@ -25,6 +25,8 @@ class KubernetesProvider(PulumiProvider):
         "kubernetes:core/v1:ResourceQuota": _IDENTITY,
         "kubernetes:autoscaling/v2:HorizontalPodAutoscaler": _IDENTITY,
         "kubernetes:policy/v1:PodDisruptionBudget": _IDENTITY | {"spec.selector"},
+        "kubernetes:monitoring.coreos.com/v1:PrometheusRule": _IDENTITY,
+        "kubernetes:monitoring.coreos.com/v1:ServiceMonitor": _IDENTITY,
     }
 
     def render(self, resolved: Resolved, target: str, directory: Path) -> list[Path]:

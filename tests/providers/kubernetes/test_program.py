@@ -10,7 +10,11 @@ import yaml
 
 from llmctl.config.load import load
 from llmctl.desired import Desired
+from llmctl.gateway.metrics import ENGINE_JOB, GATEWAY_JOB
 from llmctl.lock import Lock
+from llmctl.monitor.dashboard import dashboard
+from llmctl.monitor.rules import RuleGroup, rule_groups
+from providers.kubernetes import monitoring
 from providers.kubernetes.manifests import manifests, write_manifests
 from providers.kubernetes.program import program
 from providers.pulumi_support.capture import Captured, capture
@@ -55,6 +59,8 @@ def test_names_follow_the_owner_convention(resources):
         "target.cluster/provider", "target.cluster/namespace", "target.cluster/config", "target.cluster/quota",
         "model.llama-k8s/deployment", "model.llama-k8s/service", "model.llama-k8s/hpa", "model.llama-k8s/pdb",
         "gateway.prod/spec", "gateway.prod/data", "gateway.prod/deployment", "gateway.prod/service",
+        "monitoring.prod/rules", "monitoring.prod/scrape-gateway", "monitoring.prod/scrape-llama-k8s",
+        "monitoring.prod/dashboard",
     }
     kinds = {name: r.inputs.get("kind") for name, r in resources.items()}
     assert kinds["target.cluster/namespace"] == "Namespace"
@@ -64,6 +70,9 @@ def test_names_follow_the_owner_convention(resources):
     assert kinds["model.llama-k8s/service"] == "Service"
     assert kinds["model.llama-k8s/hpa"] == "HorizontalPodAutoscaler"
     assert kinds["model.llama-k8s/pdb"] == "PodDisruptionBudget"
+    assert kinds["monitoring.prod/rules"] == "PrometheusRule"
+    assert kinds["monitoring.prod/scrape-gateway"] == kinds["monitoring.prod/scrape-llama-k8s"] == "ServiceMonitor"
+    assert kinds["monitoring.prod/dashboard"] == "ConfigMap"
     assert resources["target.cluster/provider"].inputs["context"] == "prod-gpu"
     assert resources["target.cluster/namespace"].inputs["metadata"]["name"] == "llm"
     for name, resource in resources.items():
@@ -177,13 +186,14 @@ def test_manifests_validate_against_kubernetes_schemas(resources, tmp_path):
     assert "deployment-llama-k8s.yaml" in texts
     paths = write_manifests(captured, tmp_path / "manifests")
     assert sorted(p.name for p in paths) == sorted(texts)
-    assert len(paths) == 11  # 7 for the model and the target, 4 for the gateway
+    assert len(paths) == 15  # 7 for the model and the target, 4 for the gateway, 4 for monitoring
     for path in paths:
         documents = list(yaml.safe_load_all(path.read_text()))
         assert len(documents) == 1, path.name
         (obj,) = documents
         assert list(obj)[:3] == ["apiVersion", "kind", "metadata"]
-        kubernetes_validate.validate(obj, desired_version="1.30", strict=True)
+        if obj["apiVersion"] != monitoring.API_VERSION:  # the operator's kinds: test_provider.py checks them
+            kubernetes_validate.validate(obj, desired_version="1.30", strict=True)
     deployment = yaml.safe_load(texts["deployment-llama-k8s.yaml"])
     assert deployment["spec"]["replicas"] == 2 and isinstance(deployment["spec"]["replicas"], int)
 
@@ -211,3 +221,50 @@ def test_gateway_keys_are_hashed_in_the_pod_not_at_plan(tmp_path, monkeypatch):
     [key] = json.loads(captured["gateway.prod/spec"].inputs["data"]["spec.json"])["keys"]
     assert key == {"id": "team", "sha256": None, "env": "TEAM_KEY", "models": None, "requests_per_minute": 60,
                    "tokens_per_minute": None}
+
+
+def test_the_prometheus_rule_carries_the_generated_rules(resources):
+    rule = resources["monitoring.prod/rules"].inputs
+    assert rule["apiVersion"] == "monitoring.coreos.com/v1"
+    assert rule["metadata"]["labels"]["app.kubernetes.io/part-of"] == "llmctl"  # what the ruleSelector matches
+    groups = [RuleGroup.model_validate(group) for group in rule["spec"]["groups"]]
+    assert groups == rule_groups(_desired())
+    assert {"llmctl-budget-team-monthly", "llmctl-health", "llmctl-engines"} == {group.name for group in groups}
+
+
+def test_service_monitors_scrape_the_gateway_and_the_engine_under_the_rules_jobs(resources):
+    def scraped(monitor: str, service: str) -> dict:
+        spec = resources[monitor].inputs["spec"]
+        service_labels = resources[service].inputs["metadata"]["labels"]
+        assert spec["selector"]["matchLabels"].items() <= service_labels.items()  # it selects that Service
+        (endpoint,) = spec["endpoints"]
+        ports = [port["name"] for port in resources[service].inputs["spec"]["ports"]]
+        assert endpoint["port"] in ports and endpoint["path"] == "/metrics" and endpoint["interval"] == "15s"
+        # Relabelings run after the operator's own (which set job to the Service's name): these win.
+        return {relabel["targetLabel"]: relabel["replacement"] for relabel in endpoint["relabelings"]
+                if relabel["action"] == "replace" and "sourceLabels" not in relabel}
+
+    assert scraped("monitoring.prod/scrape-gateway", "gateway.prod/service") == {"job": GATEWAY_JOB}
+    assert scraped("monitoring.prod/scrape-llama-k8s", "model.llama-k8s/service") == {"job": ENGINE_JOB,
+                                                                                        "model": "llama-k8s"}
+    # Nor does the gateway's select the model's Service: its targets would count in `up{job="llmctl-gateway"}`.
+    gateway_selector = resources["monitoring.prod/scrape-gateway"].inputs["spec"]["selector"]["matchLabels"]
+    assert not gateway_selector.items() <= resources["model.llama-k8s/service"].inputs["metadata"]["labels"].items()
+
+
+def test_the_dashboard_is_a_configmap_for_grafanas_sidecar(resources):
+    config = resources["monitoring.prod/dashboard"].inputs
+    assert config["metadata"]["labels"]["grafana_dashboard"] == "1"
+    (key,) = config["data"]
+    assert key == "support-bot-prod.json"
+    assert json.loads(config["data"][key]) == dashboard(_desired())
+
+
+def test_monitoring_settings_reach_the_cluster_objects(tmp_path):
+    def edit(data):
+        data["monitoring"] = {"dashboards": False, "prometheus": {"scrape_interval": "1m"}}
+
+    found = _by_name(_capture(_desired(tmp_path, edit)))
+    assert "monitoring.prod/dashboard" not in found
+    (endpoint,) = found["monitoring.prod/scrape-llama-k8s"].inputs["spec"]["endpoints"]
+    assert endpoint["interval"] == "1m"
