@@ -7,10 +7,12 @@ from typing import Any
 
 def address_type(pulumi_type: str) -> str:
     """aws:autoscaling/group:Group -> aws_autoscaling_group; kubernetes:apps/v1:Deployment ->
-    kubernetes_apps_deployment: package, module and kind, as Terraform-style addresses read."""
+    kubernetes_apps_deployment; kubernetes:monitoring.coreos.com/v1:PrometheusRule ->
+    kubernetes_monitoring_prometheus_rule: package, module and kind, as Terraform-style addresses read."""
     package, module, kind = (pulumi_type.split(":") + ["", ""])[:3]
     snake = re.sub(r"(?<!^)(?=[A-Z])", "_", kind).lower()
-    return "_".join(part for part in (package, module.split("/")[0], snake) if part)
+    # An API group's first label only (monitoring.coreos.com/v1 -> monitoring): an address is TYPE.NAME, one dot.
+    return "_".join(part for part in (package, module.split("/")[0].split(".")[0], snake) if part)
 
 
 def address_of(pulumi_type: str, name: str) -> tuple[str, str]:

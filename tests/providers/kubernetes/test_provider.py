@@ -25,7 +25,7 @@ EXAMPLE = REPO / "examples" / "kubernetes" / "llmops.yaml"
 # The openAPIV3Schema of the prometheus-operator's CRDs (see its README): kubernetes-validate knows core kinds only.
 CRDS = REPO / "tests" / "data" / "crds"
 OPERATOR_API = "monitoring.coreos.com/v1"
-RULE_ADDRESS = "kubernetes_monitoring.coreos.com_prometheus_rule.prod/rules"
+RULE_ADDRESS = "kubernetes_monitoring_prometheus_rule.prod/rules"
 
 
 @pytest.fixture
@@ -51,8 +51,8 @@ def test_plan_lists_every_kubernetes_resource_offline(example) -> None:  # type:
                     "kubernetes_autoscaling_horizontal_pod_autoscaler.llama-k8s/hpa",
                     "kubernetes_policy_pod_disruption_budget.llama-k8s/pdb",
                     "kubernetes_core_resource_quota.cluster/quota", "kubernetes_core_config_map.cluster/config",
-                    RULE_ADDRESS, "kubernetes_monitoring.coreos.com_service_monitor.prod/scrape-gateway",
-                    "kubernetes_monitoring.coreos.com_service_monitor.prod/scrape-llama-k8s",
+                    RULE_ADDRESS, "kubernetes_monitoring_service_monitor.prod/scrape-gateway",
+                    "kubernetes_monitoring_service_monitor.prod/scrape-llama-k8s",
                     "kubernetes_core_config_map.prod/dashboard"):
         assert f"+ {address}" in result.stdout
     assert TOKEN not in result.stdout
