@@ -33,17 +33,17 @@ from starlette.routing import Route as HttpRoute
 from llmctl.gateway.answers import answer_texts, blocked, check_answer
 from llmctl.gateway.audit import AuditLog, prompt_sha256
 from llmctl.gateway.auth import KeyRing, RateLimiter, allowed
-from llmctl.gateway.call import Call, Route, metered_tokens
+from llmctl.gateway.call import Call, Route, metered_tokens, slo_outcome
 from llmctl.gateway.errors import GatewayError
 from llmctl.gateway.forward import refusal, send
 from llmctl.gateway.guardrails import check_input
 from llmctl.gateway.inputs import Kind, Texts, apply_prompt, check_length, parse, read_body, texts
 from llmctl.gateway.metering import Ledger
-from llmctl.gateway.metrics import GatewayMetrics
+from llmctl.gateway.metrics import NO_TEAM, GatewayMetrics
 from llmctl.gateway.relay import StreamRelay
 from llmctl.gateway.routing import Rotation, Upstream
 from llmctl.gateway.spec import GatewaySpec, KeySpec, RouteSpec
-from llmctl.gateway.spend import Spending
+from llmctl.gateway.spend import BudgetState, Spending
 from llmctl.gateway.tokens import counter_for
 from llmctl.gateway.transport import UpstreamTransport
 
@@ -135,7 +135,9 @@ class Gateway:
         self.keys_required = bool(spec.keys)
         self.limiter = RateLimiter()
         self.audit = AuditLog(Path(spec.audit_path))
-        self.metrics = GatewayMetrics(spec.slo_thresholds)
+        self.metrics = GatewayMetrics(spec.slo_thresholds, budgets=spec.budgets,
+                                      slo_models=[route.model for route in spec.routes.values() if route.slo])
+        self.metrics.watch(self._budget_states)
         self._ledger: Ledger | None = None
         self._spending: Spending | None = None
         # One client for every upstream: pooled HTTP/1.1 keep-alive connections, no per-request setup. Plain-http
@@ -224,6 +226,13 @@ class Gateway:
 
     async def metrics_text(self, request: Request) -> Response:
         return Response(self.metrics.render(), media_type=CONTENT_TYPE_LATEST)
+
+    def _budget_states(self) -> list[BudgetState]:
+        try:
+            return self.spending.states()
+        except sqlite3.Error:  # the scrape still serves every other series
+            log.exception("the ledger %s could not be read for the budget metrics", self.spec.db_path)
+            return []
 
     # --- a completion ------------------------------------------------------------------------------------------------
 
@@ -386,6 +395,8 @@ class Gateway:
         label = model or "unknown"
         key_id = call.key.id if call.key else (None if self.keys_required else ANONYMOUS)
         key_label = key_id or UNAUTHENTICATED
+        team = call.key.team if call.key and call.key.team else NO_TEAM
+        seconds = time.perf_counter() - call.started
         input_tokens = output_tokens = 0
         if route is not None and call.forwarded and output is not None:
             input_tokens, output_tokens = metered_tokens(call, usage, output)
@@ -397,16 +408,21 @@ class Gateway:
                                    input_tokens=input_tokens, output_tokens=output_tokens, usd=usd)
             except sqlite3.Error:  # the rest (metrics, the audit line) still says what happened
                 log.exception("the ledger %s could not record a request to %s", self.spec.db_path, model)
-            self.metrics.tokens(label, key_label, input_tokens, output_tokens)
+            self.metrics.tokens(label, key_label, team, input_tokens, output_tokens)
             if usd:
-                self.metrics.spend(label, key_label, usd)
+                self.metrics.spend(label, key_label, team, usd, route.spec.budgets)
                 if route.spec.budgets:
                     self.spending.recorded(route.spec.budgets, usd)
             if call.key is not None:
                 self.limiter.add_tokens(call.key, input_tokens + output_tokens)
-        self.metrics.request(label, key_label, status, time.perf_counter() - call.started)
+        self.metrics.request(label, key_label, team, status, seconds)
         if call.ttft is not None:
             self.metrics.ttft(label, call.ttft)
+        if call.itl:
+            self.metrics.itl(label, call.itl)
+        good = slo_outcome(call, status, seconds)
+        if good is not None:
+            self.metrics.slo_request(label, good)
         for action in call.actions:
             self.metrics.guardrail(label, action.rule, action.action)
         for failure in call.upstream_failures:

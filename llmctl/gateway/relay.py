@@ -53,6 +53,7 @@ class StreamRelay(Response):
         self._usage: dict[str, Any] | None = None
         self._held_usage: bytes | None = None
         self._last: dict[str, Any] = {}
+        self._arrived = 0.0  # time.perf_counter() when the chunk being read arrived
         self._status = 200
         self._reason: str | None = None
         self._ended = False  # the client's stream has its [DONE]
@@ -104,6 +105,7 @@ class StreamRelay(Response):
         out: list[bytes] = []
         try:
             async for chunk in chunks:
+                self._arrived = time.perf_counter()
                 out = self._events(reader.feed(chunk))
                 if self._ended:
                     break
@@ -165,7 +167,7 @@ class StreamRelay(Response):
     def _rewrite(self, choices: list[Any]) -> bool:
         """Record each choice's texts and put them through the guardrails; True if the event must be re-serialised.
         A choice's last event (finish_reason set) also carries whatever text the guardrails still held."""
-        changed = False
+        changed = timed = False
         for choice in choices:
             if not isinstance(choice, dict):
                 continue
@@ -182,8 +184,9 @@ class StreamRelay(Response):
                     text = ""
                 if text:
                     self._output.append(text)
-                    if self._call.ttft is None:
-                        self._call.ttft = time.perf_counter() - self._call.started
+                    if not timed:  # one arrival per event, however many choices and fields carry text
+                        self._call.text_arrived(self._arrived)
+                        timed = True
                 if not self._guards:
                     continue
                 chain = self._chains.get((index, key))
