@@ -10,17 +10,17 @@ for the ledger, and a stream's tokens are metered however it ended (finished, bl
 """
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import os
 import sqlite3
 import time
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
 from pathlib import Path
 from typing import Any
 
-import anyio
 import httpx
 from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.applications import Starlette
@@ -39,7 +39,8 @@ from llmctl.gateway.forward import refusal, send
 from llmctl.gateway.guardrails import check_input
 from llmctl.gateway.inputs import Kind, Texts, apply_prompt, check_length, parse, read_body, texts
 from llmctl.gateway.metering import Ledger
-from llmctl.gateway.metrics import NO_TEAM, GatewayMetrics
+from llmctl.gateway.metrics import NO_TEAM, GatewayMetrics, ReplicaState
+from llmctl.gateway.probes import PROBE_TIMEOUT_S, probe_all, probe_forever, replicas
 from llmctl.gateway.relay import StreamRelay
 from llmctl.gateway.routing import Rotation, Upstream
 from llmctl.gateway.spec import GatewaySpec, KeySpec, RouteSpec
@@ -56,7 +57,6 @@ CONNECT_TIMEOUT_S = 3.0
 # under us.
 KEEPALIVE_EXPIRY_S = 4.0
 MAX_CONNECTIONS = 1024
-HEALTH_PROBE_S = 2.0
 ANONYMOUS = "anonymous"  # no keys are declared, so none is required
 UNAUTHENTICATED = "unauthenticated"  # keys are required and the request had none that matched (metrics only)
 _JSON = {"content-type": "application/json"}
@@ -68,6 +68,7 @@ def create_app(spec: GatewaySpec) -> Starlette:
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         gateway.open()  # in the serving thread: SQLite connections belong to the thread that opened them
+        gateway.start_probing()
         yield
         await gateway.aclose()
 
@@ -110,6 +111,12 @@ def _route(spec: RouteSpec) -> Route:
     )
 
 
+def _client(timeout: httpx.Timeout | float, limits: httpx.Limits) -> httpx.AsyncClient:
+    # Plain-http upstreams (the replicas) go through the lean transport; https (hosted APIs) through httpx's own,
+    # which also honours HTTPS_PROXY.
+    return httpx.AsyncClient(timeout=timeout, limits=limits, mounts={"http://": UpstreamTransport(limits)})
+
+
 def presented_key(request: Request) -> str | None:
     """The key from `Authorization: Bearer KEY`, or from an `api-key` / `x-api-key` header."""
     headers = request.headers
@@ -137,18 +144,18 @@ class Gateway:
         self.audit = AuditLog(Path(spec.audit_path))
         self.metrics = GatewayMetrics(spec.slo_thresholds, budgets=spec.budgets,
                                       slo_models=[route.model for route in spec.routes.values() if route.slo])
-        self.metrics.watch(self._budget_states)
+        self.metrics.watch(self._replica_states, self._budget_states)
         self._ledger: Ledger | None = None
         self._spending: Spending | None = None
-        # One client for every upstream: pooled HTTP/1.1 keep-alive connections, no per-request setup. Plain-http
-        # upstreams (the replicas) go through the lean transport; https (hosted APIs) through httpx's own, which
-        # also honours HTTPS_PROXY.
+        # One client for every upstream request: pooled HTTP/1.1 keep-alive connections, no per-request setup.
         limits = httpx.Limits(max_connections=MAX_CONNECTIONS, max_keepalive_connections=MAX_CONNECTIONS,
                               keepalive_expiry=KEEPALIVE_EXPIRY_S)
-        self.client = httpx.AsyncClient(
-            timeout=httpx.Timeout(spec.upstream_timeout_s, connect=min(CONNECT_TIMEOUT_S, spec.upstream_timeout_s)),
-            limits=limits, mounts={"http://": UpstreamTransport(limits)},
-        )
+        self.client = _client(
+            httpx.Timeout(spec.upstream_timeout_s, connect=min(CONNECT_TIMEOUT_S, spec.upstream_timeout_s)), limits)
+        # The probes have their own, unpooled: a probe never holds (or, answered with `Connection: close`, ends) a
+        # connection a request could have reused, and it finds out whether a new connection is accepted.
+        self.probe_client = _client(PROBE_TIMEOUT_S, httpx.Limits(max_keepalive_connections=0))
+        self._probing: asyncio.Task[None] | None = None
 
     def open(self) -> None:
         if self._ledger is None:
@@ -167,7 +174,19 @@ class Gateway:
         assert self._spending is not None
         return self._spending
 
+    def start_probing(self) -> None:
+        """The background health probes of the replicas, until aclose (on the serving event loop)."""
+        if self._probing is None:
+            self._probing = asyncio.create_task(
+                probe_forever(self.probe_client, self.routes.values(), self.spec.probe_interval_s))
+
     async def aclose(self) -> None:
+        if self._probing is not None:
+            self._probing.cancel()
+            with suppress(asyncio.CancelledError):
+                await self._probing
+            self._probing = None
+        await self.probe_client.aclose()
         await self.client.aclose()
         if self._ledger is not None:
             self._ledger.close()
@@ -194,21 +213,7 @@ class Gateway:
     async def health(self, request: Request) -> Response:
         """200 while the gateway runs; per model, whether its upstreams answer (replicas are probed now; a hosted
         API is not called, it is reported by whether its key is set)."""
-        async def probe(upstream: Upstream) -> None:
-            try:
-                await self.client.get(upstream.models_url, timeout=HEALTH_PROBE_S)
-            except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
-                upstream.mark_down(str(exc) or type(exc).__name__)
-                return
-            except httpx.HTTPError:
-                return  # connected, slow to answer: busy, not down
-            upstream.mark_up()
-
-        async with anyio.create_task_group() as group:
-            for route in self.routes.values():
-                if route.spec.kind == "replicas":
-                    for upstream in route.rotation.upstreams:
-                        group.start_soon(probe, upstream)
+        await probe_all(self.probe_client, self.routes.values())
         now = time.monotonic()
         routes: dict[str, Any] = {}
         for name, route in self.routes.items():
@@ -226,6 +231,10 @@ class Gateway:
 
     async def metrics_text(self, request: Request) -> Response:
         return Response(self.metrics.render(), media_type=CONTENT_TYPE_LATEST)
+
+    def _replica_states(self) -> list[ReplicaState]:
+        return [ReplicaState(model, replica, upstream.up) for model, replica, upstream in replicas(self.routes.values())
+                if upstream.up is not None]
 
     def _budget_states(self) -> list[BudgetState]:
         try:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from typing import NamedTuple
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily
@@ -37,6 +38,12 @@ TTFT_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.2, 0.35, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0
 ITL_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.015, 0.02, 0.03, 0.04, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.5, 0.75,
                1.0, 2.5, 5.0, 10.0)
 NO_TEAM = "none"  # the team label of a key that declares none, and of anonymous or unauthenticated callers
+
+
+class ReplicaState(NamedTuple):
+    model: str
+    replica: str  # its index in the route's upstream list: a URL would be a label no rule can be written against
+    up: bool
 
 
 def with_thresholds(buckets: Iterable[float], thresholds: Iterable[float]) -> tuple[float, ...]:
@@ -120,9 +127,10 @@ class GatewayMetrics:
     def upstream_error(self, model: str, reason: str) -> None:
         self._upstream_errors.labels(model=model, reason=reason).inc()
 
-    def watch(self, budgets: Callable[[], Iterable[BudgetState]]) -> None:
-        """Serve the budgets' periods as read from the gateway at each scrape."""
-        self.registry.register(_Current(budgets))
+    def watch(self, replicas: Callable[[], Iterable[ReplicaState]],
+              budgets: Callable[[], Iterable[BudgetState]]) -> None:
+        """Serve the replicas' probe results and the budgets' periods as read from the gateway at each scrape."""
+        self.registry.register(_Current(replicas, budgets))
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
@@ -130,16 +138,21 @@ class GatewayMetrics:
 
 class _Current:
     """A prometheus_client collector of series read when scraped rather than counted as requests pass: they must
-    be current with no traffic at all (a budget period that ended, spend another process recorded)."""
+    be current with no traffic at all (a replica that died overnight, a budget period that ended, spend another
+    process recorded)."""
 
-    def __init__(self, budgets: Callable[[], Iterable[BudgetState]]) -> None:
+    def __init__(self, replicas: Callable[[], Iterable[ReplicaState]],
+                 budgets: Callable[[], Iterable[BudgetState]]) -> None:
+        self._replicas = replicas
         self._budgets = budgets
 
     def describe(self) -> list[GaugeMetricFamily]:
         return list(self._families())  # the names, for the registry's duplicate check, without reading anything
 
     def collect(self) -> list[GaugeMetricFamily]:
-        spent, limit, end = families = self._families()
+        up, spent, limit, end = families = self._families()
+        for replica in self._replicas():
+            up.add_metric([replica.model, replica.replica], 1.0 if replica.up else 0.0)
         for budget in self._budgets():
             spent.add_metric([budget.name], budget.spent_usd)
             limit.add_metric([budget.name], budget.limit_usd)
@@ -148,7 +161,10 @@ class _Current:
 
     @staticmethod
     def _families() -> tuple[GaugeMetricFamily, ...]:
-        return (GaugeMetricFamily(BUDGET_SPENT, "USD spent against the budget in its current period.",
+        return (GaugeMetricFamily(UPSTREAM_UP, "1 when the replica answered its last health probe (or was too busy "
+                                  "to, connected); 0 when it refused the connection, broke it or answered with a 5xx, "
+                                  "or refused a request's connection since.", labels=["model", "replica"]),
+                GaugeMetricFamily(BUDGET_SPENT, "USD spent against the budget in its current period.",
                                   labels=["budget"]),
                 GaugeMetricFamily(BUDGET_LIMIT, "The budget's limit per period, USD.", labels=["budget"]),
                 GaugeMetricFamily(BUDGET_PERIOD_END, "Unix time the budget's current period ends.",

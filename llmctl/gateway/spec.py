@@ -8,7 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, Field, PositiveInt
+from pydantic import BaseModel, Field, PositiveFloat, PositiveInt
 
 from llmctl.config.schema import Guardrail, Prompt
 
@@ -91,6 +91,7 @@ class GatewaySpec(BaseModel):
     budgets: dict[str, BudgetSpec] = Field(default_factory=dict)
     max_body_bytes: int = 1_048_576
     upstream_timeout_s: float = 120.0
+    probe_interval_s: PositiveFloat = Field(5.0, description="How often each replica is probed for upstream_up.")
     slo_thresholds: SloThresholds = Field(default_factory=SloThresholds)
     db_path: str = Field(description="SQLite ledger of metered spend; survives restarts.")
     audit_path: str = Field(description="JSON-lines audit log.")

@@ -1,8 +1,9 @@
 """The series the monitoring rules and dashboards are generated against, end to end: a real gateway in front of the
 recording doubles, scraped as Prometheus scrapes it. The gaps between streamed tokens, good and bad requests against a
-model's SLO, the team of the key, and the budgets' periods and spend."""
+model's SLO, the team of the key, replicas probed with no traffic, and the budgets' periods and spend."""
 from __future__ import annotations
 
+from contextlib import ExitStack
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -11,7 +12,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from gateway.test_app import EXPENSIVE, audited, chat, client, gateway_spec, guard, route
-from gateway.upstream import RecordingUpstream, eventually, running_gateway
+from gateway.upstream import RecordingUpstream, dead_url, eventually, running_gateway
 from llmctl.gateway.auth import hash_key
 from llmctl.gateway.metering import Ledger, period_end, period_start
 from llmctl.gateway.spec import BudgetSpec, KeySpec, SloTargets
@@ -35,6 +36,14 @@ def by(found: Samples, name: str, *keys: str) -> dict[tuple[str, ...], float]:
     """The samples of `name`, keyed by the values of the labels `keys`, in that order."""
     return {tuple(dict(labels)[key] for key in keys): number for (sample, labels), number in found.items()
             if sample == name}
+
+
+def replicas_up(url: str) -> dict[tuple[str, ...], float]:
+    found = scrape(url)
+    # By their index in the route, never by URL (a label no rule could be written against).
+    assert all({label for label, _ in labels} == {"model", "replica"} for sample, labels in found
+               if sample == "llmctl_gateway_upstream_up")
+    return by(found, "llmctl_gateway_upstream_up", "model", "replica")
 
 
 # --- inter-token latency -------------------------------------------------------------------------------------------
@@ -122,6 +131,32 @@ def test_requests_tokens_and_spend_are_labelled_with_the_keys_team(tmp_path: Pat
                  direction="output") == 7
     assert value(found, "llmctl_gateway_spend_usd_total", model="assistant", key="search-app", team="search") == 18
     assert value(found, "llmctl_gateway_spend_usd_total", model="assistant", key="batch", team="none") == 18
+
+
+# --- upstream health -----------------------------------------------------------------------------------------------
+
+
+def test_replicas_are_probed_with_no_traffic(tmp_path: Path) -> None:
+    with RecordingUpstream() as live, ExitStack() as second:
+        dying = second.enter_context(RecordingUpstream())
+        with running_gateway(gateway_spec(
+                tmp_path, route("assistant", [live.base_url, dead_url()]), route("second", [dying.base_url]),
+                route("hosted", [dead_url()], kind="api"), probe_interval_s=0.05)) as url:
+            assert eventually(lambda: len(replicas_up(url)) == 3), scrape(url)
+            # The hosted API is not probed.
+            assert replicas_up(url) == {("assistant", "0"): 1, ("assistant", "1"): 0, ("second", "0"): 1}
+            second.close()  # the replica stops; nothing is sent to the gateway meanwhile
+            assert eventually(lambda: replicas_up(url)[("second", "0")] == 0)
+    assert live.bodies == []  # probes only: no completion was ever requested
+
+
+def test_a_refused_request_connection_marks_the_replica_down_before_any_probe(tmp_path: Path) -> None:
+    with RecordingUpstream() as upstream, running_gateway(gateway_spec(
+            tmp_path, route("assistant", [dead_url(), upstream.base_url]), probe_interval_s=3600)) as url:
+        assert client(url).chat.completions.create(**chat()).choices  # the dead replica was tried first
+        audited(tmp_path, 1)
+        # The live replica has not been probed yet: no series rather than a guess.
+        assert replicas_up(url) == {("assistant", "0"): 0}
 
 
 # --- budgets -------------------------------------------------------------------------------------------------------

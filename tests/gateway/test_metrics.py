@@ -7,7 +7,7 @@ from prometheus_client import REGISTRY
 from prometheus_client.parser import text_string_to_metric_families
 
 from llmctl.gateway import metrics as names
-from llmctl.gateway.metrics import GatewayMetrics
+from llmctl.gateway.metrics import GatewayMetrics, ReplicaState
 from llmctl.gateway.spec import SloThresholds
 from llmctl.gateway.spend import BudgetState
 
@@ -116,14 +116,19 @@ def test_what_a_rule_divides_by_or_alerts_on_is_at_zero_from_the_start() -> None
     assert value(metrics, "llmctl_budget_spend_usd_total", budget="daily") == 0.25
 
 
-def test_budgets_are_read_at_each_scrape() -> None:
+def test_replicas_and_budgets_are_read_at_each_scrape() -> None:
     metrics = GatewayMetrics()
+    replicas = [ReplicaState("chat", "0", True), ReplicaState("chat", "1", False)]
     budgets = [BudgetState("monthly", limit_usd=100.0, spent_usd=12.5, period_end=1_767_225_600.0)]
-    metrics.watch(lambda: budgets)
+    metrics.watch(lambda: replicas, lambda: budgets)
+    assert value(metrics, "llmctl_gateway_upstream_up", model="chat", replica="0") == 1
+    assert value(metrics, "llmctl_gateway_upstream_up", model="chat", replica="1") == 0
     assert value(metrics, "llmctl_budget_spent_usd", budget="monthly") == 12.5
     assert value(metrics, "llmctl_budget_limit_usd", budget="monthly") == 100
     assert value(metrics, "llmctl_budget_period_end_timestamp_seconds", budget="monthly") == 1_767_225_600
+    replicas[1] = ReplicaState("chat", "1", True)
     budgets[0] = BudgetState("monthly", limit_usd=100.0, spent_usd=13.0, period_end=1_767_225_600.0)
+    assert value(metrics, "llmctl_gateway_upstream_up", model="chat", replica="1") == 1
     assert value(metrics, "llmctl_budget_spent_usd", budget="monthly") == 13
 
 
@@ -131,7 +136,8 @@ def test_every_series_is_exposed_under_its_contract_name() -> None:
     """The rules and dashboards are written against the constants of metrics.py: what render() shows must be
     exactly those names (a counter with the `_total` the constant has, a histogram with its `_bucket`s)."""
     metrics = GatewayMetrics(slo_models=["chat"], budgets=["monthly"])
-    metrics.watch(lambda: [BudgetState("monthly", limit_usd=1.0, spent_usd=0.0, period_end=0.0)])
+    metrics.watch(lambda: [ReplicaState("chat", "0", True)],
+                  lambda: [BudgetState("monthly", limit_usd=1.0, spent_usd=0.0, period_end=0.0)])
     metrics.request("chat", "key-a", "none", 200, 0.1)
     metrics.ttft("chat", 0.1)
     metrics.itl("chat", [0.01])
@@ -143,6 +149,6 @@ def test_every_series_is_exposed_under_its_contract_name() -> None:
     counters = [names.REQUESTS, names.SLO_REQUESTS, names.TOKENS, names.SPEND, names.GUARDRAIL_ACTIONS,
                 names.UPSTREAM_ERRORS, names.BUDGET_SPEND]
     histograms = [names.REQUEST_SECONDS, names.TTFT_SECONDS, names.ITL_SECONDS]
-    gauges = [names.BUDGET_SPENT, names.BUDGET_LIMIT, names.BUDGET_PERIOD_END]
+    gauges = [names.UPSTREAM_UP, names.BUDGET_SPENT, names.BUDGET_LIMIT, names.BUDGET_PERIOD_END]
     assert all(name.endswith("_total") for name in counters)
     assert set(counters) | set(gauges) | {f"{name}_bucket" for name in histograms} <= shown
