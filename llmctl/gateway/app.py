@@ -10,17 +10,17 @@ for the ledger, and a stream's tokens are metered however it ended (finished, bl
 """
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import os
 import sqlite3
 import time
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
 from pathlib import Path
 from typing import Any
 
-import anyio
 import httpx
 from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.applications import Starlette
@@ -33,17 +33,18 @@ from starlette.routing import Route as HttpRoute
 from llmctl.gateway.answers import answer_texts, blocked, check_answer
 from llmctl.gateway.audit import AuditLog, prompt_sha256
 from llmctl.gateway.auth import KeyRing, RateLimiter, allowed
-from llmctl.gateway.call import Call, Route, metered_tokens
+from llmctl.gateway.call import Call, Route, metered_tokens, slo_outcome
 from llmctl.gateway.errors import GatewayError
 from llmctl.gateway.forward import refusal, send
 from llmctl.gateway.guardrails import check_input
 from llmctl.gateway.inputs import Kind, Texts, apply_prompt, check_length, parse, read_body, texts
 from llmctl.gateway.metering import Ledger
-from llmctl.gateway.metrics import GatewayMetrics
+from llmctl.gateway.metrics import NO_TEAM, GatewayMetrics, ReplicaState
+from llmctl.gateway.probes import PROBE_TIMEOUT_S, probe_all, probe_forever, replicas
 from llmctl.gateway.relay import StreamRelay
 from llmctl.gateway.routing import Rotation, Upstream
 from llmctl.gateway.spec import GatewaySpec, KeySpec, RouteSpec
-from llmctl.gateway.spend import Spending
+from llmctl.gateway.spend import BudgetState, Spending
 from llmctl.gateway.tokens import counter_for
 from llmctl.gateway.transport import UpstreamTransport
 
@@ -56,7 +57,6 @@ CONNECT_TIMEOUT_S = 3.0
 # under us.
 KEEPALIVE_EXPIRY_S = 4.0
 MAX_CONNECTIONS = 1024
-HEALTH_PROBE_S = 2.0
 ANONYMOUS = "anonymous"  # no keys are declared, so none is required
 UNAUTHENTICATED = "unauthenticated"  # keys are required and the request had none that matched (metrics only)
 _JSON = {"content-type": "application/json"}
@@ -68,6 +68,7 @@ def create_app(spec: GatewaySpec) -> Starlette:
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         gateway.open()  # in the serving thread: SQLite connections belong to the thread that opened them
+        gateway.start_probing()
         yield
         await gateway.aclose()
 
@@ -110,6 +111,12 @@ def _route(spec: RouteSpec) -> Route:
     )
 
 
+def _client(timeout: httpx.Timeout | float, limits: httpx.Limits) -> httpx.AsyncClient:
+    # Plain-http upstreams (the replicas) go through the lean transport; https (hosted APIs) through httpx's own,
+    # which also honours HTTPS_PROXY.
+    return httpx.AsyncClient(timeout=timeout, limits=limits, mounts={"http://": UpstreamTransport(limits)})
+
+
 def presented_key(request: Request) -> str | None:
     """The key from `Authorization: Bearer KEY`, or from an `api-key` / `x-api-key` header."""
     headers = request.headers
@@ -135,18 +142,20 @@ class Gateway:
         self.keys_required = bool(spec.keys)
         self.limiter = RateLimiter()
         self.audit = AuditLog(Path(spec.audit_path))
-        self.metrics = GatewayMetrics(spec.slo_thresholds)
+        self.metrics = GatewayMetrics(spec.slo_thresholds, budgets=spec.budgets,
+                                      slo_models=[route.model for route in spec.routes.values() if route.slo])
+        self.metrics.watch(self._replica_states, self._budget_states)
         self._ledger: Ledger | None = None
         self._spending: Spending | None = None
-        # One client for every upstream: pooled HTTP/1.1 keep-alive connections, no per-request setup. Plain-http
-        # upstreams (the replicas) go through the lean transport; https (hosted APIs) through httpx's own, which
-        # also honours HTTPS_PROXY.
+        # One client for every upstream request: pooled HTTP/1.1 keep-alive connections, no per-request setup.
         limits = httpx.Limits(max_connections=MAX_CONNECTIONS, max_keepalive_connections=MAX_CONNECTIONS,
                               keepalive_expiry=KEEPALIVE_EXPIRY_S)
-        self.client = httpx.AsyncClient(
-            timeout=httpx.Timeout(spec.upstream_timeout_s, connect=min(CONNECT_TIMEOUT_S, spec.upstream_timeout_s)),
-            limits=limits, mounts={"http://": UpstreamTransport(limits)},
-        )
+        self.client = _client(
+            httpx.Timeout(spec.upstream_timeout_s, connect=min(CONNECT_TIMEOUT_S, spec.upstream_timeout_s)), limits)
+        # The probes have their own, unpooled: a probe never holds (or, answered with `Connection: close`, ends) a
+        # connection a request could have reused, and it finds out whether a new connection is accepted.
+        self.probe_client = _client(PROBE_TIMEOUT_S, httpx.Limits(max_keepalive_connections=0))
+        self._probing: asyncio.Task[None] | None = None
 
     def open(self) -> None:
         if self._ledger is None:
@@ -165,7 +174,19 @@ class Gateway:
         assert self._spending is not None
         return self._spending
 
+    def start_probing(self) -> None:
+        """The background health probes of the replicas, until aclose (on the serving event loop)."""
+        if self._probing is None:
+            self._probing = asyncio.create_task(
+                probe_forever(self.probe_client, self.routes.values(), self.spec.probe_interval_s))
+
     async def aclose(self) -> None:
+        if self._probing is not None:
+            self._probing.cancel()
+            with suppress(asyncio.CancelledError):
+                await self._probing
+            self._probing = None
+        await self.probe_client.aclose()
         await self.client.aclose()
         if self._ledger is not None:
             self._ledger.close()
@@ -192,21 +213,7 @@ class Gateway:
     async def health(self, request: Request) -> Response:
         """200 while the gateway runs; per model, whether its upstreams answer (replicas are probed now; a hosted
         API is not called, it is reported by whether its key is set)."""
-        async def probe(upstream: Upstream) -> None:
-            try:
-                await self.client.get(upstream.models_url, timeout=HEALTH_PROBE_S)
-            except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
-                upstream.mark_down(str(exc) or type(exc).__name__)
-                return
-            except httpx.HTTPError:
-                return  # connected, slow to answer: busy, not down
-            upstream.mark_up()
-
-        async with anyio.create_task_group() as group:
-            for route in self.routes.values():
-                if route.spec.kind == "replicas":
-                    for upstream in route.rotation.upstreams:
-                        group.start_soon(probe, upstream)
+        await probe_all(self.probe_client, self.routes.values())
         now = time.monotonic()
         routes: dict[str, Any] = {}
         for name, route in self.routes.items():
@@ -224,6 +231,17 @@ class Gateway:
 
     async def metrics_text(self, request: Request) -> Response:
         return Response(self.metrics.render(), media_type=CONTENT_TYPE_LATEST)
+
+    def _replica_states(self) -> list[ReplicaState]:
+        return [ReplicaState(model, replica, upstream.up) for model, replica, upstream in replicas(self.routes.values())
+                if upstream.up is not None]
+
+    def _budget_states(self) -> list[BudgetState]:
+        try:
+            return self.spending.states()
+        except sqlite3.Error:  # the scrape still serves every other series
+            log.exception("the ledger %s could not be read for the budget metrics", self.spec.db_path)
+            return []
 
     # --- a completion ------------------------------------------------------------------------------------------------
 
@@ -386,6 +404,8 @@ class Gateway:
         label = model or "unknown"
         key_id = call.key.id if call.key else (None if self.keys_required else ANONYMOUS)
         key_label = key_id or UNAUTHENTICATED
+        team = call.key.team if call.key and call.key.team else NO_TEAM
+        seconds = time.perf_counter() - call.started
         input_tokens = output_tokens = 0
         if route is not None and call.forwarded and output is not None:
             input_tokens, output_tokens = metered_tokens(call, usage, output)
@@ -397,16 +417,21 @@ class Gateway:
                                    input_tokens=input_tokens, output_tokens=output_tokens, usd=usd)
             except sqlite3.Error:  # the rest (metrics, the audit line) still says what happened
                 log.exception("the ledger %s could not record a request to %s", self.spec.db_path, model)
-            self.metrics.tokens(label, key_label, input_tokens, output_tokens)
+            self.metrics.tokens(label, key_label, team, input_tokens, output_tokens)
             if usd:
-                self.metrics.spend(label, key_label, usd)
+                self.metrics.spend(label, key_label, team, usd, route.spec.budgets)
                 if route.spec.budgets:
                     self.spending.recorded(route.spec.budgets, usd)
             if call.key is not None:
                 self.limiter.add_tokens(call.key, input_tokens + output_tokens)
-        self.metrics.request(label, key_label, status, time.perf_counter() - call.started)
+        self.metrics.request(label, key_label, team, status, seconds)
         if call.ttft is not None:
             self.metrics.ttft(label, call.ttft)
+        if call.itl:
+            self.metrics.itl(label, call.itl)
+        good = slo_outcome(call, status, seconds)
+        if good is not None:
+            self.metrics.slo_request(label, good)
         for action in call.actions:
             self.metrics.guardrail(label, action.rule, action.action)
         for failure in call.upstream_failures:

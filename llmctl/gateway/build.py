@@ -6,12 +6,13 @@ beside its other run files; the gateway process only ever reads that file.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from llmctl.checks import Check
-from llmctl.config.schema import Gateway, GatewayKey, duration_seconds
+from llmctl.config.schema import Gateway, GatewayKey, Slo, duration_seconds
 from llmctl.desired import Desired
 from llmctl.errors import LlmctlError
 from llmctl.gateway.auth import hash_key
@@ -21,6 +22,7 @@ from llmctl.gateway.spec import (
     KeySpec,
     Price,
     RouteSpec,
+    SloTargets,
     SloThresholds,
     TokenizerSpec,
 )
@@ -75,7 +77,7 @@ def build_spec(resolved: Resolved, upstreams: dict[str, Upstream], directory: Pa
         source = model.parsed_source
         common = dict(model=name, guardrails=[desired.guardrails[g] for g in model.guardrails],
                       prompt=desired.prompts.get(model.prompt or ""), price=prices.get(name),
-                      budgets=desired.budgets_of(name))
+                      budgets=desired.budgets_of(name), slo=_targets(desired.slos[model.slo]) if model.slo else None)
         if source.hosted and hosted:
             provider, _, remote = source.location.partition("/")
             base, key_env = API_DEFAULTS.get(provider, (None, None))
@@ -90,10 +92,10 @@ def build_spec(resolved: Resolved, upstreams: dict[str, Upstream], directory: Pa
         keys.append(KeySpec(id=VERIFY_KEY_ID, sha256=verify_key_sha))
     budgets = {name: BudgetSpec(name=name, limit_usd=b.limit_usd, period=b.period, alert_at=b.alert_at,
                                 on_exceed=b.on_exceed) for name, b in desired.budgets.items()}
-    slos = [desired.slos[desired.models[name].slo] for name in routes if desired.models[name].slo]
-    thresholds = SloThresholds(
-        request_seconds=sorted({slo.latency_p95_ms / 1000 for slo in slos if slo.latency_p95_ms}),
-        ttft_seconds=sorted({slo.ttft_p95_ms / 1000 for slo in slos if slo.ttft_p95_ms}))
+    targets = [route.slo for route in routes.values() if route.slo is not None]
+    thresholds = SloThresholds(request_seconds=_declared(t.latency_s for t in targets),
+                               ttft_seconds=_declared(t.ttft_s for t in targets),
+                               itl_seconds=_declared(t.itl_s for t in targets))
     return GatewaySpec(routes=routes, keys=keys, budgets=budgets, max_body_bytes=gateway.max_request_bytes,
                        slo_thresholds=thresholds,
                        upstream_timeout_s=duration_seconds(gateway.upstream_timeout),
@@ -170,9 +172,21 @@ def _prices(resolved: Resolved) -> dict[str, Price | None]:
     return prices
 
 
+def _targets(slo: Slo) -> SloTargets:
+    def seconds(ms: float | None) -> float | None:
+        return None if ms is None else ms / 1000
+
+    return SloTargets(ttft_s=seconds(slo.ttft_p95_ms), latency_s=seconds(slo.latency_p95_ms),
+                      itl_s=seconds(slo.itl_p95_ms))
+
+
+def _declared(thresholds: Iterable[float | None]) -> list[float]:
+    return sorted({threshold for threshold in thresholds if threshold is not None})
+
+
 def _key_spec(key: GatewayKey, config_dir: Path, from_env: bool) -> KeySpec:
     secret = {"env": cluster_key_env(key)} if from_env else {"sha256": hash_key(_read_key(key, config_dir))}
-    return KeySpec(id=key.name, models=key.models, requests_per_minute=key.requests_per_minute,
+    return KeySpec(id=key.name, models=key.models, team=key.team, requests_per_minute=key.requests_per_minute,
                    tokens_per_minute=key.tokens_per_minute, **secret)
 
 

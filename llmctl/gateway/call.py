@@ -42,11 +42,35 @@ class Call:
     actions: dict[Action, None] = field(default_factory=dict)  # ordered set: each rule/action once per request
     forwarded: bool = False  # an upstream accepted the request: tokens are being spent
     ttft: float | None = None
+    itl: list[float] = field(default_factory=list)  # each gap between streamed text chunks after the first
+    last_text_at: float = 0.0  # time.perf_counter() when the last streamed text arrived
     upstream_failures: list[str] = field(default_factory=list)  # why upstream calls failed: connect, timeout, ...
 
     def note(self, verdict: Verdict) -> None:
         for action in verdict.actions:
             self.actions[action] = None
+
+    def text_arrived(self, at: float) -> None:
+        """Streamed text arrived at `at` (time.perf_counter()): the first sets the ttft, each later one a gap."""
+        if self.ttft is None:
+            self.ttft = at - self.started
+        else:
+            self.itl.append(at - self.last_text_at)
+        self.last_text_at = at
+
+
+def slo_outcome(call: Call, status: int, seconds: float) -> bool | None:
+    """Whether a request to a model with an SLO was good (succeeded within every per-request target) or bad (failed,
+    or missed one); None when it does not count: no SLO, or refused for the client's own doing (a 4xx: its key, its
+    limits, its budget, its input; a guardrail's block, even mid-stream; a client that hung up)."""
+    slo = call.route.spec.slo if call.route else None
+    if slo is None or 400 <= status < 500 or any(action.action == "block" for action in call.actions):
+        return None
+    if status >= 500:
+        return False
+    streamed = call.request is not None and call.request.stream
+    # A whole answer's first token reaches the client with the rest of it.
+    return slo.met(call.ttft if streamed else seconds, seconds, call.itl)
 
 
 def metered_tokens(call: Call, usage: Any, output: list[str]) -> tuple[int, int]:

@@ -1,11 +1,14 @@
 """Prometheus metrics of one gateway process, served at /metrics."""
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from typing import NamedTuple
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily
 
 from llmctl.gateway.spec import SloThresholds
+from llmctl.gateway.spend import BudgetState
 
 # The exposed series names: the rules, dashboards and the monitor view read these, never a copy of the strings.
 # (prometheus_client adds `_total` to a counter's name and `_bucket`/`_count`/`_sum` to a histogram's.)
@@ -31,6 +34,16 @@ ENGINE_JOB = "llmctl-engine"  # the scrape job of engines that export metrics, l
 REQUEST_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0)
 # Time to first token is prefill plus queueing: tens of ms on a warm server, seconds under load or for long prompts.
 TTFT_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.2, 0.35, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0, 20.0, 30.0, 60.0)
+# A gap between tokens is a few ms on a GPU, tens of ms on a CPU; a stall (a batch scheduled ahead, a swap) seconds.
+ITL_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.015, 0.02, 0.03, 0.04, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.5, 0.75,
+               1.0, 2.5, 5.0, 10.0)
+NO_TEAM = "none"  # the team label of a key that declares none, and of anonymous or unauthenticated callers
+
+
+class ReplicaState(NamedTuple):
+    model: str
+    replica: str  # its index in the route's upstream list: a URL would be a label no rule can be written against
+    up: bool
 
 
 def with_thresholds(buckets: Iterable[float], thresholds: Iterable[float]) -> tuple[float, ...]:
@@ -38,43 +51,75 @@ def with_thresholds(buckets: Iterable[float], thresholds: Iterable[float]) -> tu
     return tuple(sorted({*buckets, *thresholds}))
 
 
+def _family(name: str) -> str:
+    """A counter's name as prometheus_client takes it: it adds `_total` itself."""
+    return name.removesuffix("_total")
+
+
 class GatewayMetrics:
-    def __init__(self, slo: SloThresholds | None = None) -> None:
+    def __init__(self, slo: SloThresholds | None = None, slo_models: Iterable[str] = (),
+                 budgets: Iterable[str] = ()) -> None:
+        """`slo_models`, `budgets`: their counters are shown at 0 from the start, so that a rule's ratio or rate
+        has a series to read before the first bad request or the first spend."""
         slo = slo or SloThresholds()
         # Its own registry, not the process-global one: several gateways (or tests) in one process stay separate.
         self.registry = CollectorRegistry()
-        # `key` is a declared key's name (or anonymous, or unauthenticated): bounded by the config, never a value a
-        # client chooses, so spend and traffic can be attributed without unbounded series.
-        self._requests = Counter("llmctl_gateway_requests", "Requests answered, by key and HTTP status.",
-                                 ["model", "key", "status"], registry=self.registry)
-        self._request_seconds = Histogram("llmctl_gateway_request_seconds", "Whole request latency.",
+        # `key` is a declared key's name (or anonymous, or unauthenticated) and `team` the team it declares: both
+        # bounded by the config, never a value a client chooses, so spend and traffic can be attributed without
+        # unbounded series.
+        self._requests = Counter(_family(REQUESTS), "Requests answered, by key and HTTP status.",
+                                 ["model", "key", "team", "status"], registry=self.registry)
+        self._request_seconds = Histogram(REQUEST_SECONDS, "Whole request latency.",
                                           ["model"], buckets=with_thresholds(REQUEST_BUCKETS, slo.request_seconds),
                                           registry=self.registry)
-        self._ttft_seconds = Histogram("llmctl_gateway_ttft_seconds", "Time to the first streamed token.",
+        self._ttft_seconds = Histogram(TTFT_SECONDS, "Time to the first streamed token.",
                                        ["model"], buckets=with_thresholds(TTFT_BUCKETS, slo.ttft_seconds),
                                        registry=self.registry)
-        self._tokens = Counter("llmctl_gateway_tokens", "Tokens metered, by key and direction (input|output).",
-                               ["model", "key", "direction"], registry=self.registry)
-        self._spend = Counter("llmctl_gateway_spend_usd", "Priced spend in USD by key (unpriced tokens add nothing).",
-                              ["model", "key"], registry=self.registry)
-        self._guardrail = Counter("llmctl_gateway_guardrail_actions", "Guardrail actions taken, by rule.",
+        self._itl_seconds = Histogram(ITL_SECONDS, "Each gap between consecutive streamed text chunks.",
+                                      ["model"], buckets=with_thresholds(ITL_BUCKETS, slo.itl_seconds),
+                                      registry=self.registry)
+        self._slo_requests = Counter(_family(SLO_REQUESTS), "Requests to a model with an SLO: good when it succeeded "
+                                     "within every per-request target, bad when it failed or missed one (client "
+                                     "errors are not counted).", ["model", "outcome"], registry=self.registry)
+        self._tokens = Counter(_family(TOKENS), "Tokens metered, by key and direction (input|output).",
+                               ["model", "key", "team", "direction"], registry=self.registry)
+        self._spend = Counter(_family(SPEND), "Priced spend in USD by key (unpriced tokens add nothing).",
+                              ["model", "key", "team"], registry=self.registry)
+        self._budget_spend = Counter(_family(BUDGET_SPEND), "Priced spend in USD counted against the budget.",
+                                     ["budget"], registry=self.registry)
+        self._guardrail = Counter(_family(GUARDRAIL_ACTIONS), "Guardrail actions taken, by rule.",
                                   ["model", "rule", "action"], registry=self.registry)
-        self._upstream_errors = Counter("llmctl_gateway_upstream_errors", "Failed upstream calls, by reason.",
+        self._upstream_errors = Counter(_family(UPSTREAM_ERRORS), "Failed upstream calls, by reason.",
                                         ["model", "reason"], registry=self.registry)
+        for model in slo_models:
+            for outcome in ("good", "bad"):
+                self._slo_requests.labels(model=model, outcome=outcome)
+        for budget in budgets:
+            self._budget_spend.labels(budget=budget)
 
-    def request(self, model: str, key: str, status: int, seconds: float) -> None:
-        self._requests.labels(model=model, key=key, status=str(status)).inc()
+    def request(self, model: str, key: str, team: str, status: int, seconds: float) -> None:
+        self._requests.labels(model=model, key=key, team=team, status=str(status)).inc()
         self._request_seconds.labels(model=model).observe(seconds)
 
     def ttft(self, model: str, seconds: float) -> None:
         self._ttft_seconds.labels(model=model).observe(seconds)
 
-    def tokens(self, model: str, key: str, input: int, output: int) -> None:
-        self._tokens.labels(model=model, key=key, direction="input").inc(input)
-        self._tokens.labels(model=model, key=key, direction="output").inc(output)
+    def itl(self, model: str, gaps: Iterable[float]) -> None:
+        histogram = self._itl_seconds.labels(model=model)
+        for gap in gaps:
+            histogram.observe(gap)
 
-    def spend(self, model: str, key: str, usd: float) -> None:
-        self._spend.labels(model=model, key=key).inc(usd)
+    def slo_request(self, model: str, good: bool) -> None:
+        self._slo_requests.labels(model=model, outcome="good" if good else "bad").inc()
+
+    def tokens(self, model: str, key: str, team: str, input: int, output: int) -> None:
+        self._tokens.labels(model=model, key=key, team=team, direction="input").inc(input)
+        self._tokens.labels(model=model, key=key, team=team, direction="output").inc(output)
+
+    def spend(self, model: str, key: str, team: str, usd: float, budgets: Iterable[str] = ()) -> None:
+        self._spend.labels(model=model, key=key, team=team).inc(usd)
+        for budget in budgets:
+            self._budget_spend.labels(budget=budget).inc(usd)
 
     def guardrail(self, model: str, rule: str, action: str) -> None:
         self._guardrail.labels(model=model, rule=rule, action=action).inc()
@@ -82,5 +127,45 @@ class GatewayMetrics:
     def upstream_error(self, model: str, reason: str) -> None:
         self._upstream_errors.labels(model=model, reason=reason).inc()
 
+    def watch(self, replicas: Callable[[], Iterable[ReplicaState]],
+              budgets: Callable[[], Iterable[BudgetState]]) -> None:
+        """Serve the replicas' probe results and the budgets' periods as read from the gateway at each scrape."""
+        self.registry.register(_Current(replicas, budgets))
+
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+
+class _Current:
+    """A prometheus_client collector of series read when scraped rather than counted as requests pass: they must
+    be current with no traffic at all (a replica that died overnight, a budget period that ended, spend another
+    process recorded)."""
+
+    def __init__(self, replicas: Callable[[], Iterable[ReplicaState]],
+                 budgets: Callable[[], Iterable[BudgetState]]) -> None:
+        self._replicas = replicas
+        self._budgets = budgets
+
+    def describe(self) -> list[GaugeMetricFamily]:
+        return list(self._families())  # the names, for the registry's duplicate check, without reading anything
+
+    def collect(self) -> list[GaugeMetricFamily]:
+        up, spent, limit, end = families = self._families()
+        for replica in self._replicas():
+            up.add_metric([replica.model, replica.replica], 1.0 if replica.up else 0.0)
+        for budget in self._budgets():
+            spent.add_metric([budget.name], budget.spent_usd)
+            limit.add_metric([budget.name], budget.limit_usd)
+            end.add_metric([budget.name], budget.period_end)
+        return list(families)
+
+    @staticmethod
+    def _families() -> tuple[GaugeMetricFamily, ...]:
+        return (GaugeMetricFamily(UPSTREAM_UP, "1 when the replica answered its last health probe (or was too busy "
+                                  "to, connected); 0 when it refused the connection, broke it or answered with a 5xx, "
+                                  "or refused a request's connection since.", labels=["model", "replica"]),
+                GaugeMetricFamily(BUDGET_SPENT, "USD spent against the budget in its current period.",
+                                  labels=["budget"]),
+                GaugeMetricFamily(BUDGET_LIMIT, "The budget's limit per period, USD.", labels=["budget"]),
+                GaugeMetricFamily(BUDGET_PERIOD_END, "Unix time the budget's current period ends.",
+                                  labels=["budget"]))

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import anyio
@@ -20,6 +20,7 @@ from llmctl.gateway.forward import error_text
 from llmctl.gateway.sse import EventReader
 
 # After [DONE] the upstream only has the end of its body left to send; reading it keeps the connection reusable.
+# The client's response ends only once it is read (or this has passed).
 DRAIN_S = 1.0
 _SSE_HEADERS = [(b"content-type", b"text/event-stream; charset=utf-8"), (b"cache-control", b"no-cache"),
                 (b"x-accel-buffering", b"no")]
@@ -52,6 +53,7 @@ class StreamRelay(Response):
         self._usage: dict[str, Any] | None = None
         self._held_usage: bytes | None = None
         self._last: dict[str, Any] = {}
+        self._arrived = 0.0  # time.perf_counter() when the chunk being read arrived
         self._status = 200
         self._reason: str | None = None
         self._ended = False  # the client's stream has its [DONE]
@@ -82,10 +84,28 @@ class StreamRelay(Response):
 
     async def _relay(self, send: Send) -> None:
         chunks = self._upstream.aiter_bytes()
+        out = await self._pass_on(chunks, send)
+        if not self._abort:
+            # The client gets its [DONE] at once, and the end of its response once the upstream's body has ended:
+            # by then the connection is back in the pool, for the next request the client sends when its response
+            # ends (ending it first let that request find the connection still busy and open another).
+            await send({"type": "http.response.body", "body": b"".join(out), "more_body": True})
+            out = []
+            with anyio.move_on_after(DRAIN_S):
+                try:
+                    async for _ in chunks:
+                        pass
+                except httpx.HTTPError:
+                    pass
+        await send({"type": "http.response.body", "body": b"".join(out), "more_body": False})
+
+    async def _pass_on(self, chunks: AsyncIterator[bytes], send: Send) -> list[bytes]:
+        """Relay the upstream's events until the stream ends; the last events, for the client, are returned."""
         reader = EventReader()
         out: list[bytes] = []
         try:
             async for chunk in chunks:
+                self._arrived = time.perf_counter()
                 out = self._events(reader.feed(chunk))
                 if self._ended:
                     break
@@ -102,16 +122,7 @@ class StreamRelay(Response):
         except httpx.HTTPError as exc:
             out = [self._fail(GatewayError(502, f"the upstream stream broke off: {error_text(exc)}", "upstream_error",
                                            "upstream_error"))]
-        await send({"type": "http.response.body", "body": b"".join(out), "more_body": False})
-        if not self._abort:
-            # The client has its answer; what is left upstream is the end of the body: read it so that the
-            # connection goes back to the pool instead of being closed.
-            with anyio.move_on_after(DRAIN_S):
-                try:
-                    async for _ in chunks:
-                        pass
-                except httpx.HTTPError:
-                    pass
+        return out
 
     def _events(self, payloads: list[bytes]) -> list[bytes]:
         out: list[bytes] = []
@@ -156,7 +167,7 @@ class StreamRelay(Response):
     def _rewrite(self, choices: list[Any]) -> bool:
         """Record each choice's texts and put them through the guardrails; True if the event must be re-serialised.
         A choice's last event (finish_reason set) also carries whatever text the guardrails still held."""
-        changed = False
+        changed = timed = False
         for choice in choices:
             if not isinstance(choice, dict):
                 continue
@@ -173,8 +184,9 @@ class StreamRelay(Response):
                     text = ""
                 if text:
                     self._output.append(text)
-                    if self._call.ttft is None:
-                        self._call.ttft = time.perf_counter() - self._call.started
+                    if not timed:  # one arrival per event, however many choices and fields carry text
+                        self._call.text_arrived(self._arrived)
+                        timed = True
                 if not self._guards:
                     continue
                 chain = self._chains.get((index, key))

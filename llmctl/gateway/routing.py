@@ -20,6 +20,9 @@ class Upstream:
     models_url: httpx.URL = field(init=False)
     down_until: float = 0.0
     last_error: str | None = None
+    # For monitoring, not routing: whether it answered its last health probe (None: not probed yet). A connection
+    # a request found refused also sets it False, until the next probe.
+    up: bool | None = None
 
     def __post_init__(self) -> None:
         base = self.base_url.rstrip("/")
@@ -31,6 +34,7 @@ class Upstream:
     def mark_down(self, reason: str, now: float | None = None) -> None:
         self.down_until = (time.monotonic() if now is None else now) + DOWN_S
         self.last_error = reason
+        self.up = False
 
     def mark_up(self) -> None:
         self.down_until = 0.0

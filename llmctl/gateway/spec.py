@@ -8,7 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, Field, PositiveInt
+from pydantic import BaseModel, Field, PositiveFloat, PositiveInt
 
 from llmctl.config.schema import Guardrail, Prompt
 
@@ -19,6 +19,7 @@ class KeySpec(BaseModel):
     env: str | None = Field(None, description="Where the hash is not known when the spec is written (a cluster): "
                             "the environment variable holding the key, hashed once when the gateway starts.")
     models: list[str] | None = Field(None, description="Models this key may call; None: every model.")
+    team: str | None = Field(None, description="The team its requests, tokens and spend are labelled with.")
     requests_per_minute: PositiveInt | None = None
     tokens_per_minute: PositiveInt | None = None
 
@@ -29,6 +30,23 @@ class Price(BaseModel):
     usd_per_1m_input: float
     usd_per_1m_output: float
     basis: str = Field(description="Where the figure comes from, e.g. 'catalog: openai gpt-4o-mini'.")
+
+
+class SloTargets(BaseModel):
+    """A model's per-request SLO targets in seconds (None: not declared). A request is good (counts towards the
+    goodput) when it succeeded within every one: the rule of `llmctl.verify.slo.meets_targets`, which the load test
+    applies to what the client saw, applied here to what the gateway saw."""
+
+    ttft_s: float | None = None
+    latency_s: float | None = None
+    itl_s: float | None = Field(None, description="Held against the largest gap between streamed text chunks.")
+
+    def met(self, ttft: float | None, latency: float, itl: list[float]) -> bool:
+        if self.ttft_s is not None and (ttft is None or ttft > self.ttft_s):
+            return False
+        if self.latency_s is not None and latency > self.latency_s:
+            return False
+        return self.itl_s is None or not itl or max(itl) <= self.itl_s
 
 
 class TokenizerSpec(BaseModel):
@@ -47,6 +65,7 @@ class RouteSpec(BaseModel):
     price: Price | None = Field(None, description="None: tokens are metered but cannot be priced (said at plan).")
     budgets: list[str] = Field(default_factory=list, description="Budgets this model's spend counts against.")
     tokenizer: TokenizerSpec | None = Field(None, description="None: the documented estimate counts tokens.")
+    slo: SloTargets | None = Field(None, description="The targets of the model's SLO; None: it names none.")
 
 
 class BudgetSpec(BaseModel):
@@ -63,6 +82,7 @@ class SloThresholds(BaseModel):
 
     request_seconds: list[float] = Field(default_factory=list, description="From latency_p95_ms.")
     ttft_seconds: list[float] = Field(default_factory=list, description="From ttft_p95_ms.")
+    itl_seconds: list[float] = Field(default_factory=list, description="From itl_p95_ms.")
 
 
 class GatewaySpec(BaseModel):
@@ -71,6 +91,7 @@ class GatewaySpec(BaseModel):
     budgets: dict[str, BudgetSpec] = Field(default_factory=dict)
     max_body_bytes: int = 1_048_576
     upstream_timeout_s: float = 120.0
+    probe_interval_s: PositiveFloat = Field(5.0, description="How often each replica is probed for upstream_up.")
     slo_thresholds: SloThresholds = Field(default_factory=SloThresholds)
     db_path: str = Field(description="SQLite ledger of metered spend; survives restarts.")
     audit_path: str = Field(description="JSON-lines audit log.")

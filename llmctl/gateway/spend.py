@@ -28,6 +28,16 @@ class _Period:
     read_at: float  # time.monotonic() of the last ledger read
 
 
+@dataclass(frozen=True)
+class BudgetState:
+    """A budget's current period, as the metrics show it."""
+
+    name: str
+    limit_usd: float
+    spent_usd: float
+    period_end: float  # unix time
+
+
 class Spending:
     def __init__(self, ledger: Ledger, budgets: dict[str, BudgetSpec]) -> None:
         self._ledger = ledger
@@ -67,6 +77,14 @@ class Spending:
                 self._warned.add((name, period.start))
                 log.warning("budget %s is over its $%.2f per %s ($%.4f spent); on_exceed is warn, so requests "
                             "still pass", name, budget.limit_usd, budget.period, period.spent)
+
+    def states(self) -> list[BudgetState]:
+        """Every budget's current period: the ledger's total, re-read when the cached one is older than REFRESH_S."""
+        states = []
+        for budget in self._budgets.values():
+            period = self._period(budget)
+            states.append(BudgetState(budget.name, budget.limit_usd, period.spent, period.end_epoch))
+        return states
 
     def recorded(self, budgets: list[str], usd: float) -> None:
         """After the ledger recorded `usd` against `budgets`: update the totals, log thresholds newly crossed."""

@@ -8,6 +8,7 @@ import logging
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,7 @@ from gateway.upstream import RecordingUpstream, dead_url, eventually, gateway_pr
 from llmctl.config.schema import Guardrail, Prompt
 from llmctl.gateway.auth import hash_key
 from llmctl.gateway.metering import Ledger
+from llmctl.gateway.relay import DRAIN_S
 from llmctl.gateway.spec import BudgetSpec, GatewaySpec, KeySpec, Price, RouteSpec
 
 pytestmark = pytest.mark.timeout(120)  # a hang guard only
@@ -141,7 +143,7 @@ def test_models_health_and_metrics(tmp_path: Path) -> None:
     families = {family.name: family for family in text_string_to_metric_families(metrics.text)}
     requests = {tuple(sorted(s.labels.items())): s.value for s in families["llmctl_gateway_requests"].samples
                 if s.name == "llmctl_gateway_requests_total"}
-    assert requests[(("key", "anonymous"), ("model", "assistant"), ("status", "200"))] == 1
+    assert requests[(("key", "anonymous"), ("model", "assistant"), ("status", "200"), ("team", "none"))] == 1
     tokens = {(s.labels["key"], s.labels["direction"]): s.value for s in families["llmctl_gateway_tokens"].samples
               if s.name == "llmctl_gateway_tokens_total"}
     assert tokens == {("anonymous", "input"): 11, ("anonymous", "output"): 7}
@@ -183,9 +185,32 @@ def test_upstream_connections_are_kept_alive_and_reused(tmp_path: Path) -> None:
                 assert streamed.text.endswith("data: [DONE]\n\n") and "t2 " in streamed.text
     assert (streaming.requests, whole.requests) == (5, 5)
     assert whole.connections == 1
-    # A stream's connection returns to the pool once the upstream's body has ended, which can be just after the
-    # client got [DONE] (the scripted server's last write waits on Nagle): the next request may find it busy.
-    assert streaming.connections <= 2
+    assert streaming.connections == 1
+
+
+def test_a_streams_connection_is_back_in_the_pool_before_the_clients_response_ends(tmp_path: Path) -> None:
+    # The upstream ends its body 0.3 s after [DONE]: a client that could send its next request before then would
+    # find the connection still being read, and the gateway would open another.
+    with RecordingUpstream(end_after_done_s=0.3) as upstream, running_gateway(
+            gateway_spec(tmp_path, route("assistant", [upstream.base_url]))) as url:
+        with httpx.Client() as http:
+            for _ in range(3):
+                assert http.post(f"{url}/chat/completions", json=chat(stream=True)).text.endswith("data: [DONE]\n\n")
+    assert upstream.connections == 1
+
+
+def test_the_client_has_done_at_once_and_its_response_ends_within_the_drain_bound(tmp_path: Path) -> None:
+    with RecordingUpstream(end_after_done_s=30) as upstream, running_gateway(
+            gateway_spec(tmp_path, route("assistant", [upstream.base_url]))) as url:
+        started = time.monotonic()
+        with httpx.stream("POST", f"{url}/chat/completions", json=chat(stream=True)) as response:
+            lines = response.iter_lines()
+            assert "data: [DONE]" in lines  # consumes up to [DONE]
+            done = time.monotonic() - started
+            assert not any(lines)
+        ended = time.monotonic() - started
+    assert done < DRAIN_S / 2  # the client is not kept waiting for what the upstream still owes
+    assert ended < DRAIN_S + 10  # nor for the upstream's 30 s: the drain gives up after DRAIN_S
 
 
 def test_a_pooled_connection_the_upstream_closed_is_not_reused(tmp_path: Path) -> None:

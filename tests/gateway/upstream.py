@@ -48,6 +48,7 @@ class RecordingUpstream(DoubleServer):
     hang: bool = False  # read the request, never answer
     reasoning: str | None = None  # a reasoning model's reasoning_content, before the reply
     hang_up_after_answer: bool = False  # close the connection after each answer, without saying so in a header
+    end_after_done_s: float = 0.0  # pause between a stream's [DONE] and the end of its chunked body
     bodies: list[dict[str, Any]] = field(default_factory=list, init=False)
     headers: list[dict[str, str]] = field(default_factory=list, init=False)
     paths: list[str] = field(default_factory=list, init=False)
@@ -103,6 +104,7 @@ class RecordingUpstream(DoubleServer):
             if self.usage and (body.get("stream_options") or {}).get("include_usage"):
                 self._event(handler, {**base, "choices": [], "usage": usage})
             self._chunk(handler, "data: [DONE]\n\n")
+            time.sleep(self.end_after_done_s)
             self._end_stream(handler)
         except (BrokenPipeError, ConnectionResetError):
             self.hung_up.set()
