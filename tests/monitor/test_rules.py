@@ -87,14 +87,13 @@ def test_the_generated_unit_tests_fail_when_a_rule_is_weakened(tmp_path: Path, a
 
 
 def test_the_threshold_bucket_the_rules_select_is_one_the_gateway_exports() -> None:
-    exported = GatewayMetrics(SloThresholds(ttft_seconds=[0.8], request_seconds=[4.0])).render().decode()
-    assert f'llmctl_gateway_ttft_seconds_bucket{{le="{le(0.8)}",model="m"}}' not in exported  # no sample yet
-    metrics = GatewayMetrics(SloThresholds(ttft_seconds=[0.8], request_seconds=[4.0]))
+    metrics = GatewayMetrics(SloThresholds(ttft_seconds=[0.8], request_seconds=[4.0], itl_seconds=[0.06]))
     metrics.ttft("m", 0.5)
-    metrics.request("m", "anonymous", 200, 3.0)
+    metrics.request("m", "anonymous", "none", 200, 3.0)
+    metrics.itl("m", [0.05])
     exported = metrics.render().decode()
-    assert f'llmctl_gateway_ttft_seconds_bucket{{le="{le(0.8)}",model="m"}} 1.0' in exported
-    assert f'le="{le(4.0)}",model="m"}} 1.0' in exported
+    for name, threshold in (("ttft", 0.8), ("request", 4.0), ("itl", 0.06)):
+        assert f'llmctl_gateway_{name}_seconds_bucket{{le="{le(threshold)}",model="m"}} 1.0' in exported
 
 
 def _config(tmp_path: Path, slo: str, window: str = "") -> Path:
