@@ -126,6 +126,7 @@ class Gateway:
             self._round()
 
     def __enter__(self) -> Gateway:
+        self._round()  # here, where a failure fails the test at once rather than silently ending the thread
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
         threading.Thread(target=self._traffic, daemon=True).start()
         return self
