@@ -236,7 +236,7 @@ def destroy_command(file: ConfigFile = DEFAULT_FILE, env: Env = None, auto_appro
 @app.command("status")
 def status_command(file: ConfigFile = DEFAULT_FILE, env: Env = None,
                    format: Annotated[Literal["text", "json"], typer.Option("--format")] = "text") -> None:
-    """What is deployed: endpoints, pids, health. Exits 1 when a replica is not healthy."""
+    """What is deployed: endpoints, pids, health, firing alerts. Exits 1 when a replica is not healthy."""
     from llmctl.config.load import load
     from llmctl.providers import get_provider
     from llmctl.resolve import workspace_of
@@ -246,6 +246,27 @@ def status_command(file: ConfigFile = DEFAULT_FILE, env: Env = None,
     console.out(report.model_dump_json(indent=2) if format == "json" else render_status_text(report))
     if not report.healthy:
         raise typer.Exit(1)
+
+
+@app.command()
+def monitor(file: ConfigFile = DEFAULT_FILE, env: Env = None,
+            format: Annotated[Literal["text", "json"], typer.Option("--format", help="json: one snapshot, then exit.")
+                              ] = "text",
+            once: Annotated[bool, typer.Option("--once", help="Print one snapshot and exit.")] = False,
+            interval: Annotated[float, typer.Option("--interval", min=0.1, help="Seconds between refreshes (and "
+                                                    "between the two gateway scrapes without Prometheus).")] = 5.0,
+            prometheus: Annotated[str | None, typer.Option("--prometheus", metavar="URL", help="Read this Prometheus "
+                                                           "instead of the environment's.")] = None) -> None:
+    """Live per-model view: request rate, error rate, TTFT/latency p95 against the SLO, error budget left, spend
+    against each budget, firing alerts."""
+    from llmctl.config.load import load
+    from llmctl.monitor.live import monitor_for
+    from llmctl.monitor.view import show
+    from llmctl.resolve import workspace_of
+
+    loaded = load(file, env)
+    found = monitor_for(workspace_of(loaded).backend().read(), loaded.base_dir, prometheus, interval)
+    show(found.snapshot, format, once, interval)
 
 
 @app.command()

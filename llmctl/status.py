@@ -11,8 +11,10 @@ from rich.console import Console
 from rich.table import Table
 
 from llmctl.gateway.usage import ledger_usage
+from llmctl.monitor.live import FiringAlerts, firing_alerts
 from llmctl.provider import Provider
 from llmctl.state import State
+from llmctl.textfmt import clean
 from llmctl.verify.model import ModelVerification
 
 
@@ -51,6 +53,8 @@ class StatusReport(BaseModel):
     gateways: list[GatewayStatus] = Field(default_factory=list)
     hosted: list[HostedModel]
     verification: dict[str, ModelVerification]
+    alerts: FiringAlerts | None = Field(None, description="What the environment's Prometheus has firing; None: no "
+                                        "Prometheus in state.")
 
     @property
     def healthy(self) -> bool:
@@ -74,7 +78,7 @@ def status(state: State, get_provider: Callable[[str], Provider]) -> StatusRepor
                 for r in state.resources if r.serves]
     return StatusReport(project=state.project, environment=state.environment, serial=state.serial,
                         updated_at=state.updated_at, last_change=state.last_change, replicas=replicas, gateways=gateways,
-                        hosted=hosted,
+                        hosted=hosted, alerts=firing_alerts(state),
                         verification={model: ModelVerification.model_validate(result)
                                       for model, result in state.verification.items()})
 
@@ -90,6 +94,17 @@ def _gateway_lines(gateway: GatewayStatus) -> list[str]:
     if spend.get("unpriced_tokens"):
         lines.append(f"  {spend['unpriced_tokens']} tokens this month could not be priced (no price for their model)")
     return lines
+
+
+def _alert_lines(found: FiringAlerts) -> list[str]:
+    if found.alerts is None:
+        return [f"alerts: unknown: {found.error}"]
+    if not found.alerts:
+        return [f"alerts: none firing (Prometheus {found.prometheus})"]
+    # Labels and annotations are Prometheus's text: no escape sequence of theirs reaches the terminal.
+    return [f"alerts firing (Prometheus {found.prometheus}):",
+            *(clean(f"  {alert.severity or '-'} {alert.name}{f' {alert.about}' if alert.about else ''}: "
+                    f"{alert.summary or '-'} (since {alert.active_since or '-'})") for alert in found.alerts)]
 
 
 def render_status_text(report: StatusReport) -> str:
@@ -115,4 +130,6 @@ def render_status_text(report: StatusReport) -> str:
         measured = ", ".join(f"{c.target} {'n/a' if c.measured is None else f'{c.measured:g}'}" for c in result.checks)
         lines.append(f"{model}: last load test {result.at}: SLO {result.slo} {'passed' if result.passed else 'MISSED'}"
                      f"{f' ({measured})' if measured else ''}, {result.summary.rps:g} req/s")
+    if report.alerts is not None:
+        lines += _alert_lines(report.alerts)
     return "\n".join(lines)
