@@ -43,6 +43,15 @@ class GatewayStatus(BaseModel):
         None, description="Metered by the gateway: each budget over its current period, each model this month.")
 
 
+class MonitoringStatus(BaseModel):
+    """A monitoring process (Prometheus, Alertmanager) llmctl runs, or a monitoring object it deployed."""
+
+    address: str
+    endpoint: str | None
+    pid: int | None
+    health: str
+
+
 class StatusReport(BaseModel):
     project: str
     environment: str
@@ -51,6 +60,7 @@ class StatusReport(BaseModel):
     last_change: str | None
     replicas: list[Replica]
     gateways: list[GatewayStatus] = Field(default_factory=list)
+    monitoring: list[MonitoringStatus] = Field(default_factory=list)
     hosted: list[HostedModel]
     verification: dict[str, ModelVerification]
     alerts: FiringAlerts | None = Field(None, description="What the environment's Prometheus has firing; None: no "
@@ -59,7 +69,8 @@ class StatusReport(BaseModel):
     @property
     def healthy(self) -> bool:
         # "unknown" (a cloud resource read without the CLI) is not known to be broken, so it does not fail status
-        return not any(item.health.startswith(("unhealthy", "gone")) for item in [*self.replicas, *self.gateways])
+        return not any(item.health.startswith(("unhealthy", "gone"))
+                       for item in [*self.replicas, *self.gateways, *self.monitoring])
 
 
 def status(state: State, get_provider: Callable[[str], Provider]) -> StatusReport:
@@ -70,15 +81,18 @@ def status(state: State, get_provider: Callable[[str], Provider]) -> StatusRepor
         Replica(address=r.address, model=r.model, target=r.target,
                 endpoint=r.endpoint or next(iter(r.attrs.get("endpoints") or []), None),
                 pid=r.attrs.get("pid"), health=get_provider(r.provider).health(r), log=r.attrs.get("log"))
-        for r in state.resources if not r.serves
+        for r in state.resources if not r.serves and not r.owner.startswith("monitoring.")
     ]
+    monitoring = [MonitoringStatus(address=r.address, endpoint=r.endpoint, pid=r.attrs.get("pid"),
+                                   health=get_provider(r.provider).health(r))
+                  for r in state.resources if r.owner.startswith("monitoring.")]
     gateways = [GatewayStatus(address=r.address, endpoint=r.endpoint or "-", pid=r.attrs.get("pid"),
                               health=get_provider(r.provider).health(r), serves=r.serves,
                               spend=ledger_usage(Path(r.attrs["spec_path"])))
                 for r in state.resources if r.serves]
     return StatusReport(project=state.project, environment=state.environment, serial=state.serial,
                         updated_at=state.updated_at, last_change=state.last_change, replicas=replicas, gateways=gateways,
-                        hosted=hosted, alerts=firing_alerts(state),
+                        monitoring=monitoring, hosted=hosted, alerts=firing_alerts(state),
                         verification={model: ModelVerification.model_validate(result)
                                       for model, result in state.verification.items()})
 
@@ -125,6 +139,8 @@ def render_status_text(report: StatusReport) -> str:
             console.print(table)
         lines.append(captured.get().rstrip())
     lines += [line for gateway in report.gateways for line in _gateway_lines(gateway)]
+    lines += [f"{item.address} {item.endpoint or '-'} ({item.health}), pid {item.pid or '-'}"
+              for item in report.monitoring]
     lines += [f"{model.model}: hosted ({model.source}), no infrastructure" for model in report.hosted]
     for model, result in report.verification.items():
         measured = ", ".join(f"{c.target} {'n/a' if c.measured is None else f'{c.measured:g}'}" for c in result.checks)

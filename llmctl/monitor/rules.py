@@ -24,6 +24,8 @@ from llmctl.monitor.promql import le, select
 
 # Recording rules other parts read (dashboards, `llmctl monitor`): names in the `level:metric:operations` form.
 BAD_RATIO = "llmctl:slo_bad:ratio_rate{window}"  # {model, slo, sli}: share of bad events over the window
+BAD_EVENTS = "llmctl:slo_bad_events:rate5m"  # {model, slo, sli}: bad events per second
+EVENTS = "llmctl:slo_events:rate5m"  # {model, slo, sli}: events the objective counts, per second
 BUDGET_REMAINING = "llmctl:slo_budget_remaining:ratio"  # {model, slo, sli}: 1 = untouched, 0 = spent, < 0 overspent
 REQUEST_RATE = "llmctl:requests:rate{window}"  # {model}: requests per second the SLIs count
 ENGINE_QUEUE = "llmctl:engine_queue:requests"  # {model}: requests waiting in the engine
@@ -122,11 +124,16 @@ def _slo_rules(desired: Desired, model: Model, slo: Slo) -> Iterator[Rule]:
         for span in spans:
             yield Rule(record=BAD_RATIO.format(window=prom_duration(span)),
                        expr=_bad_ratio(model.name, objective, span), labels=labels)
-        # Over the whole window, the mean of the 5m ratios (as Sloth does): a rate over 28 days at every evaluation
-        # would read a month of samples each time.
-        over_window = Rule(record=BAD_RATIO.format(window=prom_duration(window_s)), labels=labels,
-                           expr=f"avg_over_time({select(BAD_RATIO.format(window='5m'), **labels)}"
-                                f"[{prom_duration(window_s)}])")
+        # Over the whole window, from the 5m event rates summed (a rate over 28 days at every evaluation would read
+        # a month of raw samples each time). Rates, not the 5m ratios: an idle 5 minutes is a ratio of 0/0, NaN,
+        # which would poison a mean for the whole window; its rates are 0 and add nothing.
+        bad, events = _events(model.name, objective, SHORTEST_S)
+        yield Rule(record=BAD_EVENTS, expr=bad, labels=labels)
+        yield Rule(record=EVENTS, expr=events, labels=labels)
+        w = prom_duration(window_s)
+        over_window = Rule(record=BAD_RATIO.format(window=w), labels=labels,
+                           expr=f"sum_over_time({select(BAD_EVENTS, **labels)}[{w}])\n/\n"
+                                f"sum_over_time({select(EVENTS, **labels)}[{w}])")
         yield over_window
         yield Rule(record=BUDGET_REMAINING, labels=labels,
                    expr=f"1 - {select(over_window.record or '', **labels)} / {objective.budget:g}")
@@ -139,19 +146,27 @@ def _requests_rate(model: str, span: float) -> str:
 
 
 def _bad_ratio(model: str, objective: Objective, span: float) -> str:
+    bad, events = _events(model, objective, span)
+    return f"(\n{bad}\n)\n/\n{events}"
+
+
+def _events(model: str, objective: Objective, span: float) -> tuple[str, str]:
+    """The rates of bad events and of all events an objective counts."""
     w = prom_duration(span)
     if objective.sli == "errors":
-        bad = f'sum by (model) (rate({metrics.REQUESTS}{{model="{model}",status=~"5.."}}[{w}]))'
-        return f"{bad}\n/\n{_requests_rate(model, span)}"
+        # A model that never failed has no 5xx series at all: its bad rate is 0, not absent.
+        events = _requests_rate(model, span)
+        return (f'sum by (model) (rate({metrics.REQUESTS}{{model="{model}",status=~"5.."}}[{w}]))\nor\n0 * {events}',
+                events)
     if objective.sli == "goodput":
-        counted = f'{metrics.SLO_REQUESTS}{{model="{model}"}}'
-        return (f'sum by (model) (rate({metrics.SLO_REQUESTS}{{model="{model}",outcome="bad"}}[{w}]))\n/\n'
-                f"sum by (model) (rate({counted}[{w}]))")
+        return (f'sum by (model) (rate({metrics.SLO_REQUESTS}{{model="{model}",outcome="bad"}}[{w}]))',
+                f'sum by (model) (rate({metrics.SLO_REQUESTS}{{model="{model}"}}[{w}]))')
     histogram = {"ttft": metrics.TTFT_SECONDS, "latency": metrics.REQUEST_SECONDS, "itl": metrics.ITL_SECONDS}
     name = histogram[objective.sli]
     assert objective.threshold_s is not None
+    events = f'sum by (model) (rate({name}_count{{model="{model}"}}[{w}]))'
     within = f'sum by (model) (rate({name}_bucket{{model="{model}",le="{le(objective.threshold_s)}"}}[{w}]))'
-    return f'1 - (\n{within}\n/\nsum by (model) (rate({name}_count{{model="{model}"}}[{w}]))\n)'
+    return f"{events}\n-\n{within}", events
 
 
 def _burn_alerts(desired: Desired, model: Model, slo: Slo, objective: Objective, window_s: float) -> Iterator[Rule]:

@@ -16,13 +16,13 @@ from typing import TypeVar
 import httpx
 import pytest
 import yaml
-from prometheus_client import Gauge
 
 from llmctl.config.load import load
 from llmctl.desired import Desired
 from llmctl.gateway import metrics
 from llmctl.gateway.metrics import GatewayMetrics
 from llmctl.gateway.spec import SloThresholds
+from llmctl.gateway.spend import BudgetState
 from llmctl.monitor import tools
 from llmctl.monitor.live import (PROMETHEUS_RESOURCE, RESTART, GatewaySource, ModelView, Monitor, PrometheusSource,
                                  Snapshot, bucket_quantile, firing_alerts)
@@ -89,9 +89,8 @@ class Gateway:
 
     def __init__(self) -> None:
         self.metrics = GatewayMetrics(SloThresholds(request_seconds=[2.0], ttft_seconds=[0.5]))
-        # The budget gauges the gateway reads from its ledger at each scrape, set here as it would report them.
-        Gauge(metrics.BUDGET_SPENT, "USD spent against the budget in its current period.", ["budget"],
-              registry=self.metrics.registry).labels(budget="monthly").set(SPENT_USD)
+        # The budgets as the gateway reads them from its ledger at each scrape (no replicas are probed here).
+        self.metrics.watch(lambda: [], lambda: [BudgetState("monthly", 10.0, SPENT_USD, time.time() + 86400)])
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
@@ -117,9 +116,9 @@ class Gateway:
     def _round(self) -> None:
         with self._lock:
             for status in (200, 200, 200, 500):
-                self.metrics.request("chat", "anonymous", status, CHAT_LATENCY_S)
+                self.metrics.request("chat", "anonymous", "none", status, CHAT_LATENCY_S)
                 self.metrics.ttft("chat", CHAT_TTFT_S)
-            self.metrics.request("batch", "anonymous", 200, BATCH_LATENCY_S)
+            self.metrics.request("batch", "anonymous", "none", 200, BATCH_LATENCY_S)
 
     def _traffic(self) -> None:
         while not self._stop.wait(0.1):

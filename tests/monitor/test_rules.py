@@ -139,3 +139,20 @@ def test_alerts_name_what_they_are_about_the_limit_and_a_runbook() -> None:
     assert budget.labels["budget"] == "team-monthly" and "$2500 limit" in budget.annotations["summary"]
     assert all(rule.annotations.get("runbook") for rule in alerts)
     assert all(rule.labels["kind"] and rule.labels["severity"] in ("page", "ticket") for rule in alerts)
+
+
+def test_error_budget_left_survives_an_idle_hour(tmp_path: Path) -> None:
+    """Ten clean minutes, then an hour without a request: the budget is untouched, not unknown."""
+    desired = _desired(REPO / "examples" / "quickstart" / "llmops.yaml")
+    (tmp_path / "slos.rules.yml").write_text(rules_yaml(rule_files(desired)["slos"]))
+    remaining = 'llmctl:slo_budget_remaining:ratio{model="assistant",slo="interactive",sli="errors"}'
+    test = tmp_path / "idle.test.yml"
+    test.write_text(yaml.safe_dump({"rule_files": ["slos.rules.yml"], "evaluation_interval": "1m", "tests": [{
+        "interval": "1m",
+        "input_series": [{"series": 'llmctl_gateway_requests_total{model="assistant",status="200"}',
+                          "values": "0+600x10 6000x60"}],
+        "promql_expr_test": [{"expr": remaining, "eval_time": "70m",
+                              "exp_samples": [{"labels": remaining, "value": 1}]}],
+    }]}))
+    tested = _promtool("test", "rules", test)
+    assert tested.returncode == 0, tested.stdout + tested.stderr

@@ -79,6 +79,13 @@ def test_apply_runs_prometheus_on_the_gateway_and_rules_and_destroy_stops_it(llm
                          "GatewayDown firing")
     assert firing[0]["labels"]["kind"] == "down" and firing[0]["labels"]["environment"] == "test"
 
+    status = llmctl("status", "-f", str(config), "--format", "json")
+    report = json.loads(status.stdout)
+    assert [(m["address"], m["health"]) for m in report["monitoring"]] == [("local_prometheus.test", "healthy")]
+    assert not any(r["address"].startswith("local_prometheus") for r in report["replicas"])
+    assert "GatewayDown" in {alert["name"] for alert in report["alerts"]["alerts"]}
+    assert "GatewayDown" in llmctl("status", "-f", str(config)).stdout
+
     destroyed = llmctl("destroy", "-f", str(config), "--auto-approve")
     assert destroyed.returncode == 0, destroyed.stderr
     assert "local_prometheus.test: stopped" in destroyed.stderr
