@@ -2,17 +2,20 @@
 
 Per model on the target: an IAM role + instance profile (the instance may read the Hugging Face token from SSM
 Parameter Store, nothing else), a security group open only on the serving port, a launch template (GPU Deep
-Learning AMI, user data that starts the engine container) and an auto scaling group. Per budget: an AWS Budget with
+Learning AMI, user data that starts the engine container), an auto scaling group and a CloudWatch alarm that pages
+when the group has had no instance in service for `monitoring.down_for`. Per email receiver that alerts of kind
+`down` are routed to: an SNS topic the alarms notify, with an email subscription. Per budget: an AWS Budget with
 one notification per `alert_at` threshold.
 
 Every Pulumi logical name starts with the address of the llmctl object it belongs to and a slash
-(`model.qwen-7b/asg`, `budget.team-monthly/budget`, `target.gpu-cloud/provider`), so plans and state can map each
-cloud resource back to the line of llmops.yaml that caused it.
+(`model.qwen-7b/asg`, `budget.team-monthly/budget`, `monitoring.prod/team-mail-topic`, `target.gpu-cloud/provider`),
+so plans and state can map each cloud resource back to the line of llmops.yaml that caused it.
 """
 from __future__ import annotations
 
 import base64
 import json
+import math
 import shlex
 from collections.abc import Callable
 from pathlib import Path
@@ -21,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 import pulumi
 import pulumi_aws as aws
 
-from llmctl.config.schema import AwsTarget, Budget, Model, ReplicaRange
+from llmctl.config.schema import AwsTarget, Budget, Model, Monitoring, Receiver, ReplicaRange, duration_seconds
 from llmctl.desired import Desired
 from llmctl.gateway import build
 from llmctl.resolve import Resolved
@@ -51,6 +54,12 @@ TGI_PORT = 80  # TGI listens on 80 inside its container
 # AWS Budgets has no weekly time unit: a weekly budget becomes a daily one of a seventh of the limit.
 TIME_UNITS = {"day": "DAILY", "week": "DAILY", "month": "MONTHLY"}
 PERIOD_DAYS = {"day": 1, "week": 7, "month": 1}
+
+# The model-down alarm: the group's in-service instances, which the group publishes once a minute once collected.
+DOWN_METRIC = "GroupInServiceInstances"
+ALARM_PERIOD_S = 60  # the group metrics' granularity, and CloudWatch's shortest standard period
+# At periods under an hour, CloudWatch evaluates an alarm over at most a day.
+MAX_ALARM_WINDOW_S = 86_400
 
 EC2_ASSUME_ROLE = json.dumps({
     "Version": "2012-10-17",
@@ -82,8 +91,10 @@ def program(resolved: Resolved, target: str) -> Callable[[], None]:
             subnets = aws.ec2.get_subnets(
                 filters=[aws.ec2.GetSubnetsFilterArgs(name="default-for-az", values=["true"])],
                 opts=pulumi.InvokeOptions(provider=provider))
+            topics = _down_topics(desired, opts)
             for model in models:
-                _model(resolved, spec, model, ami.id, list(subnets.ids or []), opts)
+                group = _model(resolved, spec, model, ami.id, list(subnets.ids or []), opts)
+                _down_alarm(desired, target, spec, model, group, topics, opts)
         for budget in desired.budgets.values():
             _budget(desired, budget, opts)
 
@@ -179,7 +190,7 @@ def _tags(desired: Desired, **extra: str) -> dict[str, str]:
 
 
 def _model(resolved: Resolved, target: AwsTarget, model: Model, ami_id: str,
-           subnet_ids: list[str], opts: pulumi.ResourceOptions) -> None:
+           subnet_ids: list[str], opts: pulumi.ResourceOptions) -> aws.autoscaling.Group:
     desired = resolved.desired
     address = f"model.{model.name}"
     # IDs, not names/ARNs: under mocks (plans) only IDs are known; for IAM roles and instance profiles the ID is
@@ -248,6 +259,8 @@ def _model(resolved: Resolved, target: AwsTarget, model: Model, ami_id: str,
         vpc_zone_identifiers=subnet_ids,
         health_check_type="EC2",
         instance_refresh=aws.autoscaling.GroupInstanceRefreshArgs(strategy="Rolling"),
+        # Groups publish no metrics until asked; the model-down alarm reads this one
+        enabled_metrics=[DOWN_METRIC], metrics_granularity="1Minute",
         tags=[aws.autoscaling.GroupTagArgs(key=k, value=v, propagate_at_launch=True) for k, v in tags.items()],
         **placement, opts=opts)
     # The group launches instances on its own, so they are read back: as of this `pulumi up` (instances still
@@ -257,6 +270,87 @@ def _model(resolved: Resolved, target: AwsTarget, model: Model, ami_id: str,
     pulumi.export(f"model.{model.name}.instances", running.ids)
     pulumi.export(f"model.{model.name}.endpoints", running.public_ips.apply(
         lambda ips: [f"http://{ip}:{SERVING_PORT}/v1" for ip in ips]))
+    return group
+
+
+# --- monitoring ------------------------------------------------------------------------------------------------
+
+
+def down_receivers(monitoring: Monitoring) -> list[Receiver]:
+    """The receivers `monitoring.routes` send alerts of kind `down` to, in the order they are declared."""
+    routed = {route.to for route in monitoring.routes if "down" in route.alerts}
+    return [receiver for receiver in monitoring.receivers if receiver.name in routed]
+
+
+def alarm_periods(down_for: str) -> int:
+    """How many one-minute periods must all breach before the alarm fires: `down_for` rounded up to whole minutes
+    (CloudWatch has no shorter standard period), at least one."""
+    seconds = duration_seconds(down_for)
+    if seconds > MAX_ALARM_WINDOW_S:
+        raise ValueError(f"monitoring.down_for {down_for} is longer than a CloudWatch alarm watches at one-minute "
+                         "periods (1d): shorten it")
+    return max(1, math.ceil(seconds / ALARM_PERIOD_S))
+
+
+def _down_topics(desired: Desired, opts: pulumi.ResourceOptions) -> list[pulumi.Output[str]]:
+    """The ARNs the model-down alarms notify: an SNS topic per email receiver routed `down`, subscribed by email.
+
+    Webhook and Slack receivers get nothing: an SNS subscription would carry their URL, a secret the config holds
+    only by reference, into this program's inputs and so into plans and state (the provider's check says so)."""
+    topics = []
+    for receiver in down_receivers(desired.monitoring):
+        if receiver.email is None:
+            continue
+        address = f"monitoring.{desired.environment}/{receiver.name}"
+        # SNS topic names allow letters, digits, '-' and '_' only; a receiver's name may also hold '.'
+        prefix = f"llmctl-{desired.project}-{desired.environment}-{receiver.name}-".replace(".", "-")
+        topic = aws.sns.Topic(f"{address}-topic", name_prefix=prefix,
+                              tags=_tags(desired, **{"llmctl:receiver": receiver.name}), opts=opts)
+        # Alertmanager reads `to` as a comma-separated list; an SNS email subscription takes one address. Each
+        # recipient must confirm the subscription from AWS's email before it notifies them.
+        for email in (part.strip() for part in receiver.email.to.split(",") if part.strip()):
+            aws.sns.TopicSubscription(f"{address}-to-{email}", topic=topic.id, protocol="email", endpoint=email,
+                                      opts=opts)
+        topics.append(topic.id)  # a topic's ID is its ARN, and known in plans
+    return topics
+
+
+def _down_alarm(desired: Desired, target_name: str, target: AwsTarget, model: Model, group: aws.autoscaling.Group,
+                topics: list[pulumi.Output[str]], opts: pulumi.ResourceOptions) -> None:
+    """Pages when the model's group has had no instance in service for `monitoring.down_for`.
+
+    Below 1, not below the group's minimum: that is the model down (the Prometheus ModelDown alert's meaning), while
+    fewer replicas than the minimum still serve, and happen on purpose during a rolling instance refresh."""
+    down_for = desired.monitoring.down_for
+    periods = alarm_periods(down_for)
+    runbook = ("`aws autoscaling describe-scaling-activities --auto-scaling-group-name GROUP` (GROUP: this alarm's "
+               "AutoScalingGroupName) says why instances stopped or never launched; `llmctl plan` shows whether "
+               "the group was changed outside llmctl, `llmctl apply` restores it.")
+    if target.spot:
+        runbook += f" If spot capacity keeps running out, set `spot: false` on target {target_name}."
+    aws.cloudwatch.MetricAlarm(
+        f"model.{model.name}/down-alarm",
+        name=f"llmctl-{desired.project}-{desired.environment}-{model.name}-down",
+        alarm_description=(
+            f"model {model.name} ({desired.project}/{desired.environment}) down: {DOWN_METRIC} of its auto "
+            f"scaling group below 1 for {periods} min (monitoring.down_for {down_for} in whole minutes), or the group "
+            f"reported nothing. It counts instances, not the engine: the gateway's ModelDown rule "
+            f"(`llmctl render --monitoring`) probes the model itself. Runbook: {runbook}"),
+        namespace="AWS/AutoScaling",
+        metric_name=DOWN_METRIC,
+        dimensions={"AutoScalingGroupName": group.id},  # a group's ID is its name, and known in plans
+        statistic="Maximum",  # any instance in service during a minute, and that minute is not down
+        period=ALARM_PERIOD_S,
+        evaluation_periods=periods,
+        datapoints_to_alarm=periods,  # every minute of down_for, as Prometheus's `for:`
+        comparison_operator="LessThanThreshold",
+        threshold=1,
+        # No datapoints: the group is gone or publishes nothing, so nothing shows the model is up
+        treat_missing_data="breaching",
+        alarm_actions=topics,
+        ok_actions=topics,  # the all-clear reaches whoever was paged
+        tags=_tags(desired, **{"llmctl:model": model.name}),
+        opts=opts)
 
 
 # --- budgets ---------------------------------------------------------------------------------------------------

@@ -1,7 +1,9 @@
 """The aws provider: GPU instances in auto-scaling groups, through the Pulumi program in program.py."""
 from __future__ import annotations
 
-from providers.aws.program import mock_calls, program
+from llmctl.checks import Check
+from llmctl.resolve import Resolved
+from providers.aws.program import down_receivers, mock_calls, program
 from providers.pulumi_support.provider import PulumiProvider
 
 
@@ -19,4 +21,20 @@ class AwsProvider(PulumiProvider):
         "aws:ec2/launchTemplate:LaunchTemplate": frozenset({"name", "name_prefix"}),
         "aws:autoscaling/group:Group": frozenset({"name", "name_prefix"}),
         "aws:budgets/budget:Budget": frozenset({"name", "account_id"}),
+        "aws:cloudwatch/metricAlarm:MetricAlarm": frozenset({"name"}),
+        "aws:sns/topic:Topic": frozenset({"name", "name_prefix"}),
+        "aws:sns/topicSubscription:TopicSubscription": frozenset({"topic", "protocol", "endpoint"}),
     }
+
+    def check(self, resolved: Resolved, target: str) -> list[Check]:
+        """Receivers routed `down` that the target's CloudWatch alarms cannot notify (the program subscribes email
+        receivers only), so a reviewer does not count on pages that never come."""
+        desired = resolved.desired
+        unreached = [r.name for r in down_receivers(desired.monitoring) if r.email is None]
+        if not unreached or not desired.models_on(target):
+            return []
+        return [Check(severity="warning", address=f"monitoring.{desired.environment}", message=(
+            f"target '{target}': on aws only email receivers get CloudWatch notifications, so the model-down alarms "
+            f"do not reach {', '.join(repr(name) for name in unreached)}: subscribing a webhook or Slack URL to SNS "
+            "would put that secret in the Pulumi program's inputs, plans and state. Route `down` to an email "
+            "receiver as well, or send the rendered rules' alerts to them (`llmctl render --monitoring`)"))]

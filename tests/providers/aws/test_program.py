@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import base64
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -67,17 +68,20 @@ def test_resource_graph_of_the_example(example: list[Captured]) -> None:
         "model.qwen-7b/sg": "aws:ec2/securityGroup:SecurityGroup",
         "model.qwen-7b/lt": "aws:ec2/launchTemplate:LaunchTemplate",
         "model.qwen-7b/asg": "aws:autoscaling/group:Group",
+        "model.qwen-7b/down-alarm": "aws:cloudwatch/metricAlarm:MetricAlarm",
         "budget.team-monthly/budget": "aws:budgets/budget:Budget",
+        "monitoring.prod/team-mail-topic": "aws:sns/topic:Topic",
+        "monitoring.prod/team-mail-to-llm-team@example.com": "aws:sns/topicSubscription:TopicSubscription",
     }  # the hosted fallback-api model gets nothing on aws
     assert only(example, "target.gpu-cloud/provider").inputs["region"] == "us-east-1"
 
 
 def test_every_name_starts_with_its_owners_address(example: list[Captured]) -> None:
+    assert {r.name.split("/", 1)[0] for r in example} == {
+        "target.gpu-cloud", "model.qwen-7b", "budget.team-monthly", "monitoring.prod"}
     for resource in example:
         owner, slash, rest = resource.name.partition("/")
         assert slash and rest, resource.name
-        assert owner.split(".", 1)[0] in ("model", "budget", "target"), resource.name
-        assert "." in owner, resource.name
 
 
 def test_role_is_assumable_by_ec2_and_profile_uses_it(example: list[Captured]) -> None:
@@ -224,6 +228,134 @@ def test_hf_token_is_never_in_any_input(example: list[Captured]) -> None:
     assert FAKE_TOKEN not in user_data(example)
     for resource in example:
         assert FAKE_TOKEN not in json.dumps(resource.inputs), resource.name
+
+
+# --- monitoring ------------------------------------------------------------------------------------------------
+
+WEBHOOK_URL = "https://hooks.example.com/services/T000/B000/webhook-secret-0123"
+SLACK_URL = "https://hooks.slack.com/services/T000/B000/slack-secret-4567"
+
+
+def receivers(monkeypatch: pytest.MonkeyPatch, down_to: tuple[str, ...] = ("team-mail", "oncall", "chat"),
+              to: str = "llm-team@example.com") -> Callable[[dict], None]:
+    """An edit declaring an email, a webhook and a Slack receiver, with `down` routed to `down_to` and budgets to
+    all three; the webhook and Slack URLs are set in the environment, as at a real plan."""
+    monkeypatch.setenv("ONCALL_WEBHOOK_URL", WEBHOOK_URL)
+    monkeypatch.setenv("TEAM_SLACK_URL", SLACK_URL)
+
+    def edit(data: dict) -> None:
+        data["monitoring"] = {
+            "receivers": [
+                {"name": "team-mail", "email": {"to": to, "smarthost": "smtp.example.com:587"}},
+                {"name": "oncall", "webhook": {"url_env": "ONCALL_WEBHOOK_URL"}},
+                {"name": "chat", "slack": {"url_env": "TEAM_SLACK_URL", "channel": "#llm"}},
+            ],
+            "routes": [{"alerts": ["budget"], "to": name} for name in ("team-mail", "oncall", "chat")]
+                      + ([{"alerts": ["down"], "to": name} for name in down_to])}
+    return edit
+
+
+def of_type(resources: list[Captured], kind: str) -> list[Captured]:
+    return [r for r in resources if r.type == kind]
+
+
+def test_each_model_group_publishes_in_service_instances_and_has_a_down_alarm(example: list[Captured]) -> None:
+    asg = only(example, "model.qwen-7b/asg").inputs
+    assert asg["enabledMetrics"] == ["GroupInServiceInstances"]
+    assert asg["metricsGranularity"] == "1Minute"
+
+    alarm = only(example, "model.qwen-7b/down-alarm").inputs
+    assert (alarm["namespace"], alarm["metricName"]) == ("AWS/AutoScaling", "GroupInServiceInstances")
+    assert alarm["dimensions"] == {"AutoScalingGroupName": "model.qwen-7b/asg-id"}  # the group's ID is its name
+    assert (alarm["statistic"], alarm["comparisonOperator"], alarm["threshold"]) == (
+        "Maximum", "LessThanThreshold", 1)
+    # the example's down_for, 5m: five one-minute periods, all breaching
+    assert (alarm["period"], alarm["evaluationPeriods"], alarm["datapointsToAlarm"]) == (60, 5, 5)
+    assert alarm["treatMissingData"] == "breaching"  # no datapoints: nothing shows the model is up
+    assert alarm["name"] == "llmctl-support-bot-prod-qwen-7b-down"
+    description = alarm["alarmDescription"]
+    assert len(description) <= 1024  # CloudWatch's limit
+    for words in ("model qwen-7b", "support-bot/prod", "GroupInServiceInstances", "below 1 for 5 min",
+                  "Runbook:", "describe-scaling-activities", "`llmctl apply` restores", "spot: false"):
+        assert words in description, words
+    # the example routes `down` to its email receiver
+    assert alarm["alarmActions"] == alarm["okActions"] == ["monitoring.prod/team-mail-topic-id"]
+
+
+def test_without_receivers_there_is_no_topic_and_the_alarm_notifies_nobody(tmp_path: Path) -> None:
+    def edit(data: dict) -> None:
+        del data["monitoring"]
+
+    resources = run(desired_from(tmp_path, edit))
+    assert not [r for r in resources if r.type.startswith("aws:sns/")]
+    alarm = only(resources, "model.qwen-7b/down-alarm").inputs
+    assert alarm["alarmActions"] == alarm["okActions"] == []  # it shows in the CloudWatch console only
+    assert alarm["evaluationPeriods"] == 2  # down_for's default, 2m
+
+
+def test_every_model_on_the_target_gets_its_own_alarm(tmp_path: Path) -> None:
+    def edit(data: dict) -> None:
+        data["models"].append({**model_entry(data), "name": "qwen-7b-canary"})
+
+    resources = run(desired_from(tmp_path, edit))
+    alarms = {r.name: r.inputs for r in of_type(resources, "aws:cloudwatch/metricAlarm:MetricAlarm")}
+    assert set(alarms) == {"model.qwen-7b/down-alarm", "model.qwen-7b-canary/down-alarm"}
+    assert alarms["model.qwen-7b-canary/down-alarm"]["dimensions"] == {
+        "AutoScalingGroupName": "model.qwen-7b-canary/asg-id"}
+    assert "model qwen-7b-canary" in alarms["model.qwen-7b-canary/down-alarm"]["alarmDescription"]
+
+
+@pytest.mark.parametrize(("down_for", "periods"), [("20s", 1), ("60s", 1), ("90s", 2), ("5m", 5), ("1h", 60),
+                                                   ("1d", 1440)])
+def test_down_for_becomes_whole_minutes_rounded_up(tmp_path: Path, down_for: str, periods: int) -> None:
+    def edit(data: dict) -> None:
+        data["monitoring"] = {"down_for": down_for}
+
+    alarm = only(run(desired_from(tmp_path, edit)), "model.qwen-7b/down-alarm").inputs
+    assert (alarm["period"], alarm["evaluationPeriods"], alarm["datapointsToAlarm"]) == (60, periods, periods)
+    assert f"below 1 for {periods} min (monitoring.down_for {down_for}" in alarm["alarmDescription"]
+
+
+def test_a_down_for_longer_than_cloudwatch_watches_is_refused(tmp_path: Path) -> None:
+    def edit(data: dict) -> None:
+        data["monitoring"] = {"down_for": "2d"}
+
+    with pytest.raises(ValueError, match=r"monitoring.down_for 2d is longer than a CloudWatch alarm watches"):
+        run(desired_from(tmp_path, edit))
+
+
+def test_an_email_receiver_routed_down_gets_a_topic_the_alarms_notify(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    resources = run(desired_from(tmp_path, receivers(monkeypatch)))
+    topics = of_type(resources, "aws:sns/topic:Topic")
+    assert [t.name for t in topics] == ["monitoring.prod/team-mail-topic"]  # none for the webhook or Slack
+    assert topics[0].inputs["namePrefix"] == "llmctl-support-bot-prod-team-mail-"
+    subscription = only(resources, "monitoring.prod/team-mail-to-llm-team@example.com").inputs
+    assert subscription == {"topic": "monitoring.prod/team-mail-topic-id", "protocol": "email",
+                            "endpoint": "llm-team@example.com"}
+    assert len(of_type(resources, "aws:sns/topicSubscription:TopicSubscription")) == 1
+    alarm = only(resources, "model.qwen-7b/down-alarm").inputs
+    assert alarm["alarmActions"] == alarm["okActions"] == ["monitoring.prod/team-mail-topic-id"]
+
+
+def test_each_address_of_an_email_receiver_is_subscribed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    edit = receivers(monkeypatch, down_to=("team-mail",), to="a@example.com, b@example.com")
+    subscriptions = of_type(run(desired_from(tmp_path, edit)), "aws:sns/topicSubscription:TopicSubscription")
+    assert [s.inputs["endpoint"] for s in subscriptions] == ["a@example.com", "b@example.com"]
+
+
+def test_receivers_not_routed_down_get_no_topic(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    resources = run(desired_from(tmp_path, receivers(monkeypatch, down_to=())))
+    assert not [r for r in resources if r.type.startswith("aws:sns/")]
+    assert only(resources, "model.qwen-7b/down-alarm").inputs["alarmActions"] == []
+
+
+def test_webhook_and_slack_urls_are_in_no_input(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    resources = run(desired_from(tmp_path, receivers(monkeypatch)))
+    for resource in resources:
+        text = resource.name + json.dumps(resource.inputs)
+        for secret in (WEBHOOK_URL, SLACK_URL, "webhook-secret-0123", "slack-secret-4567"):
+            assert secret not in text, resource.name
 
 
 def test_mock_calls_answers_the_ami_and_nothing_unknown() -> None:

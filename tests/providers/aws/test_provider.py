@@ -7,11 +7,20 @@ import shutil
 from pathlib import Path
 
 import pytest
+import yaml
 
 import fake_pulumi
 from support import REPO, Run, edit, record_apply, without_pulumi_cli
 
 EXAMPLE = REPO / "examples" / "aws-gpu" / "llmops.yaml"
+WEBHOOK_URL = "https://hooks.example.com/services/T000/B000/webhook-secret-0123"
+# Email gets the model-down alarms through SNS; the webhook's URL is a secret that never enters the program.
+RECEIVERS = {
+    "receivers": [{"name": "team-mail", "email": {"to": "llm-team@example.com", "smarthost": "smtp.example.com:587"}},
+                  {"name": "oncall", "webhook": {"url_env": "ONCALL_WEBHOOK_URL"}}],
+    "routes": [{"alerts": ["down"], "to": "team-mail"},
+               {"alerts": ["down", "slo_page", "slo_ticket", "budget", "errors", "guardrails"], "to": "oncall"}],
+}
 
 
 @pytest.fixture
@@ -33,10 +42,38 @@ def test_a_resource_level_plan_with_no_cloud_cli_or_credentials(example) -> None
     assert result.returncode == 0, result.stdout + result.stderr
     for address in ("aws_iam_role.qwen-7b/role", "aws_ec2_security_group.qwen-7b/sg",
                     "aws_ec2_launch_template.qwen-7b/lt", "aws_autoscaling_group.qwen-7b/asg",
-                    "aws_budgets_budget.team-monthly/budget"):
+                    "aws_cloudwatch_metric_alarm.qwen-7b/down-alarm", "aws_budgets_budget.team-monthly/budget"):
         assert f"+ {address}" in result.stdout
     assert "planned offline: the Pulumi program ran under Pulumi's mocks" in result.stdout
-    assert "hf_secret_value" not in result.stdout + run("plan", "-f", str(config), "--format", "json").stdout
+    assert "on aws only email receivers" not in result.stdout  # its one receiver is email
+    as_json = run("plan", "-f", str(config), "--format", "json").stdout
+    assert "hf_secret_value" not in result.stdout + as_json
+    owners = {rc["address"]: rc["owner"] for rc in json.loads(as_json)["resource_changes"]}
+    assert owners["aws_cloudwatch_metric_alarm.qwen-7b/down-alarm"] == "model.qwen-7b"
+
+
+def test_receivers_show_their_topics_under_monitoring_and_the_unreached_ones_as_a_warning(
+        example, hub_llmctl: Run) -> None:  # type: ignore[no-untyped-def]
+    config, _ = example
+    data = yaml.safe_load(config.read_text())
+    data["monitoring"] = RECEIVERS
+    config.write_text(yaml.safe_dump(data, sort_keys=False))
+    env = {**without_pulumi_cli(), "HF_TOKEN": "hf_secret_value", "ONCALL_WEBHOOK_URL": WEBHOOK_URL}
+    text = hub_llmctl("plan", "-f", str(config), env=env)
+    assert text.returncode == 0, text.stdout + text.stderr
+    as_json = hub_llmctl("plan", "-f", str(config), "--format", "json", env=env).stdout
+    plan = json.loads(as_json)
+    owners = {rc["address"]: rc["owner"] for rc in plan["resource_changes"]}
+    assert owners["aws_sns_topic.prod/team-mail-topic"] == "monitoring.prod"
+    assert owners["aws_sns_topic_subscription.prod/team-mail-to-llm-team@example.com"] == "monitoring.prod"
+    assert owners["aws_cloudwatch_metric_alarm.qwen-7b/down-alarm"] == "model.qwen-7b"
+    monitoring = text.stdout[text.stdout.index("monitoring.prod"):]
+    assert "+ aws_sns_topic.prod/team-mail-topic" in monitoring
+    warnings = [c["message"] for c in plan["checks"] if "on aws only email receivers" in c["message"]]
+    assert len(warnings) == 1 and "'oncall'" in warnings[0] and "'team-mail'" not in warnings[0]
+    assert "on aws only email receivers get CloudWatch notifications" in text.stdout
+    assert WEBHOOK_URL not in text.stdout + text.stderr + as_json
+    assert "webhook-secret-0123" not in text.stdout + as_json
 
 
 def test_edits_show_updates_in_place_and_nothing_else(example) -> None:  # type: ignore[no-untyped-def]
