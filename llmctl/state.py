@@ -4,7 +4,6 @@ from __future__ import annotations
 import json
 import os
 import socket
-import tempfile
 import time
 import uuid
 from collections.abc import Iterator
@@ -16,6 +15,7 @@ from typing import Any, Literal
 import filelock
 from pydantic import BaseModel, Field, ValidationError, model_validator
 
+from llmctl.atomic import write_atomic
 from llmctl.config.schema import Config
 from llmctl.desired import config_from_objects
 from llmctl.errors import LlmctlError
@@ -89,27 +89,6 @@ def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
 
 
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    """Readers see the old file or the new one, never a mix, even if we are killed mid-write."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")  # mkstemp: mode 0600
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    _fsync_dir(path.parent)
 
 
 class LocalBackend:
@@ -176,10 +155,10 @@ class LocalBackend:
                     f"not writing state: {self.path} is at serial {current.serial}, newer than this run's serial "
                     f"{state.serial}; another run changed it since it was read; re-run the command")
             self.history_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-            _atomic_write(self.history_dir / f"{current.serial:06d}-{time.time_ns()}.json", self.path.read_bytes())
+            write_atomic(self.history_dir / f"{current.serial:06d}-{time.time_ns()}.json", self.path.read_bytes())
         self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         state.updated_at = _now()
-        _atomic_write(self.path, (state.model_dump_json(indent=2) + "\n").encode())
+        write_atomic(self.path, (state.model_dump_json(indent=2) + "\n").encode())
 
     def history(self) -> list[State]:
         """Every version a write replaced, oldest first."""
@@ -202,7 +181,7 @@ class LocalBackend:
         try:
             # filelock cannot say who holds a lock, so the holder leaves a note for whoever is kept waiting.
             info = {"pid": os.getpid(), "command": command, "hostname": socket.gethostname(), "since": _now()}
-            _atomic_write(self.lock_info_path, json.dumps(info).encode())
+            write_atomic(self.lock_info_path, json.dumps(info).encode())
             yield
         finally:
             self.lock_info_path.unlink(missing_ok=True)  # before release, so it never deletes the next holder's note

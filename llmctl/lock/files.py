@@ -3,11 +3,11 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
 
 from pydantic import ValidationError
 
+from llmctl.atomic import write_atomic
 from llmctl.lock.model import LOCK_VERSION, Lock, LockError
 
 LOCK_FILE = "llmops.lock"
@@ -65,23 +65,8 @@ def dumps(lock: Lock) -> str:
 
 def write_lock(path: Path, lock: Lock) -> None:
     """Write atomically: readers see the old lock or the new one, never a mix, even if llmctl is killed."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(dumps(lock).encode("utf-8"))
-            f.flush()
-            os.fchmod(f.fileno(), 0o666 & ~_umask())  # a file to commit, not a secret: mkstemp makes it 0600
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+    # A file to commit, not a secret: readable as the umask allows, not mkstemp's 0600.
+    write_atomic(Path(path), dumps(lock).encode("utf-8"), mode=0o666 & ~_umask())
 
 
 def _umask() -> int:

@@ -49,7 +49,6 @@ import os
 import re
 import socket
 import subprocess
-import tempfile
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -58,6 +57,7 @@ from urllib.parse import urlsplit
 
 import yaml
 
+from llmctl.atomic import write_atomic
 from llmctl.checks import Check
 from llmctl.config.schema import ALERT_KINDS, Monitoring, Receiver
 from llmctl.desired import Desired
@@ -143,21 +143,7 @@ def secret_problems(desired: Desired, environ: Mapping[str, str] = os.environ) -
 
 def write_private(path: Path, text: str) -> None:
     """Readable by this user only, and atomic: Alertmanager reloading mid-write sees the old file or the new one."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")  # mkstemp: mode 0600
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as out:
-            out.write(text)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    directory = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(directory)
-    finally:
-        os.close(directory)
+    write_atomic(path, text.encode("utf-8"))
 
 
 def checks(desired: Desired) -> list[Check]:

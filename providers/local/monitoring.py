@@ -13,6 +13,7 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
+from llmctl.atomic import write_atomic
 from llmctl.desired import Desired
 from llmctl.monitor import alertmanager, bundle, prometheus, tools
 from llmctl.monitor.engines import saturation
@@ -161,6 +162,4 @@ def _port_file(directory: Path, name: str) -> Path:
 
 
 def _write(path: Path, text: str) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(text)
-    tmp.replace(path)  # Prometheus watches the target files: it must never read half of one
+    write_atomic(path, text.encode(), mode=0o644)  # Prometheus watches the target files: never half of one
