@@ -71,5 +71,6 @@ def impossible(objective: Objective, window_s: float) -> str | None:
             return (f"an error budget of {objective.budget:g} cannot page: spending {burn.budget_share:.0%} of it in "
                     f"{burn.long_s / 3600:g}h means a burn rate of {burn.factor(window_s):.2f} x {objective.budget:g}"
                     f" = {burn.factor(window_s) * objective.budget:.2f} > 1 (more than every request failing); "
-                    "tighten the objective or lengthen `window`")
+                    "tighten the objective, or shorten `window` (over a shorter window, spending the same share of "
+                    "the budget in an hour is a slower burn)")
     return None

