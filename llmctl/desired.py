@@ -13,6 +13,7 @@ from llmctl.config.schema import (
     SECTIONS,
     Budget,
     Config,
+    Eval,
     Gateway,
     Guardrail,
     LocalTarget,
@@ -35,6 +36,7 @@ class Desired:
     guardrails: dict[str, Guardrail]
     budgets: dict[str, Budget]
     slos: dict[str, Slo]
+    evals: dict[str, Eval] = field(default_factory=dict)
     gateway: Gateway | None = None  # declared settings; a gateway with defaults runs when None
     monitoring: Monitoring = field(default_factory=Monitoring)  # defaults when the section is omitted
 
@@ -62,6 +64,7 @@ class Desired:
             guardrails={g.name: g for g in config.guardrails},
             budgets={b.name: b for b in config.budgets},
             slos={s.name: s for s in config.slos},
+            evals={e.name: e for e in config.evals},
             gateway=config.gateway,
             monitoring=config.monitoring or Monitoring(),
         )
@@ -109,4 +112,4 @@ def config_from_objects(project: str, environment: str, objects: dict[str, dict[
 
 
 def _data(entry: BaseModel) -> dict[str, Any]:
-    return entry.model_dump(mode="json", exclude_none=True)
+    return entry.model_dump(mode="json", exclude_none=True, by_alias=True)

@@ -42,7 +42,30 @@ def load(path: Path, environment: str | None = None) -> LoadedConfig:
     ]
     if problems:
         raise ConfigError(problems)
-    return LoadedConfig(Config.model_validate(data), path.resolve())
+    config = Config.model_validate(data)
+    problems = _dataset_problems(config, path, shown, positions)
+    if problems:
+        raise ConfigError(problems)
+    return LoadedConfig(config, path.resolve())
+
+
+def _dataset_problems(config: Config, path: Path, shown: str, positions: Positions) -> list[Diagnostic]:
+    """Each eval's dataset file exists and every line of it is a case (reported at the dataset's own lines)."""
+    from llmctl.evals.dataset import dataset_path, read_dataset
+
+    problems = []
+    models = [model.name for model in config.models]
+    for index, evaluation in enumerate(config.evals):
+        if evaluation.dataset is None:
+            continue
+        where = _position(positions, ("evals", index, "dataset"))
+        file = dataset_path(path.parent, evaluation.dataset)
+        if not file.is_file():
+            problems.append(Diagnostic(shown, *where, f"eval '{evaluation.name}': dataset {evaluation.dataset} "
+                                                      f"not found (looked for {file}): paths are relative to the config"))
+            continue
+        problems += read_dataset(file, str(Path(shown).parent / evaluation.dataset), models)[1]
+    return problems
 
 
 def _read(path: Path, shown: str) -> str:

@@ -42,6 +42,8 @@ def check_references(data: dict[str, Any]) -> list[Problem]:
             message = _dangling(model, "model", names["models"], f"gateway key '{key.get('name', index)}'")
             if message:
                 problems.append((("gateway", "keys", index, "models", position), message))
+    for index, evaluation in _items(data, "evals"):
+        problems += _eval_problems(evaluation, ("evals", index), names["models"])
     for index, slo in _items(data, "slos"):
         problems += _slo_problems(slo, ("slos", index))
     problems += _monitoring_problems(data.get("monitoring"))
@@ -94,11 +96,12 @@ def _model_problems(model: dict[str, Any], at: DataPath, names: dict[str, list[s
         message = _dangling(model.get(field), SECTIONS[section], names[section], label)
         if message:
             problems.append((at + (field,), message))
-    guardrails = model.get("guardrails")
-    for index, guardrail in enumerate(guardrails if isinstance(guardrails, list) else []):
-        message = _dangling(guardrail, "guardrail", names["guardrails"], label)
-        if message:
-            problems.append((at + ("guardrails", index), message))
+    for field, section in (("guardrails", "guardrails"), ("evals", "evals")):
+        listed = model.get(field)
+        for index, name in enumerate(listed if isinstance(listed, list) else []):
+            message = _dangling(name, SECTIONS[section], names[section], label)
+            if message:
+                problems.append((at + (field, index), message))
 
     try:
         hosted = isinstance(model.get("source"), str) and parse_source(model["source"]).hosted
@@ -134,6 +137,23 @@ def _slo_problems(data: dict[str, Any], at: DataPath) -> list[Problem]:
     window_s = duration_seconds(slo.window)
     return [(at + (objective.field,), f"slo '{slo.name}' {objective.field}: {why}")
             for objective in objectives(slo) if (why := impossible(objective, window_s))]
+
+
+def _eval_problems(evaluation: dict[str, Any], at: DataPath, models: list[str]) -> list[Problem]:
+    """Each assertion of an eval, its inline cases' included: a known type and a value that type can use."""
+    from llmctl.evals.checks import assertion_problems  # what an assertion's value must be lives with assertions
+
+    label = f"eval '{evaluation.get('name', at[1])}'"
+    found = [(at + ("assert", i), a) for i, a in enumerate(_list(evaluation.get("assert")))]
+    for c, case in enumerate(_list(evaluation.get("cases"))):
+        if isinstance(case, dict):
+            found += [(at + ("cases", c, "assert", i), a) for i, a in enumerate(_list(case.get("assert")))]
+    return [(where + (field,), f"{label}: {message}") for where, assertion in found if isinstance(assertion, dict)
+            for field, message in assertion_problems(assertion, models)]
+
+
+def _list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else []
 
 
 def _monitoring_problems(monitoring: Any) -> list[Problem]:

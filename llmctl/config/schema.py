@@ -149,6 +149,8 @@ class Model(Strict):
     prompt: Name | None = None
     guardrails: list[Name] = Field(default_factory=list)
     slo: Name | None = None
+    evals: list[Name] = Field(default_factory=list, description="Evals apply runs through the gateway after the SLO "
+                              "load test, and `llmctl eval` runs on demand.")
     budget: Name | None = None
     traffic: Traffic | None = None
     api_base: str | None = Field(None, description="api:// models: the provider's OpenAI-compatible base URL "
@@ -256,6 +258,71 @@ class Slo(Strict):
     alert_min_rps: PositiveFloat = Field(
         0.01, description="Below this request rate (over an alert's long window) burn-rate alerts stay quiet, so one "
         "failure in a quiet hour does not page.")
+
+
+# --- evals -------------------------------------------------------------------------------------------------
+
+ASSERTION_TYPES = ("equals", "contains", "icontains", "contains_all", "icontains_all", "regex", "starts_with",
+                   "is_json", "json_schema", "min_length", "max_length", "max_latency_ms", "max_cost_usd", "similar",
+                   "llm_rubric")
+# Negatable: `not_contains` passes where `contains` fails. Latency and cost bounds are limits already.
+NEGATABLE = tuple(t for t in ASSERTION_TYPES if t not in ("max_latency_ms", "max_cost_usd", "llm_rubric"))
+
+
+class EvalAssertion(Strict):
+    """One check of an answer. `value` is what the type compares with (text, a list of texts, a pattern, a JSON
+    schema, a bound, a reference answer or a rubric)."""
+
+    type: str = Field(description=f"One of {', '.join(ASSERTION_TYPES)}; {', '.join('not_' + t for t in NEGATABLE[:2])}"
+                      ", ... negate.")
+    value: Any = None
+    threshold: Fraction | None = Field(None, description="similar: the lowest cosine similarity that passes.")
+    judge: Name | None = Field(None, description="llm_rubric: the model (declared in this config) that grades.")
+
+    @property
+    def negated(self) -> bool:
+        return self.type.startswith("not_")
+
+    @property
+    def base(self) -> str:
+        return self.type.removeprefix("not_")
+
+
+class ChatMessage(Strict):
+    role: Literal["system", "user", "assistant"]
+    content: str
+
+
+class EvalCase(Strict):
+    """What to ask (the prompt's variables, or whole messages) and what to expect."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    vars: dict[str, str] | None = Field(None, description="The model's prompt template variables.")
+    messages: list[ChatMessage] | None = Field(None, description="Sent as they are (no prompt template).")
+    expected: str | None = Field(None, description="The reference answer `equals` and `similar` default to.")
+    assert_: list[EvalAssertion] = Field(default_factory=list, alias="assert")
+
+    @model_validator(mode="after")
+    def _one_input(self) -> "EvalCase":
+        if (self.vars is None) == (self.messages is None):
+            raise ValueError("give exactly one of `vars` (the prompt's variables) or `messages`")
+        return self
+
+
+class Eval(Strict):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    name: Name
+    dataset: str | None = Field(None, description="JSONL beside the config, one case a line: {\"vars\": {...}} or "
+                                "{\"messages\": [...]}, with optional \"expected\" and \"assert\".")
+    cases: list[EvalCase] = Field(default_factory=list, description="Inline cases, run beside the dataset's.")
+    assert_: list[EvalAssertion] = Field(default_factory=list, alias="assert",
+                                         description="Applied to every case.")
+    pass_rate: Fraction = Field(1.0, description="The lowest share of cases that must pass.")
+    repeat: PositiveInt = Field(1, description="Samples per case; a case passes by majority.")
+    baseline: bool = Field(False, description="Also fail on cases that passed in the last applied run.")
+    on_failure: Literal["rollback", "warn"] = "rollback"
 
 
 # --- the gateway -------------------------------------------------------------------------------------------------
@@ -388,6 +455,7 @@ class Config(Strict):
     guardrails: list[Guardrail] = Field(default_factory=list)
     budgets: list[Budget] = Field(default_factory=list)
     slos: list[Slo] = Field(default_factory=list)
+    evals: list[Eval] = Field(default_factory=list)
     gateway: Gateway | None = Field(None, description="Gateway settings; a gateway with defaults runs when omitted.")
     monitoring: Monitoring | None = Field(None, description="Monitoring settings; rules are generated either way.")
 
@@ -399,4 +467,5 @@ SECTIONS: dict[str, str] = {
     "guardrails": "guardrail",
     "budgets": "budget",
     "slos": "slo",
+    "evals": "eval",
 }
