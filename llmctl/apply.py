@@ -8,7 +8,8 @@ from typing import TypeVar
 
 from llmctl.config.schema import Config
 from llmctl.desired import Desired
-from llmctl.errors import BudgetExceeded, LlmctlError, VerificationFailed
+from llmctl.errors import BudgetExceeded, EvalsFailed, LlmctlError, VerificationFailed
+from llmctl.evals.model import EvalReport, EvalResult
 from llmctl.plan.model import Change, Plan, Summary
 from llmctl.plan.planner import TargetView, applied_desired, refreshed_targets
 from llmctl.provider import ApplyContext, Operation, Provider, ProviderError
@@ -23,16 +24,20 @@ T = TypeVar("T", Resource, ResourceChange)
 
 
 Verify = Callable[[Desired, dict[str, list[str]], list[str]], VerificationReport]
+# (resolved, endpoints, models, the last results as baseline) -> what the models' evals found
+Evaluate = Callable[[Resolved, dict[str, list[str]], list[str], dict[str, EvalResult]], EvalReport]
 
 
 @dataclass
 class ApplyOutcome:
     state: State
     report: VerificationReport | None = None
+    evals: EvalReport | None = None
 
 
 def apply_plan(plan: Plan, resolved: Resolved, get_provider: Callable[[str], Provider], progress: Progress,
-               ready_timeout: float = 300.0, verify: Verify | None = None) -> ApplyOutcome:
+               ready_timeout: float = 300.0, verify: Verify | None = None,
+               evaluate: Evaluate | None = None) -> ApplyOutcome:
     """Carry out `plan` (whose config and lock entries `resolved` holds), load-test the changed models against
     their SLOs, then record the new state, or roll back to the previous one and raise VerificationFailed. Every
     refusal that can be known beforehand comes before the first change. The caller holds the state lock."""
@@ -100,10 +105,36 @@ def apply_plan(plan: Plan, resolved: Resolved, get_provider: Callable[[str], Pro
                                      report)
         if missed:
             warned = "SLO missed (on_violation: warn): " + "; ".join(_missed(r) for r in missed)
+    evals = None
+    models = _models_to_evaluate(plan, desired, new.endpoints)
+    if evaluate and models:
+        try:
+            evals = evaluate(resolved, new.endpoints, models, state.evals)
+        except LlmctlError as exc:
+            _roll_back(state, new, resolved, get_provider, progress, ready_timeout, f"evals did not run: {exc}")
+            raise LlmctlError(f"{exc}\nThe evals could not run, so the change was rolled back.") from None
+        new.evals = {**new.evals, **evals.for_state()}
+        failed = [result for result in evals.results if not result.passed]
+        blocking = [result for result in failed if result.on_failure == "rollback"]
+        if blocking:
+            why = "; ".join(_failed(result) for result in blocking)
+            _roll_back(state, new, resolved, get_provider, progress, ready_timeout, f"evals failed: {why}")
+            raise EvalsFailed(f"evals failed, the change was rolled back (state serial {new.serial}): {why}", evals)
+        if failed:
+            warned = "; ".join(filter(None, [warned, "evals failed (on_failure: warn): "
+                                              + "; ".join(_failed(result) for result in failed)]))
     new.serial, new.desired, new.lock = state.serial + 1, plan.desired, resolved.lock
     new.status, new.status_reason = "applied", warned
     backend.write(new)
-    return ApplyOutcome(new, report)
+    return ApplyOutcome(new, report, evals)
+
+
+def _failed(result: EvalResult) -> str:
+    """`assistant/quality: 1 of 2 cases passed (50%, needs 90%); 1 regressed`."""
+    passed = sum(case.passed for case in result.cases)
+    regressed = f"; {len(result.regressions)} regressed" if result.baseline and result.regressions else ""
+    return (f"{result.key}: {passed} of {len(result.cases)} cases passed ({result.pass_rate:.0%}, needs "
+            f"{result.required:.0%}){regressed}")
 
 
 def _preflight(resolved: Resolved, providers: dict[str, Provider], action: Operation) -> None:
@@ -148,6 +179,16 @@ def _interrupted_since(state: State, plan: Plan) -> bool:
     """A failed or interrupted apply rewrote the resources under the same serial after `plan` was made."""
     return state.status in ("failed", "applying") and state.updated_at is not None and (
         datetime.fromisoformat(state.updated_at) >= datetime.fromisoformat(plan.created_at))
+
+
+def _models_to_evaluate(plan: Plan, desired: Desired, endpoints: dict[str, list[str]]) -> list[str]:
+    """Models with evals and an endpoint whose model, prompt, guardrails or evals this plan created or changed."""
+    touched = {c.address for c in plan.changes if c.action != "delete"}
+    touched |= {rc.owner for rc in plan.resource_changes if rc.action != "delete"}
+    return [name for name, model in desired.models.items()
+            if model.evals and endpoints.get(name) and touched & {
+                f"model.{name}", f"prompt.{model.prompt}", *(f"guardrail.{g}" for g in model.guardrails),
+                *(f"eval.{e}" for e in model.evals)}]
 
 
 def _models_to_verify(plan: Plan, desired: Desired, endpoints: dict[str, list[str]]) -> list[str]:

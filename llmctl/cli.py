@@ -16,7 +16,7 @@ import typer
 
 from llmctl import console
 from llmctl.config.errors import ConfigError
-from llmctl.errors import BudgetExceeded, LlmctlError, VerificationFailed
+from llmctl.errors import BudgetExceeded, EvalsFailed, LlmctlError, VerificationFailed
 
 if TYPE_CHECKING:
     from llmctl.plan.model import Plan
@@ -134,6 +134,8 @@ def apply(saved: Annotated[Path | None, typer.Argument(metavar="[PLAN]", help="A
     from llmctl.plan.render import render
     from llmctl.providers import get_provider
     from llmctl.resolve import resolve, resolve_saved_plan
+    from llmctl.evals.gate import evaluate
+    from llmctl.evals.report import render as render_evals
     from llmctl.verify.report import render as render_report
     from llmctl.verify.run import Overrides, verify
 
@@ -154,13 +156,19 @@ def apply(saved: Annotated[Path | None, typer.Argument(metavar="[PLAN]", help="A
             _approve(auto_approve, "Do you want to perform these actions?", "Apply cancelled.")
         with console.progress("Applying") as update:
             check = None if skip_verify else partial(verify, progress=_loadtest_progress(update), overrides=Overrides())
+            grade = None if skip_verify else partial(evaluate, progress=_eval_progress(update))
             try:
-                outcome = apply_plan(result, resolved, get_provider, update, ready_timeout, check)
+                outcome = apply_plan(result, resolved, get_provider, update, ready_timeout, check, grade)
             except VerificationFailed as exc:
                 console.out(render_report(exc.report, "text"))  # type: ignore[arg-type]
                 raise
+            except EvalsFailed as exc:
+                console.out(render_evals(exc.report, "text"))  # type: ignore[arg-type]
+                raise
     if outcome.report:
         console.out(render_report(outcome.report, "text"))
+    if outcome.evals:
+        console.out(render_evals(outcome.evals, "text"))
     summary = result.summary
     console.note(f"\nApply complete! {summary.add} added, {summary.change} changed, {summary.destroy} destroyed "
                  f"(state serial {outcome.state.serial}).")
@@ -199,6 +207,49 @@ def loadtest(file: ConfigFile = DEFAULT_FILE, env: Env = None,
             console.note(f"Wrote {path}")
     if not report.passed:
         raise typer.Exit(VerificationFailed.exit_code)
+
+
+@app.command(name="eval")
+def eval_command(file: ConfigFile = DEFAULT_FILE, env: Env = None,
+                 model: Annotated[list[str] | None, typer.Option("--model", help="This model's evals (repeatable).")
+                                  ] = None,
+                 name: Annotated[list[str] | None, typer.Option("--eval", help="Only this eval (repeatable).")] = None,
+                 repeat: Annotated[int | None, typer.Option("--repeat", min=1, help="Samples per case.")] = None,
+                 no_cache: Annotated[bool, typer.Option("--no-cache", help="Ask again; do not reuse answers.")
+                                     ] = False,
+                 format: Annotated[Literal["text", "json", "markdown", "junit"], typer.Option("--format")] = "text",
+                 report_dir: Annotated[Path | None, typer.Option(
+                     "--report", help="Also write report.json, report.md and junit.xml here.")] = None,
+                 lock_timeout: LockTimeout = 30.0) -> None:
+    """Run the deployed models' evals through the gateway. Exits 5 when an eval fails."""
+    from llmctl.config.load import load
+    from llmctl.evals.gate import deployed_evals, evaluate, record
+    from llmctl.evals.report import render as render_evals
+    from llmctl.evals.report import write_report_dir
+    from llmctl.resolve import workspace_of
+
+    workspace = workspace_of(load(file, env))
+    backend = workspace.backend()
+    state = backend.read()
+    resolved, models = deployed_evals(state, workspace, model)
+    with console.progress("Evals") as update:
+        report = evaluate(resolved, state.endpoints, models, state.evals, _eval_progress(update), name, repeat,
+                          not no_cache)
+    with backend.lock(lock_timeout, "llmctl eval"):
+        record(backend, report)
+    console.out(render_evals(report, format, state.evals))
+    if report_dir is not None:
+        for path in write_report_dir(report, report_dir, state.evals):
+            console.note(f"Wrote {path}")
+    if not report.passed:
+        raise typer.Exit(EvalsFailed.exit_code)
+
+
+def _eval_progress(update: Callable[[str, str], None]) -> Callable[[str, int, int], None]:
+    def show(what: str, done: int, total: int) -> None:
+        update(f"eval {what}", f"{done} of {total} cases")
+
+    return show
 
 
 def _loadtest_progress(update: Callable[[str, str], None]) -> Callable[[str, dict[str, Any]], None]:

@@ -25,6 +25,16 @@ class VerificationFailed(LlmctlError):
         self.report = report
 
 
+class EvalsFailed(LlmctlError):
+    """An eval's answers fell below its pass rate (or regressed); `report` is what it found, for rendering."""
+
+    exit_code = 5
+
+    def __init__(self, message: str, report: object) -> None:
+        super().__init__(message)
+        self.report = report
+
+
 def did_you_mean(word: str, options: Iterable[str]) -> str:
     """' did you mean 'x'?' when a close option exists, else ''."""
     close = difflib.get_close_matches(word, list(options), n=1, cutoff=0.6)

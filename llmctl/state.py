@@ -18,6 +18,7 @@ from pydantic import BaseModel, Field, ValidationError, model_validator
 from llmctl.atomic import write_atomic
 from llmctl.config.schema import Config
 from llmctl.desired import config_from_objects
+from llmctl.evals.model import EvalResult
 from llmctl.errors import LlmctlError
 from llmctl.lock import Lock
 from llmctl.resource import Resource
@@ -54,6 +55,7 @@ class State(BaseModel):
     status: ApplyStatus | None = Field(None, description="How the last apply or destroy ended; None: never run.")
     status_reason: str | None = Field(None, description="Why it failed or rolled back, or what it warned about.")
     verification: dict[str, Any] = Field(default_factory=dict)  # model -> its last SLO load-test result
+    evals: dict[str, EvalResult] = Field(default_factory=dict)  # MODEL/EVAL -> its last run, the next one's baseline
 
     @model_validator(mode="before")
     @classmethod

@@ -71,12 +71,12 @@ def build_spec(resolved: Resolved, upstreams: dict[str, Upstream], directory: Pa
     `hosted`: whether it also routes the api:// models (a gateway on one model's instances does not)."""
     desired = resolved.desired
     gateway = settings(desired)
-    prices = _prices(resolved)
+    priced = prices(resolved)
     routes = {}
     for name, model in desired.models.items():
         source = model.parsed_source
         common = dict(model=name, guardrails=[desired.guardrails[g] for g in model.guardrails],
-                      prompt=desired.prompts.get(model.prompt or ""), price=prices.get(name),
+                      prompt=desired.prompts.get(model.prompt or ""), price=priced.get(name),
                       budgets=desired.budgets_of(name), slo=_targets(desired.slos[model.slo]) if model.slo else None)
         if source.hosted and hosted:
             provider, _, remote = source.location.partition("/")
@@ -124,7 +124,7 @@ def checks(resolved: Resolved, local_targets: set[str]) -> list[Check]:
     desired = resolved.desired
     found = [Check(severity="warning", address=f"gateway.{desired.environment}",
                    message=f"{problem}; apply will refuse until it is") for problem in key_problems(desired)]
-    prices = _prices(resolved)
+    priced = prices(resolved)
     for name in routed(desired, local_targets):
         model = desired.models[name]
         source = model.parsed_source
@@ -132,14 +132,14 @@ def checks(resolved: Resolved, local_targets: set[str]) -> list[Check]:
                 model.api_base and model.api_key_env):
             found.append(Check(severity="error", address=f"model.{name}", message=(
                 f"{model.source} has no built-in endpoint: set api_base (an OpenAI-compatible URL) and api_key_env")))
-        if desired.budgets_of(name) and prices.get(name) is None:
+        if desired.budgets_of(name) and priced.get(name) is None:
             found.append(Check(severity="warning", address=f"model.{name}", message=(
                 f"counts against budget {', '.join(desired.budgets_of(name))} but has no price, so the gateway "
                 "meters its tokens without spend: declare `traffic` and a price (gpu_hour_usd on its target)")))
     return found
 
 
-def _prices(resolved: Resolved) -> dict[str, Price | None]:
+def prices(resolved: Resolved) -> dict[str, Price | None]:
     """USD per 1M tokens: catalog prices for hosted models; for self-hosted ones the amortised figure of the cost
     estimate (the replicas' hourly cost over the declared output tokens), charged on output tokens, which it
     already covers input for. None where the estimate has none, so spend is never a silent $0."""
