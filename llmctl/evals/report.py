@@ -24,13 +24,17 @@ def render(report: EvalReport, fmt: Format, baseline: dict[str, EvalResult] | No
 
 
 def text(report: EvalReport) -> str:
-    lines = []
-    for result in report.results:
-        lines.append(f"{result.key}: {_verdict(result)}")
-        for case in _failing(result)[:SHOWN_FAILURES]:
-            lines.append(f"  {'REGRESSED' if case.regression else 'failed'}: {case.label}")
-            lines += [f"    {reason}" for reason in _reasons(case)]
+    lines = [line for result in report.results for line in eval_lines(result)]
     return "\n".join(lines) + "\n" if lines else "No evals ran.\n"
+
+
+def eval_lines(result: EvalResult, limit: int = SHOWN_FAILURES) -> list[str]:
+    """The verdict, then each failing case (regressions first) with why."""
+    lines = [f"{result.key} ({result.at}): {_verdict(result)}"]
+    for case in _failing(result)[:limit]:
+        lines.append(f"  {'REGRESSED' if case.regression else 'failed'}: {case.label}")
+        lines += [f"    {reason}" for reason in _reasons(case)]
+    return lines
 
 
 def markdown(report: EvalReport, baseline: dict[str, EvalResult]) -> str:

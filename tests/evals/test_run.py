@@ -1,0 +1,161 @@
+"""The eval runner against an OpenAI-compatible endpoint: majority over samples, the answer cache, baseline
+regressions, judge grading, failed requests, and the reports (JUnit XML that parses, Markdown with the failing cases).
+
+`ScriptedGateway` is a named test double standing where the gateway would be: it answers from a script so that
+every verdict is known in advance (a real model's answers are not; tests/integration covers the real path)."""
+from __future__ import annotations
+
+import json
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler
+from pathlib import Path
+from typing import Any
+
+from llmctl.config.load import load
+from llmctl.desired import Desired
+from llmctl.evals.model import EvalResult
+from llmctl.evals.report import render
+from llmctl.evals.run import Route, Setup, case_id, cases_of, run_evals
+from scripted_server import DoubleServer
+
+
+@dataclass
+class ScriptedGateway(DoubleServer):
+    """Answers each question with the next answer scripted for it; the judge's prompt gets `verdict`."""
+
+    script: dict[str, list[str]] = field(default_factory=dict)
+    verdict: str = '{"pass": true, "reason": "polite"}'
+    requests: list[dict[str, Any]] = field(default_factory=list)
+
+    def _post(self, handler: BaseHTTPRequestHandler) -> None:
+        body = json.loads(handler.rfile.read(int(handler.headers["content-length"])))
+        self.requests.append(body)
+        if body["model"] == "judge":
+            text = self.verdict
+        else:
+            question = (body.get("prompt_variables") or {}).get("question") or body["messages"][-1]["content"]
+            answers = self.script.get(question)
+            if not answers:
+                self._send_json(handler, 500, {"error": {"message": "scripted failure"}})
+                return
+            text = answers.pop(0) if len(answers) > 1 else answers[0]
+        self._send_json(handler, 200, {"choices": [{"message": {"role": "assistant", "content": text}}],
+                                       "usage": {"prompt_tokens": 10, "completion_tokens": 5}})
+
+
+CONFIG = """\
+version: 1
+project: x
+models:
+  - name: bot
+    source: api://openai/gpt-4o-mini
+    evals: [quality]
+  - name: judge
+    source: api://openai/gpt-4o-mini
+evals:
+  - name: quality
+    cases:
+      - vars: {question: reset}
+        assert: [{type: icontains, value: link}]
+      - vars: {question: hours}
+        assert: [{type: contains, value: "9"}]
+{extra}
+"""
+
+
+def _desired(tmp_path: Path, extra: str = "") -> Desired:
+    path = tmp_path / "llmops.yaml"
+    path.write_text(CONFIG.replace("{extra}", extra))
+    return Desired.from_config(load(path))
+
+
+def _setup(desired: Desired, server: ScriptedGateway, cache: Path | None,
+           baseline: dict[str, EvalResult] | None = None) -> Setup:
+    routes = {name: Route(endpoint=server.base_url, identity=name, price=None, concurrency=2)
+              for name in ("bot", "judge")}
+    return Setup(desired=desired, routes=routes, api_key="k", cache_dir=cache, baseline=baseline or {})
+
+
+def test_a_case_passes_by_majority_of_its_samples(tmp_path: Path) -> None:
+    desired = _desired(tmp_path, "    repeat: 3\n    pass_rate: 0.5")
+    script = {"reset": ["Use the link.", "No idea.", "The link on the page."], "hours": ["Closed.", "Nine.", "9 to 5"]}
+    with ScriptedGateway(script=script) as server:
+        [result] = run_evals(_setup(desired, server, None), ["bot"]).results
+    reset, hours = result.cases
+    assert [s.passed for s in reset.samples] == [True, False, True] and reset.passed
+    assert [s.passed for s in hours.samples] == [False, False, True] and not hours.passed
+    assert result.pass_rate == 0.5 and result.passed
+
+
+def test_cached_answers_are_not_asked_again_and_no_cache_asks(tmp_path: Path) -> None:
+    desired = _desired(tmp_path)
+    with ScriptedGateway(script={"reset": ["a link"], "hours": ["9am"]}) as server:
+        first = run_evals(_setup(desired, server, tmp_path / "cache"), ["bot"])
+        asked = len(server.requests)
+        again = run_evals(_setup(desired, server, tmp_path / "cache"), ["bot"])
+        assert len(server.requests) == asked == 2
+        assert all(s.cached for case in again.results[0].cases for s in case.samples)
+        run_evals(_setup(desired, server, None), ["bot"])
+        assert len(server.requests) == 4
+    assert first.passed and again.passed
+
+
+def test_a_case_that_passed_in_the_baseline_and_fails_now_is_a_regression(tmp_path: Path) -> None:
+    desired = _desired(tmp_path, "    baseline: true\n    pass_rate: 0.5")
+    with ScriptedGateway(script={"reset": ["a link"], "hours": ["9am"]}) as server:
+        baseline = run_evals(_setup(desired, server, None), ["bot"]).for_state()
+    with ScriptedGateway(script={"reset": ["a link"], "hours": ["closed"]}) as server:
+        [result] = run_evals(_setup(desired, server, None, baseline), ["bot"]).results
+    assert result.pass_rate == 0.5 and [c.regression for c in result.cases] == [False, True]
+    assert not result.passed  # the pass rate alone would pass: the regression fails it
+
+
+def test_llm_rubric_is_graded_by_the_judge_through_the_same_route(tmp_path: Path) -> None:
+    desired = _desired(tmp_path, "    assert: [{type: llm_rubric, value: Answers politely, judge: judge}]")
+    with ScriptedGateway(script={"reset": ["a link"], "hours": ["9am"]},
+                         verdict='Sure. {"pass": false, "reason": "curt"}') as server:
+        [result] = run_evals(_setup(desired, server, None), ["bot"]).results
+        graded = [r for r in server.requests if r["model"] == "judge"]
+    rubric = result.cases[0].samples[0].assertions[-1]
+    assert (rubric.type, rubric.passed, rubric.reason) == ("llm_rubric", False, "curt")
+    assert len(graded) == 2 and graded[0]["temperature"] == 0.0 and "Answers politely" in graded[0]["messages"][1][
+        "content"]
+
+
+def test_a_failed_request_fails_its_case_with_the_reason(tmp_path: Path) -> None:
+    desired = _desired(tmp_path)
+    with ScriptedGateway(script={"reset": ["a link"]}) as server:
+        [result] = run_evals(_setup(desired, server, None), ["bot"]).results
+    assert result.cases[1].samples[0].error == "HTTP 500: scripted failure"
+    assert not result.passed and result.pass_rate == 0.5
+
+
+def test_reports_show_the_failing_cases(tmp_path: Path) -> None:
+    desired = _desired(tmp_path)
+    with ScriptedGateway(script={"reset": ["a link"], "hours": ["closed"]}) as server:
+        report = run_evals(_setup(desired, server, None), ["bot"])
+    suites = ET.fromstring(render(report, "junit").split("\n", 1)[1])
+    [suite] = suites
+    assert (suite.get("name"), suite.get("tests"), suite.get("failures")) == ("bot/quality", "2", "1")
+    failed = [case for case in suite if case.find("failure") is not None]
+    assert [case.get("name") for case in failed] == ["hours"] and failed[0].find("failure").text == "closed"
+    markdown = render(report, "markdown")
+    assert "| `bot/quality` | 1 of 2 | 50% | 100% | **FAIL** |" in markdown
+    assert "| hours | closed | - |" in markdown
+    assert "bot/quality (" in render(report, "text") and "FAILED: 1 of 2 cases (50%, needs 100%)" in render(report, "text")
+
+
+def test_dataset_cases_come_before_inline_ones_and_keep_their_ids(tmp_path: Path) -> None:
+    (tmp_path / "cases.jsonl").write_text('{"vars": {"question": "billing"}}\n')
+    desired = _desired(tmp_path, "    dataset: cases.jsonl")
+    cases = cases_of(desired, desired.evals["quality"])
+    assert [c.vars for c in cases] == [{"question": "billing"}, {"question": "reset"}, {"question": "hours"}]
+    assert case_id(cases[0]) == case_id(cases_of(desired, desired.evals["quality"])[0])
+
+
+def test_the_json_report_round_trips(tmp_path: Path) -> None:
+    desired = _desired(tmp_path)
+    with ScriptedGateway(script={"reset": ["a link"], "hours": ["9"]}) as server:
+        report = run_evals(_setup(desired, server, None), ["bot"])
+    assert json.loads(render(report, "json"))["results"][0]["pass_rate"] == 1.0
