@@ -109,7 +109,7 @@ def apply_plan(plan: Plan, resolved: Resolved, get_provider: Callable[[str], Pro
     models = _models_to_evaluate(plan, desired, new.endpoints)
     if evaluate and models:
         try:
-            evals = evaluate(resolved, new.endpoints, models, state.evals)
+            evals = evaluate(resolved, new.endpoints, models, state.eval_baseline)
         except LlmctlError as exc:
             _roll_back(state, new, resolved, get_provider, progress, ready_timeout, f"evals did not run: {exc}")
             raise LlmctlError(f"{exc}\nThe evals could not run, so the change was rolled back.") from None
@@ -123,6 +123,8 @@ def apply_plan(plan: Plan, resolved: Resolved, get_provider: Callable[[str], Pro
         if failed:
             warned = "; ".join(filter(None, [warned, "evals failed (on_failure: warn): "
                                               + "; ".join(_failed(result) for result in failed)]))
+    if evals:
+        new.eval_baseline = {**new.eval_baseline, **evals.for_state()}
     new.serial, new.desired, new.lock = state.serial + 1, plan.desired, resolved.lock
     new.status, new.status_reason = "applied", warned
     backend.write(new)

@@ -233,13 +233,13 @@ def eval_command(file: ConfigFile = DEFAULT_FILE, env: Env = None,
     state = backend.read()
     resolved, models = deployed_evals(state, workspace, model)
     with console.progress("Evals") as update:
-        report = evaluate(resolved, state.endpoints, models, state.evals, _eval_progress(update), name, repeat,
+        report = evaluate(resolved, state.endpoints, models, state.eval_baseline, _eval_progress(update), name, repeat,
                           not no_cache)
     with backend.lock(lock_timeout, "llmctl eval"):
         record(backend, report)
-    console.out(render_evals(report, format, state.evals))
+    console.out(render_evals(report, format, state.eval_baseline))
     if report_dir is not None:
-        for path in write_report_dir(report, report_dir, state.evals):
+        for path in write_report_dir(report, report_dir, state.eval_baseline):
             console.note(f"Wrote {path}")
     if not report.passed:
         raise typer.Exit(EvalsFailed.exit_code)

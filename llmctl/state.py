@@ -55,7 +55,10 @@ class State(BaseModel):
     status: ApplyStatus | None = Field(None, description="How the last apply or destroy ended; None: never run.")
     status_reason: str | None = Field(None, description="Why it failed or rolled back, or what it warned about.")
     verification: dict[str, Any] = Field(default_factory=dict)  # model -> its last SLO load-test result
-    evals: dict[str, EvalResult] = Field(default_factory=dict)  # MODEL/EVAL -> its last run, the next one's baseline
+    evals: dict[str, EvalResult] = Field(default_factory=dict)  # MODEL/EVAL -> its last run, passed or not
+    # MODEL/EVAL -> its run in the last apply that succeeded: the baseline a regression is measured against (a run
+    # that was rolled back, or a standalone `llmctl eval`, is no baseline)
+    eval_baseline: dict[str, EvalResult] = Field(default_factory=dict)
 
     @model_validator(mode="before")
     @classmethod

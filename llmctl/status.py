@@ -10,6 +10,8 @@ from pydantic import BaseModel, Field
 from rich.console import Console
 from rich.table import Table
 
+from llmctl.evals.model import EvalResult
+from llmctl.evals.report import eval_lines
 from llmctl.gateway.usage import ledger_usage
 from llmctl.monitor.live import FiringAlerts, firing_alerts
 from llmctl.provider import Provider
@@ -61,6 +63,7 @@ class StatusReport(BaseModel):
     replicas: list[Replica]
     gateways: list[GatewayStatus] = Field(default_factory=list)
     monitoring: list[MonitoringStatus] = Field(default_factory=list)
+    evals: dict[str, EvalResult] = Field(default_factory=dict, description="MODEL/EVAL -> its last run.")
     hosted: list[HostedModel]
     verification: dict[str, ModelVerification]
     alerts: FiringAlerts | None = Field(None, description="What the environment's Prometheus has firing; None: no "
@@ -92,7 +95,7 @@ def status(state: State, get_provider: Callable[[str], Provider]) -> StatusRepor
                 for r in state.resources if r.serves]
     return StatusReport(project=state.project, environment=state.environment, serial=state.serial,
                         updated_at=state.updated_at, last_change=state.last_change, replicas=replicas, gateways=gateways,
-                        monitoring=monitoring, hosted=hosted, alerts=firing_alerts(state),
+                        monitoring=monitoring, evals=state.evals, hosted=hosted, alerts=firing_alerts(state),
                         verification={model: ModelVerification.model_validate(result)
                                       for model, result in state.verification.items()})
 
@@ -146,6 +149,8 @@ def render_status_text(report: StatusReport) -> str:
         measured = ", ".join(f"{c.target} {'n/a' if c.measured is None else f'{c.measured:g}'}" for c in result.checks)
         lines.append(f"{model}: last load test {result.at}: SLO {result.slo} {'passed' if result.passed else 'MISSED'}"
                      f"{f' ({measured})' if measured else ''}, {result.summary.rps:g} req/s")
+    for result in report.evals.values():
+        lines += eval_lines(result, limit=5)
     if report.alerts is not None:
         lines += _alert_lines(report.alerts)
     return "\n".join(lines)
