@@ -24,7 +24,7 @@ T = TypeVar("T", Resource, ResourceChange)
 
 
 Verify = Callable[[Desired, dict[str, list[str]], list[str]], VerificationReport]
-# (resolved, endpoints, models, the last results as baseline) -> what the models' evals found
+# (resolved, endpoints, MODEL/EVAL runs, the baseline results) -> what the evals found
 Evaluate = Callable[[Resolved, dict[str, list[str]], list[str], dict[str, EvalResult]], EvalReport]
 
 
@@ -106,10 +106,10 @@ def apply_plan(plan: Plan, resolved: Resolved, get_provider: Callable[[str], Pro
         if missed:
             warned = "SLO missed (on_violation: warn): " + "; ".join(_missed(r) for r in missed)
     evals = None
-    models = _models_to_evaluate(plan, desired, new.endpoints)
-    if evaluate and models:
+    runs = [run for run in plan.evals if new.endpoints.get(run.split("/", 1)[0])]
+    if evaluate and runs:
         try:
-            evals = evaluate(resolved, new.endpoints, models, state.eval_baseline)
+            evals = evaluate(resolved, new.endpoints, runs, state.eval_baseline)
         except LlmctlError as exc:
             _roll_back(state, new, resolved, get_provider, progress, ready_timeout, f"evals did not run: {exc}")
             raise LlmctlError(f"{exc}\nThe evals could not run, so the change was rolled back.") from None
@@ -181,16 +181,6 @@ def _interrupted_since(state: State, plan: Plan) -> bool:
     """A failed or interrupted apply rewrote the resources under the same serial after `plan` was made."""
     return state.status in ("failed", "applying") and state.updated_at is not None and (
         datetime.fromisoformat(state.updated_at) >= datetime.fromisoformat(plan.created_at))
-
-
-def _models_to_evaluate(plan: Plan, desired: Desired, endpoints: dict[str, list[str]]) -> list[str]:
-    """Models with evals and an endpoint whose model, prompt, guardrails or evals this plan created or changed."""
-    touched = {c.address for c in plan.changes if c.action != "delete"}
-    touched |= {rc.owner for rc in plan.resource_changes if rc.action != "delete"}
-    return [name for name, model in desired.models.items()
-            if model.evals and endpoints.get(name) and touched & {
-                f"model.{name}", f"prompt.{model.prompt}", *(f"guardrail.{g}" for g in model.guardrails),
-                *(f"eval.{e}" for e in model.evals)}]
 
 
 def _models_to_verify(plan: Plan, desired: Desired, endpoints: dict[str, list[str]]) -> list[str]:

@@ -231,9 +231,9 @@ def eval_command(file: ConfigFile = DEFAULT_FILE, env: Env = None,
     workspace = workspace_of(load(file, env))
     backend = workspace.backend()
     state = backend.read()
-    resolved, models = deployed_evals(state, workspace, model)
+    resolved, runs = deployed_evals(state, workspace, model, name)
     with console.progress("Evals") as update:
-        report = evaluate(resolved, state.endpoints, models, state.eval_baseline, _eval_progress(update), name, repeat,
+        report = evaluate(resolved, state.endpoints, runs, state.eval_baseline, _eval_progress(update), repeat,
                           not no_cache)
     with backend.lock(lock_timeout, "llmctl eval"):
         record(backend, report)

@@ -123,6 +123,8 @@ def _lock_differences(pinned: Lock | None, current: Lock | None) -> list[str]:
             found.append(f"model {name}: {_pin(old)} -> {_pin(new)}")
     found += [f"prompt {name} changed" for name in sorted(pinned.prompts.keys() | current.prompts.keys())
               if pinned.prompts.get(name) != current.prompts.get(name)]
+    found += [f"dataset of eval {name} changed" for name in sorted(pinned.datasets.keys() | current.datasets.keys())
+              if pinned.datasets.get(name) != current.datasets.get(name)]
     if pinned.prices != current.prices:
         found.append(f"prices {pinned.prices} -> {current.prices}")
     return found or ["its entries differ"]

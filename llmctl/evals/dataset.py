@@ -1,7 +1,6 @@
 """An eval's JSONL dataset: one case a line, read and checked at validate with the dataset's own FILE:LINE."""
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,7 +15,6 @@ from llmctl.evals.checks import assertion_problems
 @dataclass(frozen=True)
 class Dataset:
     cases: list[EvalCase]
-    sha256: str  # of the file's bytes: what the lock records, so a plan shows a dataset that changed
 
 
 def dataset_path(config_dir: Path, dataset: str) -> Path:
@@ -40,7 +38,7 @@ def read_dataset(path: Path, shown: str, models: list[str]) -> tuple[Dataset | N
     if not cases and not problems:
         problems.append(Diagnostic(shown, 1, 1, "the dataset has no cases: one JSON object a line, "
                                                 '{"vars": {...}} or {"messages": [...]}'))
-    return (None if problems else Dataset(cases, hashlib.sha256(data).hexdigest())), problems
+    return (None if problems else Dataset(cases)), problems
 
 
 def _case(line: str, number: int, shown: str, models: list[str]) -> tuple[EvalCase | None, list[Diagnostic]]:

@@ -75,19 +75,17 @@ def make_setup(desired: Desired, lock: Lock | None, endpoints: dict[str, list[st
                  cache_dir=run_dir / "evals" / "cache" if use_cache else None, baseline=baseline)
 
 
-def run_evals(setup: Setup, models: list[str], names: list[str] | None = None, repeat: int | None = None,
+def run_evals(setup: Setup, runs: list[str], repeat: int | None = None,
               progress: Progress = lambda what, done, total: None) -> EvalReport:
+    """Run each MODEL/EVAL of `runs`, in order."""
     desired = setup.desired
     report = EvalReport(project=desired.project, environment=desired.environment)
     with httpx.Client(timeout=REQUEST_TIMEOUT_S, trust_env=False) as client:
         asker = _Asker(setup, client)
-        for model in models:
-            for name in desired.models[model].evals:
-                if names and name not in names:
-                    continue
-                evaluation = desired.evals[name]
-                report.results.append(_run_one(setup, asker, model, evaluation, repeat or evaluation.repeat,
-                                               progress))
+        for run in runs:
+            model, name = run.split("/", 1)
+            evaluation = desired.evals[name]
+            report.results.append(_run_one(setup, asker, model, evaluation, repeat or evaluation.repeat, progress))
     return report
 
 

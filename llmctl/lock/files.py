@@ -60,6 +60,10 @@ def dumps(lock: Lock) -> str:
         models[name] = entry
     data["models"] = models
     data["prompts"] = dict(sorted(data["prompts"].items()))
+    if data["datasets"]:
+        data["datasets"] = dict(sorted(data["datasets"].items()))
+    else:
+        del data["datasets"]  # a config without datasets keeps the lock it had
     return json.dumps(data, indent=2, ensure_ascii=False) + "\n"
 
 

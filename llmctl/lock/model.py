@@ -1,4 +1,4 @@
-"""The lock's document: what each model source and prompt resolved to, and the price catalog version."""
+"""The lock's document: what each model source, prompt and eval dataset resolved to, and the price catalog version."""
 from __future__ import annotations
 
 from typing import Any, Literal
@@ -32,4 +32,5 @@ class Lock(BaseModel):
     lock_version: Literal[1] = 1
     models: dict[str, ModelLock]
     prompts: dict[str, str]  # prompt name -> sha256 of its system text, template and variables
+    datasets: dict[str, str] = {}  # eval name -> sha256 of its JSONL dataset file: a plan shows one that changed
     prices: str | None = None  # the price catalog version the plan used

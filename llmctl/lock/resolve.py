@@ -41,7 +41,22 @@ def resolve(desired: Desired, prices: str | None, api: HfApi | None = None, prev
             continue
         models[name] = _resolve_model(name, model, desired, hub, old, update)
     prompts = {name: prompt_digest(prompt) for name, prompt in sorted(desired.prompts.items())}
-    return Lock(models=models, prompts=prompts, prices=prices)
+    return Lock(models=models, prompts=prompts, datasets=dataset_digests(desired), prices=prices)
+
+
+def dataset_digests(desired: Desired) -> dict[str, str]:
+    """sha256 of each eval's dataset file; one that cannot be read is left out (validate reports it)."""
+    from llmctl.evals.dataset import dataset_path
+
+    digests = {}
+    for name, evaluation in sorted(desired.evals.items()):
+        if evaluation.dataset:
+            try:
+                data = dataset_path(desired.config_dir, evaluation.dataset).read_bytes()
+            except OSError:
+                continue
+            digests[name] = hashlib.sha256(data).hexdigest()
+    return digests
 
 
 def _resolve_model(name: str, model: Model, desired: Desired, hub: Hub, old: ModelLock | None,

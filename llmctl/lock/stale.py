@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING
 from llmctl.lock.files import LOCK_FILE
 from llmctl.lock.local import local_size
 from llmctl.lock.model import Lock
-from llmctl.lock.resolve import prompt_digest
+from llmctl.lock.resolve import dataset_digests, prompt_digest
 
 if TYPE_CHECKING:
     from llmctl.desired import Desired
@@ -32,6 +32,11 @@ def stale(lock: Lock, desired: Desired, prices: str | None) -> list[str]:
             reasons.append(_one_sided("prompt", name, in_lock=digest is not None))
         elif prompt_digest(prompt) != digest:
             reasons.append(f"prompt {name}: its text changed since it was locked")
+    digests = dataset_digests(desired)
+    for name in sorted(digests.keys() | lock.datasets.keys()):
+        if digests.get(name) != lock.datasets.get(name):
+            reasons.append(f"eval {name}: its dataset changed since it was locked" if name in digests and name in
+                           lock.datasets else _one_sided("dataset of eval", name, in_lock=name in lock.datasets))
     if lock.prices != prices:
         reasons.append(f"the price catalog changed from {lock.prices or 'none'} to {prices or 'none'}")
     return reasons

@@ -75,6 +75,8 @@ class Plan(BaseModel):
                               "these, and refuses when llmops.lock says otherwise.")
     refresh_only: bool = Field(False, description="Made by --refresh-only: reports drift and changes nothing.")
     drift: list[Drift] = Field(default_factory=list, description="Resources changed outside llmctl.")
+    evals: list[str] = Field(default_factory=list, description="MODEL/EVAL: the evals apply runs after the SLO "
+                             "check, for the models whose model, prompt, guardrails or evals this plan changes.")
 
     @property
     def has_changes(self) -> bool:

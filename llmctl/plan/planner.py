@@ -11,6 +11,7 @@ from llmctl.config.schema import SECTIONS
 from llmctl.cost.estimate import plan_cost
 from llmctl.desired import Desired
 from llmctl.errors import LlmctlError
+from llmctl.lock import Lock
 from llmctl.monitor.checks import checks as monitoring_checks
 from llmctl.plan.diff import diff_object
 from llmctl.plan.model import Change, Drift, Plan, Summary
@@ -44,8 +45,8 @@ def applied_desired(state: State, workspace: Workspace) -> Desired | None:
 def make_plan(resolved: Resolved, state: State, get_provider: Callable[[str], Provider]) -> Plan:
     desired = resolved.desired
     applied = applied_desired(state, resolved.workspace)
-    before: dict[str, dict[str, Any]] = applied.objects() if applied else {}
-    after = desired.objects()
+    before = _with_datasets(applied.objects(), state.lock) if applied else {}
+    after = _with_datasets(desired.objects(), resolved.lock)
     changes = [change for address in before.keys() | after.keys()
                if (change := _change(address, before.get(address), after.get(address)))]
 
@@ -57,6 +58,7 @@ def make_plan(resolved: Resolved, state: State, get_provider: Callable[[str], Pr
         resource_changes += target_changes
         checks += target_checks
     changes += _drift_changes(changes, resource_changes, after)
+    evals = evals_to_run(desired, changes, resource_changes)
     checks += monitoring_checks(desired)
     cost, cost_checks = plan_cost(resolved, applied, state.lock)
     checks += cost_checks
@@ -75,6 +77,7 @@ def make_plan(resolved: Resolved, state: State, get_provider: Callable[[str], Pr
         checks=checks,
         desired=desired.to_config(),
         lock=resolved.lock,
+        evals=evals,
     )
 
 
@@ -134,6 +137,27 @@ def _targets(resolved: Resolved, state: State, get_provider: Callable[[str], Pro
 
 def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+
+
+def _with_datasets(objects: dict[str, dict[str, Any]], lock: Lock | None) -> dict[str, dict[str, Any]]:
+    """Each eval with a dataset carries the file's digest from the lock, so that new content in an unchanged file
+    name is a change of the eval: the plan shows it and apply runs it."""
+    digests = lock.datasets if lock else {}
+    return {address: {**data, "dataset_sha256": digests.get(address.split(".", 1)[1])}
+            if address.startswith("eval.") and data.get("dataset") else data for address, data in objects.items()}
+
+
+def evals_to_run(desired: Desired, changes: list[Change], resource_changes: list[ResourceChange]) -> list[str]:
+    """MODEL/EVAL for each eval apply will run: every eval of a model whose model, prompt or guardrails this plan
+    creates or changes, and each changed eval for the models that name it."""
+    touched = {c.address for c in changes if c.action != "delete"}
+    touched |= {rc.owner for rc in resource_changes if rc.action != "delete"}
+    runs = []
+    for name, model in desired.models.items():
+        serving = {f"model.{name}", f"prompt.{model.prompt}", *(f"guardrail.{g}" for g in model.guardrails)}
+        runs += [f"{name}/{evaluation}" for evaluation in model.evals
+                 if touched & serving or f"eval.{evaluation}" in touched]
+    return runs
 
 
 def _change(address: str, before: dict[str, Any] | None, after: dict[str, Any] | None) -> Change | None:

@@ -76,6 +76,10 @@ def _cost(plan: Plan) -> str | None:
     return f"{_money(before)}/mo -> {_money(after)}/mo ({'-' if delta < 0 else '+'}{_money(abs(delta))})"
 
 
+def _evals(plan: Plan) -> str:
+    return f"Evals: apply will run {', '.join(plan.evals)} after the SLO check (a failure rolls back, exit 5)."
+
+
 def _check(check: Check) -> str:
     label = _SEVERITY_LABEL[check.severity]
     where = f"[{clean(check.address)}] " if check.address else ""
@@ -213,6 +217,8 @@ def render_text(plan: Plan) -> str:
     cost = _cost(plan)
     if cost:
         out.append(f"Cost: {cost}")
+    if plan.evals:
+        out.append(_evals(plan))
     out += checks
     out.append(f"Plan: {_counts(plan.summary)}.")
     return "\n".join(out)
@@ -338,6 +344,8 @@ def render_markdown(plan: Plan, limit: int = 60_000) -> str:
         head += f"\n\n**Cost:** {cost}"
     if plan.cost:
         head += "\n\n" + render_cost(plan.cost.after, "markdown")
+    if plan.evals:
+        head += f"\n\n**Evals:** {_evals(plan).removeprefix('Evals: ')}"
     blocks = _blocks(plan)
     comment = _Comment(
         head=head,

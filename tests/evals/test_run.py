@@ -81,7 +81,7 @@ def test_a_case_passes_by_majority_of_its_samples(tmp_path: Path) -> None:
     desired = _desired(tmp_path, "    repeat: 3\n    pass_rate: 0.5")
     script = {"reset": ["Use the link.", "No idea.", "The link on the page."], "hours": ["Closed.", "Nine.", "9 to 5"]}
     with ScriptedGateway(script=script) as server:
-        [result] = run_evals(_setup(desired, server, None), ["bot"]).results
+        [result] = run_evals(_setup(desired, server, None), ["bot/quality"]).results
     reset, hours = result.cases
     assert [s.passed for s in reset.samples] == [True, False, True] and reset.passed
     assert [s.passed for s in hours.samples] == [False, False, True] and not hours.passed
@@ -91,12 +91,12 @@ def test_a_case_passes_by_majority_of_its_samples(tmp_path: Path) -> None:
 def test_cached_answers_are_not_asked_again_and_no_cache_asks(tmp_path: Path) -> None:
     desired = _desired(tmp_path)
     with ScriptedGateway(script={"reset": ["a link"], "hours": ["9am"]}) as server:
-        first = run_evals(_setup(desired, server, tmp_path / "cache"), ["bot"])
+        first = run_evals(_setup(desired, server, tmp_path / "cache"), ["bot/quality"])
         asked = len(server.requests)
-        again = run_evals(_setup(desired, server, tmp_path / "cache"), ["bot"])
+        again = run_evals(_setup(desired, server, tmp_path / "cache"), ["bot/quality"])
         assert len(server.requests) == asked == 2
         assert all(s.cached for case in again.results[0].cases for s in case.samples)
-        run_evals(_setup(desired, server, None), ["bot"])
+        run_evals(_setup(desired, server, None), ["bot/quality"])
         assert len(server.requests) == 4
     assert first.passed and again.passed
 
@@ -104,9 +104,9 @@ def test_cached_answers_are_not_asked_again_and_no_cache_asks(tmp_path: Path) ->
 def test_a_case_that_passed_in_the_baseline_and_fails_now_is_a_regression(tmp_path: Path) -> None:
     desired = _desired(tmp_path, "    baseline: true\n    pass_rate: 0.5")
     with ScriptedGateway(script={"reset": ["a link"], "hours": ["9am"]}) as server:
-        baseline = run_evals(_setup(desired, server, None), ["bot"]).for_state()
+        baseline = run_evals(_setup(desired, server, None), ["bot/quality"]).for_state()
     with ScriptedGateway(script={"reset": ["a link"], "hours": ["closed"]}) as server:
-        [result] = run_evals(_setup(desired, server, None, baseline), ["bot"]).results
+        [result] = run_evals(_setup(desired, server, None, baseline), ["bot/quality"]).results
     assert result.pass_rate == 0.5 and [c.regression for c in result.cases] == [False, True]
     assert not result.passed  # the pass rate alone would pass: the regression fails it
 
@@ -115,7 +115,7 @@ def test_llm_rubric_is_graded_by_the_judge_through_the_same_route(tmp_path: Path
     desired = _desired(tmp_path, "    assert: [{type: llm_rubric, value: Answers politely, judge: judge}]")
     with ScriptedGateway(script={"reset": ["a link"], "hours": ["9am"]},
                          verdict='Sure. {"pass": false, "reason": "curt"}') as server:
-        [result] = run_evals(_setup(desired, server, None), ["bot"]).results
+        [result] = run_evals(_setup(desired, server, None), ["bot/quality"]).results
         graded = [r for r in server.requests if r["model"] == "judge"]
     rubric = result.cases[0].samples[0].assertions[-1]
     assert (rubric.type, rubric.passed, rubric.reason) == ("llm_rubric", False, "curt")
@@ -126,7 +126,7 @@ def test_llm_rubric_is_graded_by_the_judge_through_the_same_route(tmp_path: Path
 def test_a_failed_request_fails_its_case_with_the_reason(tmp_path: Path) -> None:
     desired = _desired(tmp_path)
     with ScriptedGateway(script={"reset": ["a link"]}) as server:
-        [result] = run_evals(_setup(desired, server, None), ["bot"]).results
+        [result] = run_evals(_setup(desired, server, None), ["bot/quality"]).results
     assert result.cases[1].samples[0].error == "HTTP 500: scripted failure"
     assert not result.passed and result.pass_rate == 0.5
 
@@ -134,7 +134,7 @@ def test_a_failed_request_fails_its_case_with_the_reason(tmp_path: Path) -> None
 def test_reports_show_the_failing_cases(tmp_path: Path) -> None:
     desired = _desired(tmp_path)
     with ScriptedGateway(script={"reset": ["a link"], "hours": ["closed"]}) as server:
-        report = run_evals(_setup(desired, server, None), ["bot"])
+        report = run_evals(_setup(desired, server, None), ["bot/quality"])
     suites = ET.fromstring(render(report, "junit").split("\n", 1)[1])
     [suite] = suites
     assert (suite.get("name"), suite.get("tests"), suite.get("failures")) == ("bot/quality", "2", "1")
@@ -157,5 +157,5 @@ def test_dataset_cases_come_before_inline_ones_and_keep_their_ids(tmp_path: Path
 def test_the_json_report_round_trips(tmp_path: Path) -> None:
     desired = _desired(tmp_path)
     with ScriptedGateway(script={"reset": ["a link"], "hours": ["9"]}) as server:
-        report = run_evals(_setup(desired, server, None), ["bot"])
+        report = run_evals(_setup(desired, server, None), ["bot/quality"])
     assert json.loads(render(report, "json"))["results"][0]["pass_rate"] == 1.0

@@ -1,11 +1,15 @@
 """Comparing a lock with the config: every reason it no longer matches."""
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 from huggingface_hub import HfApi
 
+from llmctl.config.schema import Config
+from llmctl.desired import Desired
 from llmctl.lock import resolve, stale
+from llmctl.lock.files import dumps
 from lock.configs import PROMPT, QWEN, SMOL, desired
 
 
@@ -28,3 +32,23 @@ def test_stale_says_why_the_lock_no_longer_matches(tmp_path: Path, api: HfApi) -
     assert stale(lock, d, None) == ["the price catalog changed from v1 to none"]
     # a new prompt version with the same text is not a change of what the model is sent
     assert stale(lock, desired(tmp_path, {"qwen": QWEN, "smol": SMOL}, prompts=[{**PROMPT, "version": 2}]), "v1") == []
+
+
+def test_an_eval_dataset_is_pinned_by_its_content(tmp_path: Path) -> None:
+    config = Config.model_validate({"version": 1, "project": "p", "models": [
+        {"name": "bot", "source": "api://openai/gpt-4o-mini", "evals": ["quality"]}],
+        "evals": [{"name": "quality", "dataset": "cases.jsonl"}]})
+    d = Desired.from_parts(config, tmp_path)
+    (tmp_path / "cases.jsonl").write_text('{"vars": {"q": "hours?"}}\n')
+    lock = resolve(d, "v1")
+    assert lock.datasets == {"quality": hashlib.sha256(b'{"vars": {"q": "hours?"}}\n').hexdigest()}
+    assert '"datasets"' in dumps(lock) and stale(lock, d, "v1") == []
+
+    (tmp_path / "cases.jsonl").write_text('{"vars": {"q": "refunds?"}}\n')
+    assert stale(lock, d, "v1") == ["eval quality: its dataset changed since it was locked"]
+    (tmp_path / "cases.jsonl").unlink()
+    assert stale(lock, d, "v1") == ["dataset of eval quality is in llmops.lock but no longer in the config"]
+
+
+def test_a_config_without_datasets_writes_the_lock_it_always_did(tmp_path: Path, api: HfApi) -> None:
+    assert '"datasets"' not in dumps(resolve(desired(tmp_path, {"hosted": "api://openai/gpt-4o"}), "v1", api))

@@ -19,8 +19,11 @@ import yaml
 from llmctl.config.load import load
 from llmctl.desired import Desired
 from llmctl.errors import LlmctlError
+from llmctl.lock import Lock
+from llmctl.lock.resolve import dataset_digests
 from llmctl.plan.model import Plan
 from llmctl.plan.planner import make_plan, refreshed_targets
+from llmctl.plan.render import render
 from llmctl.providers import ProviderUnavailable, get_provider
 from llmctl.resource import Resource
 from llmctl.state import State
@@ -431,3 +434,53 @@ def test_deposed_process_that_already_exited_needs_nothing(config, live_pid, dea
     state = applied(desired, [recorded(resource, dead_pid, deposed=True), recorded(resource, live_pid())])
     plan = plan_for(desired, state, path)
     assert plan.resource_changes == [] and plan.changes == []
+
+
+# --- evals ------------------------------------------------------------------------------------------------------
+
+
+def with_eval(dataset: str | None = None) -> Edit:
+    def edit(data: dict[str, Any]) -> None:
+        assistant(data)["evals"] = ["quality"]
+        evaluation: dict[str, Any] = {"name": "quality", "assert": [{"type": "max_length", "value": 400}]}
+        evaluation.update({"dataset": dataset} if dataset else {"cases": [{"vars": {"question": "hours?"}}]})
+        data["evals"] = [evaluation]
+    return edit
+
+
+def datasets(desired: Desired) -> Lock:
+    return Lock(models={}, prompts={}, datasets=dataset_digests(desired))
+
+
+def test_a_plan_lists_the_evals_apply_will_run(config, live_pid) -> None:
+    desired, path = config(with_eval())
+    first = plan_for(desired, State(project="quickstart", environment="dev", lineage="l"), path)
+    assert first.evals == ["assistant/quality"]
+    assert "Evals: apply will run assistant/quality after the SLO check" in render(first, "text")
+    assert "**Evals:** apply will run assistant/quality" in render(first, "markdown")
+
+    state = running(desired, live_pid)
+    assert plan_for(desired, state, path).evals == []  # nothing changed: nothing to evaluate
+    changed, _ = config(with_eval(), lambda data: data["prompts"][0].update(template="Q: {{ question }}"))
+    assert plan_for(changed, state, path).evals == ["assistant/quality"]
+    unrelated, _ = config(with_eval(), lambda data: data["budgets"][0].update(limit_usd=200))
+    assert plan_for(unrelated, state, path).evals == []
+
+
+def test_new_content_in_the_same_dataset_file_changes_the_eval(config, live_pid) -> None:
+    (path_dir := config()[1].parent).joinpath("cases.jsonl").write_text('{"vars": {"question": "hours?"}}\n')
+    desired, _ = config(with_eval("cases.jsonl"))
+    state = running(desired, live_pid).model_copy(update={"lock": datasets(desired)})
+    # The lock's digest is the file's: no change.
+    assert make_plan(context(desired, datasets(desired)), state, get_provider).changes == []
+
+    old = state.lock.datasets["quality"]
+    path_dir.joinpath("cases.jsonl").write_text('{"vars": {"question": "refunds?"}}\n')
+    edited, _ = config(with_eval("cases.jsonl"))
+    plan = make_plan(context(edited, datasets(edited)), state, get_provider)
+    [change] = plan.changes
+    assert (change.address, change.action) == ("eval.quality", "update")
+    [entry] = change.diff
+    assert (entry.path, entry.before) == ("dataset_sha256", old) and entry.after not in (None, old)
+    assert plan.evals == ["assistant/quality"]
+    assert "dataset_sha256" in render(plan, "text")
