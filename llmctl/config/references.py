@@ -42,8 +42,14 @@ def check_references(data: dict[str, Any]) -> list[Problem]:
             message = _dangling(model, "model", names["models"], f"gateway key '{key.get('name', index)}'")
             if message:
                 problems.append((("gateway", "keys", index, "models", position), message))
+    key_names = [key["name"] for key in keys if isinstance(key, dict) and isinstance(key.get("name"), str)] \
+        if isinstance(keys, list) else []
     for index, evaluation in _items(data, "evals"):
         problems += _eval_problems(evaluation, ("evals", index), names["models"])
+        message = _dangling(evaluation.get("key"), "gateway key", key_names, f"eval '{evaluation.get('name', index)}'")
+        if message:
+            problems.append((("evals", index, "key"), f"{message}: declare it in gateway.keys, or leave `key` out to "
+                                                      "ask with llmctl's own key"))
     for index, slo in _items(data, "slos"):
         problems += _slo_problems(slo, ("slos", index))
     problems += _monitoring_problems(data.get("monitoring"))

@@ -323,6 +323,9 @@ class Eval(Strict):
     repeat: PositiveInt = Field(1, description="Samples per case; a case passes by majority.")
     baseline: bool = Field(False, description="Also fail on cases that passed in the last applied run.")
     on_failure: Literal["rollback", "warn"] = "rollback"
+    key: Name | None = Field(None, description="The gateway key to ask as, with that key's model list, rate limits "
+                             "and team, as its users are served; the cases are paced to its requests_per_minute. "
+                             "Default: llmctl's own key, which has no limits.")
 
 
 # --- the gateway -------------------------------------------------------------------------------------------------

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -25,12 +26,14 @@ from llmctl.desired import Desired
 from llmctl.errors import LlmctlError
 from llmctl.evals.dataset import dataset_path, read_dataset
 from llmctl.evals.model import AssertionResult, CaseResult, EvalReport, EvalResult, SampleResult
-from llmctl.gateway.build import read_verify_key
+from llmctl.gateway.build import read_key, read_verify_key, settings
 from llmctl.gateway.spec import Price
 from llmctl.lock import Lock
 
 SAMPLING: dict[str, Any] = {"temperature": 0.0, "max_tokens": 256}
 REQUEST_TIMEOUT_S = 120.0
+RATE_LIMITED_RETRIES = 3
+MAX_RETRY_AFTER_S = 60.0
 HOSTED_CONCURRENCY = 4  # a hosted model takes parallel requests; a local replica answers one at a time
 GRADER = ("You grade an answer against a rubric. Reply with one JSON object and nothing else: "
           '{"pass": true or false, "reason": "one short sentence"}.')
@@ -49,17 +52,26 @@ class Route:
 
 
 @dataclass(frozen=True)
+class Caller:
+    """Who the cases are asked as: a gateway key, and the rate its requests_per_minute allows."""
+
+    api_key: str | None
+    requests_per_minute: int | None = None
+
+
+@dataclass(frozen=True)
 class Setup:
     desired: Desired
     routes: dict[str, Route]
-    api_key: str | None
+    callers: dict[str | None, Caller]  # gateway key name -> its caller; None: llmctl's own key (judges use it too)
     cache_dir: Path | None  # None: --no-cache
     baseline: dict[str, EvalResult]
 
 
 def make_setup(desired: Desired, lock: Lock | None, endpoints: dict[str, list[str]], prices: dict[str, Price | None],
                run_dir: Path, baseline: dict[str, EvalResult], use_cache: bool = True) -> Setup:
-    """Routes for every model with an endpoint (judges included), asked with llmctl's own gateway key."""
+    """Routes for every model with an endpoint (judges included), and the keys the evals ask with: llmctl's own,
+    and each gateway key an eval names (read as apply reads it: from its variable or file)."""
     routes = {}
     for name, model in desired.models.items():
         if not endpoints.get(name):
@@ -71,7 +83,11 @@ def make_setup(desired: Desired, lock: Lock | None, endpoints: dict[str, list[st
         replicas = model.replicas if isinstance(model.replicas, int) else model.replicas.min
         routes[name] = Route(endpoint=endpoints[name][0], identity=identity, price=prices.get(name),
                              concurrency=HOSTED_CONCURRENCY if model.parsed_source.hosted else replicas)
-    return Setup(desired=desired, routes=routes, api_key=read_verify_key(run_dir),
+    callers: dict[str | None, Caller] = {None: Caller(read_verify_key(run_dir))}
+    for key in settings(desired).keys:
+        if any(evaluation.key == key.name for evaluation in desired.evals.values()):
+            callers[key.name] = Caller(read_key(key, desired.config_dir), key.requests_per_minute)
+    return Setup(desired=desired, routes=routes, callers=callers,
                  cache_dir=run_dir / "evals" / "cache" if use_cache else None, baseline=baseline)
 
 
@@ -114,7 +130,8 @@ def _run_one(setup: Setup, asker: "_Asker", model: str, evaluation: Eval, repeat
 
     def one(case: EvalCase) -> CaseResult:
         nonlocal done
-        samples = [asker.sample(model, case, index, [*case.assert_, *evaluation.assert_]) for index in range(repeat)]
+        samples = [asker.sample(model, evaluation.key, case, index, [*case.assert_, *evaluation.assert_])
+                   for index in range(repeat)]
         done += 1
         progress(what, done, len(cases))
         return CaseResult(id=case_id(case), label=_label(case), samples=samples,
@@ -133,34 +150,62 @@ def _run_one(setup: Setup, asker: "_Asker", model: str, evaluation: Eval, repeat
                       on_failure=evaluation.on_failure, cases=results)
 
 
+class _Pace:
+    """Starts requests no faster than a key's requests_per_minute allows, across the runner's threads."""
+
+    def __init__(self, per_minute: int) -> None:
+        self._interval = 60.0 / per_minute
+        self._next = 0.0
+        self._lock = threading.Lock()
+
+    def wait(self) -> None:
+        with self._lock:
+            now = time.monotonic()
+            start = max(now, self._next)
+            self._next = start + self._interval
+        time.sleep(start - now)
+
+
 class _Asker:
     def __init__(self, setup: Setup, client: httpx.Client) -> None:
         self._setup = setup
         self._client = client
+        self._paces = {name: _Pace(caller.requests_per_minute) for name, caller in setup.callers.items()
+                       if caller.requests_per_minute}
 
-    def sample(self, model: str, case: EvalCase, index: int, assertions: list[EvalAssertion]) -> SampleResult:
+    def sample(self, model: str, key: str | None, case: EvalCase, index: int,
+               assertions: list[EvalAssertion]) -> SampleResult:
         route = self._setup.routes[model]
         request = {"model": model, **SAMPLING}
         if case.vars is not None:
             request["prompt_variables"] = case.vars
         else:
             request["messages"] = [m.model_dump() for m in case.messages or []]
-        key = ["answer", route.identity, case_id(case), SAMPLING, index]
-        answer, cached = self._cached(key, lambda: self._ask(route, request))
+        # The key is part of what is asked: another key may be served other models, limits or guardrails' team.
+        cache_key = ["answer", route.identity, key, case_id(case), SAMPLING, index]
+        answer, cached = self._cached(cache_key, lambda: self._ask(route, request, key))
         sample = SampleResult(**answer, cached=cached)
         if sample.error is None:
             sample.assertions = [self._judge(assertion, sample, case.expected) for assertion in assertions]
         return sample
 
-    def _ask(self, route: Route, request: dict[str, Any]) -> dict[str, Any]:
-        headers = {"authorization": f"Bearer {self._setup.api_key}"} if self._setup.api_key else {}
-        started = time.perf_counter()
-        try:
-            response = self._client.post(f"{route.endpoint.rstrip('/')}/chat/completions", json=request,
-                                         headers=headers)
-        except httpx.HTTPError as exc:
-            return {"answer": None, "error": f"no answer from {route.endpoint}: {exc}"}
-        latency_ms = (time.perf_counter() - started) * 1000
+    def _ask(self, route: Route, request: dict[str, Any], key: str | None = None) -> dict[str, Any]:
+        caller = self._setup.callers[key]
+        headers = {"authorization": f"Bearer {caller.api_key}"} if caller.api_key else {}
+        for attempt in range(RATE_LIMITED_RETRIES + 1):
+            if key in self._paces:
+                self._paces[key].wait()
+            started = time.perf_counter()
+            try:
+                response = self._client.post(f"{route.endpoint.rstrip('/')}/chat/completions", json=request,
+                                             headers=headers)
+            except httpx.HTTPError as exc:
+                return {"answer": None, "error": f"no answer from {route.endpoint}: {exc}"}
+            latency_ms = (time.perf_counter() - started) * 1000
+            # Others share the key's limit: a 429 says when to come back, and a case is not failed for it.
+            if not _rate_limited(response) or attempt == RATE_LIMITED_RETRIES:
+                break
+            time.sleep(_retry_after(response))
         if response.status_code != 200:
             return {"answer": None, "error": f"HTTP {response.status_code}: {_error_text(response)}",
                     "latency_ms": latency_ms}
@@ -204,6 +249,23 @@ class _Asker:
             path.parent.mkdir(parents=True, exist_ok=True)
             write_atomic(path, json.dumps(found).encode(), mode=0o644)
         return found, False
+
+
+def _rate_limited(response: httpx.Response) -> bool:
+    """A 429 for the key's per-minute limit; a 429 for an exhausted budget lasts until the period ends."""
+    if response.status_code != 429:
+        return False
+    try:
+        return response.json().get("error", {}).get("code") == "rate_limit_exceeded"
+    except (ValueError, AttributeError):
+        return True  # another gateway's 429 without our error body: a rate limit
+
+
+def _retry_after(response: httpx.Response) -> float:
+    try:
+        return min(float(response.headers.get("retry-after", "1")), MAX_RETRY_AFTER_S)
+    except ValueError:
+        return 1.0
 
 
 def _parse_grade(graded: dict[str, Any]) -> tuple[bool, str]:

@@ -112,7 +112,7 @@ def key_problems(desired: Desired) -> list[str]:
     found = []
     for key in settings(desired).keys:
         try:
-            _read_key(key, desired.config_dir)
+            read_key(key, desired.config_dir)
         except LlmctlError as exc:
             found.append(str(exc))
     return found
@@ -185,12 +185,12 @@ def _declared(thresholds: Iterable[float | None]) -> list[float]:
 
 
 def _key_spec(key: GatewayKey, config_dir: Path, from_env: bool) -> KeySpec:
-    secret = {"env": cluster_key_env(key)} if from_env else {"sha256": hash_key(_read_key(key, config_dir))}
+    secret = {"env": cluster_key_env(key)} if from_env else {"sha256": hash_key(read_key(key, config_dir))}
     return KeySpec(id=key.name, models=key.models, team=key.team, requests_per_minute=key.requests_per_minute,
                    tokens_per_minute=key.tokens_per_minute, **secret)
 
 
-def _read_key(key: GatewayKey, config_dir: Path) -> str:
+def read_key(key: GatewayKey, config_dir: Path) -> str:
     if key.env is not None:
         value = os.environ.get(key.env, "").strip()
         if not value:

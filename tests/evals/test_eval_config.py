@@ -71,6 +71,8 @@ def test_a_valid_eval_with_a_dataset_loads(tmp_path: Path) -> None:
      "llmops.yaml:11:34: eval 'quality': json_schema: not a valid JSON schema"),
     ("    assert: [{type: regex, value: '('}]\n",
      "llmops.yaml:11:28: eval 'quality': regex: '(' is not a valid regular expression"),
+    ("    key: support\n", "llmops.yaml:11:5: eval 'quality' names gateway key 'support', which is not declared "
+                          "(declared: none): declare it in gateway.keys"),
     ("    dataset: nowhere.jsonl\n",
      "llmops.yaml:11:5: eval 'quality': dataset nowhere.jsonl not found"),
 ])

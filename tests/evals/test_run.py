@@ -16,7 +16,7 @@ from llmctl.config.load import load
 from llmctl.desired import Desired
 from llmctl.evals.model import EvalResult
 from llmctl.evals.report import render
-from llmctl.evals.run import Route, Setup, case_id, cases_of, run_evals
+from llmctl.evals.run import Caller, Route, Setup, case_id, cases_of, make_setup, run_evals
 from scripted_server import DoubleServer
 
 
@@ -26,11 +26,18 @@ class ScriptedGateway(DoubleServer):
 
     script: dict[str, list[str]] = field(default_factory=dict)
     verdict: str = '{"pass": true, "reason": "polite"}'
+    refuse: list[str] = field(default_factory=list)  # error codes of 429s to send before answering
     requests: list[dict[str, Any]] = field(default_factory=list)
+    keys: list[str] = field(default_factory=list)
 
     def _post(self, handler: BaseHTTPRequestHandler) -> None:
         body = json.loads(handler.rfile.read(int(handler.headers["content-length"])))
         self.requests.append(body)
+        self.keys.append(handler.headers.get("authorization", ""))
+        if self.refuse:
+            code = self.refuse.pop(0)
+            self._send_json(handler, 429, {"error": {"message": f"scripted {code}", "code": code}})
+            return
         if body["model"] == "judge":
             text = self.verdict
         else:
@@ -74,7 +81,7 @@ def _setup(desired: Desired, server: ScriptedGateway, cache: Path | None,
            baseline: dict[str, EvalResult] | None = None) -> Setup:
     routes = {name: Route(endpoint=server.base_url, identity=name, price=None, concurrency=2)
               for name in ("bot", "judge")}
-    return Setup(desired=desired, routes=routes, api_key="k", cache_dir=cache, baseline=baseline or {})
+    return Setup(desired=desired, routes=routes, callers={None: Caller("k")}, cache_dir=cache, baseline=baseline or {})
 
 
 def test_a_case_passes_by_majority_of_its_samples(tmp_path: Path) -> None:
@@ -159,3 +166,41 @@ def test_the_json_report_round_trips(tmp_path: Path) -> None:
     with ScriptedGateway(script={"reset": ["a link"], "hours": ["9"]}) as server:
         report = run_evals(_setup(desired, server, None), ["bot/quality"])
     assert json.loads(render(report, "json"))["results"][0]["pass_rate"] == 1.0
+
+
+def test_a_rate_limited_request_is_asked_again_and_an_exhausted_budget_is_not(tmp_path: Path) -> None:
+    desired = _desired(tmp_path)
+    script = {"reset": ["a link"], "hours": ["9am"]}
+    with ScriptedGateway(script=script, refuse=["rate_limit_exceeded", "rate_limit_exceeded"]) as server:
+        [result] = run_evals(_setup(desired, server, None), ["bot/quality"]).results
+        assert result.passed and len(server.requests) == 4
+    with ScriptedGateway(script=script, refuse=["budget_exceeded"]) as server:
+        [result] = run_evals(_setup(desired, server, None), ["bot/quality"]).results
+        assert len(server.requests) == 2 and result.pass_rate == 0.5
+    assert "HTTP 429: scripted budget_exceeded" in [s.error for case in result.cases for s in case.samples]
+
+
+def test_an_eval_asks_as_the_key_it_names_and_judges_grade_with_llmctls_own(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv("SUPPORT_KEY", "sk-support")
+    desired = _desired(tmp_path, "    key: support\n    assert: [{type: llm_rubric, value: polite, judge: judge}]\n"
+                                 "gateway:\n  keys:\n    - {name: support, env: SUPPORT_KEY, requests_per_minute: 600}")
+    with ScriptedGateway(script={"reset": ["a link"], "hours": ["9am"]}) as server:
+        setup = make_setup(desired, None, {"bot": [server.base_url], "judge": [server.base_url]}, {}, tmp_path,
+                           {})
+        assert setup.callers["support"] == Caller("sk-support", 600)
+        run_evals(setup, ["bot/quality"])
+    asked = {body["model"]: key for body, key in zip(server.requests, server.keys)}
+    assert asked == {"bot": "Bearer sk-support", "judge": ""}  # no llmctl key file in tmp_path: no header
+
+
+def test_the_pace_spaces_request_starts_by_the_keys_per_minute_limit(monkeypatch) -> None:
+    from llmctl.evals import run
+
+    clock = [100.0]
+    monkeypatch.setattr(run.time, "monotonic", lambda: clock[0])
+    slept: list[float] = []
+    monkeypatch.setattr(run.time, "sleep", lambda seconds: slept.append(seconds))
+    pace = run._Pace(120)
+    for _ in range(4):
+        pace.wait()
+    assert slept == [0.0, 0.5, 1.0, 1.5]  # 120 a minute: one start every half second
