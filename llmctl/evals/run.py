@@ -21,7 +21,7 @@ from typing import Any
 import httpx
 
 from llmctl.atomic import write_atomic
-from llmctl.config.schema import Eval, EvalAssertion, EvalCase
+from llmctl.config.schema import Eval, EvalAssertion, EvalCase, Model
 from llmctl.desired import Desired
 from llmctl.errors import LlmctlError
 from llmctl.evals.dataset import dataset_path, read_dataset
@@ -37,6 +37,13 @@ MAX_RETRY_AFTER_S = 60.0
 HOSTED_CONCURRENCY = 4  # a hosted model takes parallel requests; a local replica answers one at a time
 GRADER = ("You grade an answer against a rubric. Reply with one JSON object and nothing else: "
           '{"pass": true or false, "reason": "one short sentence"}.')
+VERDICT = {"type": "object", "properties": {"pass": {"type": "boolean"}, "reason": {"type": "string"}},
+           "required": ["pass", "reason"], "additionalProperties": False}
+# How each server is asked for output constrained to a JSON schema: a small judge model that is only *told* to answer
+# in JSON often does not. llama.cpp turns `schema` into a grammar; vLLM and OpenAI take OpenAI's json_schema form.
+# Others (TGI, other hosted APIs) are asked by the prompt alone.
+_LLAMA_CPP_FORMAT = {"type": "json_object", "schema": VERDICT}
+_OPENAI_FORMAT = {"type": "json_schema", "json_schema": {"name": "verdict", "schema": VERDICT, "strict": True}}
 
 Progress = Callable[[str, int, int], None]  # (model/eval, cases done, cases)
 
@@ -49,6 +56,7 @@ class Route:
     identity: str
     price: Price | None
     concurrency: int
+    verdict_format: dict[str, Any] | None = None  # as a judge: the response_format that holds it to a verdict
 
 
 @dataclass(frozen=True)
@@ -82,7 +90,8 @@ def make_setup(desired: Desired, lock: Lock | None, endpoints: dict[str, list[st
                          [desired.guardrails[g].model_dump(mode="json") for g in model.guardrails]])
         replicas = model.replicas if isinstance(model.replicas, int) else model.replicas.min
         routes[name] = Route(endpoint=endpoints[name][0], identity=identity, price=prices.get(name),
-                             concurrency=HOSTED_CONCURRENCY if model.parsed_source.hosted else replicas)
+                             concurrency=HOSTED_CONCURRENCY if model.parsed_source.hosted else replicas,
+                             verdict_format=_verdict_format(model))
     callers: dict[str | None, Caller] = {None: Caller(read_verify_key(run_dir))}
     for key in settings(desired).keys:
         if any(evaluation.key == key.name for evaluation in desired.evals.values()):
@@ -91,10 +100,21 @@ def make_setup(desired: Desired, lock: Lock | None, endpoints: dict[str, list[st
                  cache_dir=run_dir / "evals" / "cache" if use_cache else None, baseline=baseline)
 
 
+def _verdict_format(model: Model) -> dict[str, Any] | None:
+    source = model.parsed_source
+    if source.hosted:
+        return _OPENAI_FORMAT if source.location.startswith("openai/") and not model.api_base else None
+    return {"llama-cpp": _LLAMA_CPP_FORMAT, "vllm": _OPENAI_FORMAT}.get(model.engine or "")
+
+
 def run_evals(setup: Setup, runs: list[str], repeat: int | None = None,
               progress: Progress = lambda what, done, total: None) -> EvalReport:
     """Run each MODEL/EVAL of `runs`, in order."""
     desired = setup.desired
+    if any(a.base == "similar" for run in runs for a in _assertions(desired, desired.evals[run.split("/", 1)[1]])):
+        from llmctl.evals.embeddings import require
+
+        require()
     report = EvalReport(project=desired.project, environment=desired.environment)
     with httpx.Client(timeout=REQUEST_TIMEOUT_S, trust_env=False) as client:
         asker = _Asker(setup, client)
@@ -115,6 +135,10 @@ def cases_of(desired: Desired, evaluation: Eval) -> list[EvalCase]:
             raise LlmctlError("\n".join(str(problem) for problem in problems))
         cases += dataset.cases
     return cases + evaluation.cases
+
+
+def _assertions(desired: Desired, evaluation: Eval) -> list[EvalAssertion]:
+    return [*evaluation.assert_, *(a for case in cases_of(desired, evaluation) for a in case.assert_)]
 
 
 def case_id(case: EvalCase) -> str:
@@ -234,7 +258,10 @@ class _Asker:
         request = {"model": judge, **SAMPLING, "messages": [
             {"role": "system", "content": GRADER},
             {"role": "user", "content": f"Rubric: {assertion.value}\n\nAnswer:\n{answer}"}]}
-        graded, _ = self._cached(["grade", route.identity, str(assertion.value), answer, SAMPLING],
+        if route.verdict_format:
+            request["response_format"] = route.verdict_format
+        graded, _ = self._cached(["grade", route.identity, str(assertion.value), answer, SAMPLING,
+                                  route.verdict_format],
                                  lambda: self._ask(route, request))
         verdict = _parse_grade(graded)
         return AssertionResult(type=assertion.type, passed=verdict[0], reason=verdict[1])

