@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Do llmctl's evals and promptfoo give the same verdicts on the same dataset, and which runs it faster?
 
-    python benchmarks/eval_vs_promptfoo.py                  # deploy, 3 rounds of both tools, destroy: about 3 min
+    python benchmarks/eval_vs_promptfoo.py                  # deploy, 3 rounds of both tools, destroy: about 2.5 min
     python benchmarks/eval_vs_promptfoo.py --rounds 5       # a steadier median on a busy machine
     python benchmarks/eval_vs_promptfoo.py --replicas 2     # 2 llama.cpp replicas: llmctl 2 workers, promptfoo -j 2
     python benchmarks/eval_vs_promptfoo.py --skip-promptfoo # llmctl's half alone
