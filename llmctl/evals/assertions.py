@@ -3,7 +3,8 @@
 
 Whitespace: `equals` compares the answer and the reference with surrounding whitespace stripped, and `starts_with`
 ignores leading whitespace, because engines differ in the newline they put before or after an answer; `contains`,
-`regex` and the lengths see the answer as it came.
+`regex` and the lengths see the answer as it came. `regex` is Python's `re.search`: its `$` also matches just before
+a final newline, where JavaScript's (promptfoo's) does not (benchmarks/README.md lists every such difference).
 """
 from __future__ import annotations
 

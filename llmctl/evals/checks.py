@@ -31,7 +31,7 @@ def assertion_problems(assertion: dict[str, Any], models: list[str]) -> list[Pro
         if why:
             problems.append(("value", f"{kind}: {why}"))
     if base == "similar" and assertion.get("threshold") is None:
-        problems.append(("type", "similar needs a `threshold`: the lowest cosine similarity that passes, e.g. 0.8"))
+        problems.append(("type", "similar needs a `threshold`: the lowest cosine similarity that passes, e.g. 0.7"))
     if base != "similar" and "threshold" in assertion:
         problems.append(("threshold", f"{kind} takes no threshold (only similar does)"))
     judge = assertion.get("judge")

