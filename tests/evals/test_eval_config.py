@@ -6,21 +6,8 @@ from pathlib import Path
 import pytest
 
 from llmctl.config.errors import ConfigError
+from evals.configs import HEAD
 from llmctl.config.load import load
-
-HEAD = """\
-version: 1
-project: x
-models:
-  - name: m
-    source: api://openai/gpt-4o-mini
-    evals: [quality]
-  - name: judge
-    source: api://openai/gpt-4o-mini
-evals:
-  - name: quality
-"""
-
 
 def _problems(tmp_path: Path, evals: str, dataset: str | None = None) -> list[str]:
     config = tmp_path / "llmops.yaml"

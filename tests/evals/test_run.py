@@ -19,6 +19,7 @@ from llmctl.desired import Desired
 from llmctl.evals.model import EvalResult
 from llmctl.evals.report import render
 from llmctl.evals.run import Caller, Route, Setup, case_id, cases_of, make_setup, run_evals
+from evals.configs import HEAD
 from scripted_server import DoubleServer
 
 
@@ -53,17 +54,7 @@ class ScriptedGateway(DoubleServer):
                                        "usage": {"prompt_tokens": 10, "completion_tokens": 5}})
 
 
-CONFIG = """\
-version: 1
-project: x
-models:
-  - name: bot
-    source: api://openai/gpt-4o-mini
-    evals: [quality]
-  - name: judge
-    source: api://openai/gpt-4o-mini
-evals:
-  - name: quality
+CONFIG = HEAD + """\
     cases:
       - vars: {question: reset}
         assert: [{type: icontains, value: link}]
