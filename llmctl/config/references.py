@@ -188,8 +188,22 @@ def _prompt_problems(prompt: dict[str, Any], at: DataPath) -> list[Problem]:
     template, declared = prompt.get("template"), prompt.get("variables", [])
     if not isinstance(template, str) or not isinstance(declared, list):
         return []
-    return [
-        (at + ("template",), f"prompt '{prompt.get('name')}' uses {{{{ {variable} }}}}, which is not in its variables")
-        for variable in dict.fromkeys(_TEMPLATE_VARIABLE.findall(template))
-        if variable not in declared
-    ]
+    label = f"prompt '{prompt.get('name')}'"
+    templates = [(at + ("template",), label, template)]
+    variants = [v for v in _list(prompt.get("variants")) if isinstance(v, dict)]
+    templates += [(at + ("variants", i, "template"), f"{label} variant {v.get('version')}", v.get("template"))
+                  for i, v in enumerate(variants) if isinstance(v.get("template"), str)]
+    problems = [(where, f"{who} uses {{{{ {variable} }}}}, which is not in its variables")
+                for where, who, text in templates for variable in dict.fromkeys(_TEMPLATE_VARIABLE.findall(text))
+                if variable not in declared]
+    seen = {prompt.get("version", 1)}
+    for i, variant in enumerate(variants):
+        if variant.get("version") in seen:
+            problems.append((at + ("variants", i, "version"), f"{label}: version {variant.get('version')} is served "
+                             "twice; give each variant a version of its own"))
+        seen.add(variant.get("version"))
+    weights = [v.get("weight") for v in variants]
+    if all(isinstance(w, int) for w in weights) and sum(weights) >= 100:  # type: ignore[arg-type]
+        problems.append((at + ("variants",), f"{label}: its variants' weights add up to {sum(weights)}%, leaving "  # type: ignore[arg-type]
+                         f"nothing for version {prompt.get('version', 1)}: keep them under 100"))
+    return problems

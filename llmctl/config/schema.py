@@ -179,12 +179,32 @@ class Model(Strict):
 # --- prompts, guardrails, budgets, slos ------------------------------------------------------------------------
 
 
+class PromptVariant(Strict):
+    """Another version of a prompt served beside it to a share of callers (an A/B test)."""
+
+    version: PositiveInt
+    system: str | None = Field(None, description="Its system message; the prompt's own when omitted.")
+    template: str = Field(description="Uses only the prompt's declared variables.")
+    weight: int = Field(ge=1, le=99, description="Percent of callers served this version; the prompt's own version "
+                        "serves the rest.")
+
+
 class Prompt(Strict):
     name: Name
     version: PositiveInt = 1
     system: str | None = None
     template: str
     variables: list[str] = Field(default_factory=list)
+    variants: list[PromptVariant] = Field(default_factory=list, description="An A/B test through the gateway: each "
+                                          "caller (the request's `user`, else its key) is assigned one version and "
+                                          "keeps it.")
+
+    def versions(self) -> list[tuple["Prompt", int]]:
+        """Every version served, as a prompt of its own, with its weight in percent (the prompt's first)."""
+        own = 100 - sum(variant.weight for variant in self.variants)
+        return [(self.model_copy(update={"variants": []}), own)] + [
+            (self.model_copy(update={"version": v.version, "system": v.system if v.system is not None else self.system,
+                                     "template": v.template, "variants": []}), v.weight) for v in self.variants]
 
 
 def _compiles(patterns: list[str]) -> list[str]:

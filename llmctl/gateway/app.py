@@ -39,6 +39,7 @@ from llmctl.gateway.forward import refusal, send
 from llmctl.gateway.guardrails import check_input
 from llmctl.gateway.inputs import Kind, Texts, apply_prompt, check_length, parse, read_body, texts
 from llmctl.gateway.metering import Ledger
+from llmctl.gateway.variants import Variants, caller_of
 from llmctl.gateway.metrics import NO_TEAM, GatewayMetrics, ReplicaState
 from llmctl.gateway.probes import PROBE_TIMEOUT_S, probe_all, probe_forever, replicas
 from llmctl.gateway.relay import StreamRelay
@@ -147,6 +148,7 @@ class Gateway:
         self.metrics.watch(self._replica_states, self._budget_states)
         self._ledger: Ledger | None = None
         self._spending: Spending | None = None
+        self._variants = Variants(lambda *assignment: self.ledger.assign(*assignment))
         # One client for every upstream request: pooled HTTP/1.1 keep-alive connections, no per-request setup.
         limits = httpx.Limits(max_connections=MAX_CONNECTIONS, max_keepalive_connections=MAX_CONNECTIONS,
                               keepalive_expiry=KEEPALIVE_EXPIRY_S)
@@ -287,7 +289,9 @@ class Gateway:
                                    headers={"retry-after": str(retry_after)})
         if route.spec.budgets:
             self.spending.check(route.spec.budgets)
-        apply_prompt(client, route.spec.prompt)
+        rendered = apply_prompt(client, route.spec.prompt,
+                                lambda prompt: self._variants.pick(prompt, caller_of(client.body, key)))
+        call.prompt_version = rendered.version if rendered is not None else None
         call.texts = found = texts(client)
         call.prompt_sha256 = prompt_sha256(found.text())
         if route.input_guards and found.places:
@@ -380,6 +384,7 @@ class Gateway:
                 self.finish(call, error.status, usage, output, f"{error.type}: {error.reason}")
                 return error.response()
         return Response(raw, 200, media_type="application/json",
+                        headers={name.decode(): value.decode() for name, value in call.headers()},
                         background=BackgroundTask(self._finish_after, call, 200, usage, output))
 
     async def _finish_after(self, call: Call, status: int, usage: Any, output: list[str]) -> None:
@@ -425,6 +430,8 @@ class Gateway:
             if call.key is not None:
                 self.limiter.add_tokens(call.key, input_tokens + output_tokens)
         self.metrics.request(label, key_label, team, status, seconds)
+        if call.prompt_version is not None and route is not None and route.spec.prompt is not None:
+            self.metrics.prompt_request(label, route.spec.prompt.name, call.prompt_version, status)
         if call.ttft is not None:
             self.metrics.ttft(label, call.ttft)
         if call.itl:

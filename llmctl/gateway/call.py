@@ -39,6 +39,7 @@ class Call:
     request: ClientRequest | None = None
     texts: Texts | None = None
     prompt_sha256: str = EMPTY_SHA256
+    prompt_version: int | None = None  # the version of the model's prompt rendered, when one was
     actions: dict[Action, None] = field(default_factory=dict)  # ordered set: each rule/action once per request
     forwarded: bool = False  # an upstream accepted the request: tokens are being spent
     ttft: float | None = None
@@ -57,6 +58,10 @@ class Call:
         else:
             self.itl.append(at - self.last_text_at)
         self.last_text_at = at
+
+    def headers(self) -> list[tuple[bytes, bytes]]:
+        """What the answer tells the client about how it was served: the prompt version (an A/B test's arm)."""
+        return [(b"x-llmctl-prompt-version", str(self.prompt_version).encode())] if self.prompt_version else []
 
 
 def slo_outcome(call: Call, status: int, seconds: float) -> bool | None:

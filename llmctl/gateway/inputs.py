@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass
+from collections.abc import Callable
 from typing import Any, Literal
 
 from starlette.requests import Request
@@ -150,9 +151,11 @@ def _json_type(value: Any) -> str:
     return "an object"
 
 
-def apply_prompt(request: ClientRequest, prompt: Prompt | None) -> None:
+def apply_prompt(request: ClientRequest, prompt: Prompt | None,
+                 pick: Callable[[Prompt], Prompt] = lambda prompt: prompt) -> Prompt | None:
     """Render the model's prompt when the request names its variables (`prompt_variables`, top level or in
-    `metadata`): the template becomes the last user turn and the prompt's system message comes first."""
+    `metadata`): the template becomes the last user turn and the prompt's system message comes first. `pick`
+    chooses the version served (a variant); the one rendered is returned, None when none was."""
     body = request.body
     variables = body.pop("prompt_variables", None)
     metadata = body.get("metadata")
@@ -165,12 +168,13 @@ def apply_prompt(request: ClientRequest, prompt: Prompt | None) -> None:
             variables = _decode(nested) if isinstance(nested, str) else nested
     if variables is None:
         _require_input(request)
-        return
+        return None
     if not isinstance(variables, dict):
         raise _wrong_type("prompt_variables", "an object of variable names to values", variables)
     if prompt is None:
         raise bad_request(f"model '{request.model}' has no prompt template; send messages instead of "
                           "prompt_variables", "prompt_variables")
+    prompt = pick(prompt)
     values: dict[str, str] = {}
     for name, value in variables.items():
         if isinstance(value, (dict, list)) or value is None:
@@ -188,6 +192,7 @@ def apply_prompt(request: ClientRequest, prompt: Prompt | None) -> None:
         body["messages"] = [*system, *earlier, {"role": "user", "content": text}]
     else:
         body["prompt"] = f"{prompt.system}{SEPARATOR}{text}" if prompt.system else text
+    return prompt
 
 
 def _decode(text: str) -> Any:

@@ -10,6 +10,7 @@ rows, where summing the raw rows would grow with traffic and sit on every reques
 from __future__ import annotations
 
 import sqlite3
+import time
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
@@ -47,6 +48,13 @@ CREATE TABLE IF NOT EXISTS daily (
     requests INTEGER NOT NULL,
     unpriced_tokens INTEGER NOT NULL,
     PRIMARY KEY (scope, name, day)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS assignments (
+    prompt TEXT NOT NULL,
+    caller TEXT NOT NULL,            -- sha256 of the request's `user`, else of its key's name: never the value itself
+    version INTEGER NOT NULL,        -- the prompt version this caller is served, for as long as it is served
+    at REAL NOT NULL,                -- UTC epoch seconds of the first request
+    PRIMARY KEY (prompt, caller)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS alerts (
     budget TEXT NOT NULL,
@@ -138,6 +146,26 @@ class Ledger:
             self._db.execute("ROLLBACK")
             raise
         self._db.execute("COMMIT")
+
+    def assign(self, prompt: str, caller: str, weights: list[tuple[int, int]]) -> int:
+        """The version `caller` is served of `prompt`, whose versions are (version, percent) pairs: the one it was
+        given before while that one is still served; else the version furthest below its share of the callers
+        assigned so far (the first on a tie), remembered from now on. Balancing by arrival rather than by hashing
+        keeps a small group's split within one caller of the weights: 50 callers hashed 80/20 land 5.7 points off
+        on average."""
+        versions = [version for version, _ in weights]
+        with self._transaction():
+            row = self._db.execute("SELECT version FROM assignments WHERE prompt = ? AND caller = ?",
+                                   (prompt, caller)).fetchone()
+            if row is not None and row[0] in versions:
+                return int(row[0])
+            counts = dict(self._db.execute("SELECT version, COUNT(*) FROM assignments WHERE prompt = ? "
+                                           "GROUP BY version", (prompt,)).fetchall())
+            total = sum(counts.get(version, 0) for version in versions) + 1
+            chosen = max(weights, key=lambda pair: pair[1] * total / 100 - counts.get(pair[0], 0))[0]
+            self._db.execute("INSERT OR REPLACE INTO assignments VALUES (?, ?, ?, ?)",
+                             (prompt, caller, chosen, time.time()))
+        return chosen
 
     def record(self, *, model: str, key_id: str, budgets: list[str], input_tokens: int, output_tokens: int,
                usd: float | None, at: datetime | None = None) -> None:

@@ -16,6 +16,7 @@ REQUESTS = "llmctl_gateway_requests_total"  # {model, key, team, status}
 REQUEST_SECONDS = "llmctl_gateway_request_seconds"  # {model}
 TTFT_SECONDS = "llmctl_gateway_ttft_seconds"  # {model}
 ITL_SECONDS = "llmctl_gateway_itl_seconds"  # {model}: each gap between streamed tokens
+PROMPT_REQUESTS = "llmctl_gateway_prompt_requests_total"  # {model, prompt, version, status}: an A/B test's arms
 SLO_REQUESTS = "llmctl_gateway_slo_requests_total"  # {model, outcome=good|bad}: met every per-request target or not
 TOKENS = "llmctl_gateway_tokens_total"  # {model, key, team, direction}
 SPEND = "llmctl_gateway_spend_usd_total"  # {model, key, team}
@@ -69,6 +70,9 @@ class GatewayMetrics:
         # unbounded series.
         self._requests = Counter(_family(REQUESTS), "Requests answered, by key and HTTP status.",
                                  ["model", "key", "team", "status"], registry=self.registry)
+        self._prompt_requests = Counter(_family(PROMPT_REQUESTS), "Requests that rendered the model's prompt, by the "
+                                        "prompt version served.", ["model", "prompt", "version", "status"],
+                                        registry=self.registry)
         self._request_seconds = Histogram(REQUEST_SECONDS, "Whole request latency.",
                                           ["model"], buckets=with_thresholds(REQUEST_BUCKETS, slo.request_seconds),
                                           registry=self.registry)
@@ -100,6 +104,9 @@ class GatewayMetrics:
     def request(self, model: str, key: str, team: str, status: int, seconds: float) -> None:
         self._requests.labels(model=model, key=key, team=team, status=str(status)).inc()
         self._request_seconds.labels(model=model).observe(seconds)
+
+    def prompt_request(self, model: str, prompt: str, version: int, status: int) -> None:
+        self._prompt_requests.labels(model=model, prompt=prompt, version=str(version), status=str(status)).inc()
 
     def ttft(self, model: str, seconds: float) -> None:
         self._ttft_seconds.labels(model=model).observe(seconds)

@@ -62,7 +62,8 @@ class StreamRelay(Response):
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         disconnected = False
         try:
-            await send({"type": "http.response.start", "status": 200, "headers": _SSE_HEADERS})
+            await send({"type": "http.response.start", "status": 200,
+                        "headers": _SSE_HEADERS + self._call.headers()})
             async with anyio.create_task_group() as group:
 
                 async def watch() -> None:

@@ -20,9 +20,12 @@ if TYPE_CHECKING:
 
 
 def prompt_digest(prompt: Prompt) -> str:
-    """sha256 of what the model is sent: system text, template and variables (not the version number)."""
-    text = json.dumps({"system": prompt.system, "template": prompt.template, "variables": prompt.variables},
-                      sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    """sha256 of what the model is sent: system text, template and variables (not the version number), and the
+    variants served beside it with their weights (only when there are some: a prompt without keeps its digest)."""
+    sent: dict[str, object] = {"system": prompt.system, "template": prompt.template, "variables": prompt.variables}
+    if prompt.variants:
+        sent["variants"] = [variant.model_dump(mode="json") for variant in prompt.variants]
+    text = json.dumps(sent, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 

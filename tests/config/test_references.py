@@ -338,6 +338,24 @@ COMBINATIONS = [
         project: x
         prompts:
           - name: p
+            version: 3
+            template: "Q: {{ question }}"
+            variables: [question]
+            variants:
+              - {version: 3, template: "About {{ product }}: {{ question }}", weight: 60}
+              - {version: 4, template: "A: {{ question }}", weight: 50}
+        """,
+        (8, 5, ["prompt 'p'", "weights add up to 110%", "nothing for version 3", "keep them under 100"]),
+        (9, 10, ["prompt 'p': version 3 is served twice"]),
+        (9, 22, ["prompt 'p' variant 3 uses {{ product }}", "not in its variables"]),
+        id="prompt-variants",
+    ),
+    case(
+        """\
+        version: 1
+        project: x
+        prompts:
+          - name: p
             template: "{{ a }} and {{ b }}"
         """,
         (5, 5, ["uses {{ a }}"]),

@@ -52,3 +52,13 @@ def test_an_eval_dataset_is_pinned_by_its_content(tmp_path: Path) -> None:
 
 def test_a_config_without_datasets_writes_the_lock_it_always_did(tmp_path: Path, api: HfApi) -> None:
     assert '"datasets"' not in dumps(resolve(desired(tmp_path, {"hosted": "api://openai/gpt-4o"}), "v1", api))
+
+
+def test_prompt_variants_are_part_of_what_the_lock_pins(tmp_path: Path, api: HfApi) -> None:
+    variant = {"version": 2, "template": "A: {{ question }}", "weight": 20}
+    plain = resolve(desired(tmp_path, {"hosted": "api://openai/gpt-4o"}), "v1", api)
+    with_variant = desired(tmp_path, {"hosted": "api://openai/gpt-4o"}, prompts=[{**PROMPT, "variants": [variant]}])
+    assert stale(plain, with_variant, "v1") == ["prompt answer: its text changed since it was locked"]
+    reweighted = desired(tmp_path, {"hosted": "api://openai/gpt-4o"},
+                         prompts=[{**PROMPT, "variants": [{**variant, "weight": 50}]}])
+    assert stale(resolve(with_variant, "v1", api), reweighted, "v1") != []
