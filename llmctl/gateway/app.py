@@ -39,11 +39,11 @@ from llmctl.gateway.forward import refusal, send
 from llmctl.gateway.guardrails import check_input
 from llmctl.gateway.inputs import Kind, Texts, apply_prompt, check_length, parse, read_body, texts
 from llmctl.gateway.metering import Ledger
-from llmctl.gateway.variants import Variants, caller_of
+from llmctl.gateway.variants import Variants, caller_of, version_of
 from llmctl.gateway.metrics import NO_TEAM, GatewayMetrics, ReplicaState
 from llmctl.gateway.probes import PROBE_TIMEOUT_S, probe_all, probe_forever, replicas
 from llmctl.gateway.relay import StreamRelay
-from llmctl.gateway.routing import Rotation, Upstream
+from llmctl.gateway.routing import CANARY, Rotation, Upstream
 from llmctl.gateway.spec import GatewaySpec, KeySpec, RouteSpec
 from llmctl.gateway.spend import BudgetState, Spending
 from llmctl.gateway.tokens import counter_for
@@ -104,6 +104,7 @@ def _route(spec: RouteSpec) -> Route:
     return Route(
         spec=spec,
         rotation=Rotation([Upstream(url) for url in spec.upstreams]),
+        canary=Rotation([Upstream(url, CANARY) for url in spec.canary.upstreams]) if spec.canary else None,
         counter=counter_for(spec.tokenizer),
         input_guards=[g for g in spec.guardrails if g.input.max_tokens is not None or g.input.pii != "off"
                       or g.input.prompt_injection != "off" or g.input.deny_patterns],
@@ -219,8 +220,9 @@ class Gateway:
         now = time.monotonic()
         routes: dict[str, Any] = {}
         for name, route in self.routes.items():
-            upstreams = [{"url": u.base_url, "healthy": u.healthy(now),
-                          **({} if u.healthy(now) else {"error": u.last_error})} for u in route.rotation.upstreams]
+            upstreams = [{"url": u.base_url, "version": u.version, "healthy": u.healthy(now),
+                          **({} if u.healthy(now) else {"error": u.last_error})}
+                         for u in [*route.rotation.upstreams, *(route.canary.upstreams if route.canary else [])]]
             entry: dict[str, Any] = {"kind": route.spec.kind, "healthy": any(u["healthy"] for u in upstreams),
                                      "upstreams": upstreams}
             if route.spec.kind == "api" and route.spec.api_key_env:
@@ -278,6 +280,7 @@ class Gateway:
             raise GatewayError(404, f"model '{client.model[:100]}' does not exist on this gateway; models: "
                                f"{', '.join(known) or '(none)'}", "invalid_request_error", "model_not_found", "model")
         call.route = route
+        call.version = version_of(route, caller_of(client.body, key))
         if key is not None:
             if not allowed(key, client.model):
                 raise GatewayError(403, f"key '{key.id}' may not call model '{client.model}'", "permission_error",
@@ -337,7 +340,7 @@ class Gateway:
     def _upstream_body(self, call: Call, route: Route) -> bytes:
         assert call.request is not None
         client, body = call.request, call.request.body
-        body["model"] = route.spec.upstream_model
+        body["model"] = route.upstream_model_of(call.version)
         if client.stream:
             # Usage at the end of the stream, for metering (an upstream that ignores this is counted instead).
             body["stream_options"] = {**(body.get("stream_options") or {}), "include_usage": True}
@@ -429,16 +432,16 @@ class Gateway:
                     self.spending.recorded(route.spec.budgets, usd)
             if call.key is not None:
                 self.limiter.add_tokens(call.key, input_tokens + output_tokens)
-        self.metrics.request(label, key_label, team, status, seconds)
+        self.metrics.request(label, key_label, team, status, seconds, call.version)
         if call.prompt_version is not None and route is not None and route.spec.prompt is not None:
             self.metrics.prompt_request(label, route.spec.prompt.name, call.prompt_version, status)
         if call.ttft is not None:
-            self.metrics.ttft(label, call.ttft)
+            self.metrics.ttft(label, call.ttft, call.version)
         if call.itl:
-            self.metrics.itl(label, call.itl)
+            self.metrics.itl(label, call.itl, call.version)
         good = slo_outcome(call, status, seconds)
         if good is not None:
-            self.metrics.slo_request(label, good)
+            self.metrics.slo_request(label, good, call.version)
         for action in call.actions:
             self.metrics.guardrail(label, action.rule, action.action)
         for failure in call.upstream_failures:

@@ -9,7 +9,7 @@ from llmctl.config.schema import Guardrail
 from llmctl.gateway.audit import prompt_sha256
 from llmctl.gateway.guardrails import Action, Verdict
 from llmctl.gateway.inputs import ClientRequest, Kind, Texts
-from llmctl.gateway.routing import Rotation
+from llmctl.gateway.routing import STABLE, Rotation
 from llmctl.gateway.spec import KeySpec, RouteSpec
 from llmctl.gateway.tokens import TokenCounter
 
@@ -22,10 +22,18 @@ class Route:
 
     spec: RouteSpec
     rotation: Rotation
+    canary: Rotation | None  # a rollout's new version, beside `rotation`
     counter: TokenCounter
     input_guards: list[Guardrail]  # the route's guardrails whose input part checks something
     output_guards: list[Guardrail]  # ... and whose output part does
     max_tokens: int | None  # the smallest output.max_tokens of its guardrails
+
+    def rotation_of(self, version: str) -> Rotation:
+        return self.canary if version != STABLE and self.canary is not None else self.rotation
+
+    def upstream_model_of(self, version: str) -> str:
+        canary = self.spec.canary
+        return canary.upstream_model if version != STABLE and canary is not None else self.spec.upstream_model
 
 
 @dataclass
@@ -40,6 +48,7 @@ class Call:
     texts: Texts | None = None
     prompt_sha256: str = EMPTY_SHA256
     prompt_version: int | None = None  # the version of the model's prompt rendered, when one was
+    version: str = STABLE  # which of a rollout's versions serves it (stable when there is no rollout)
     actions: dict[Action, None] = field(default_factory=dict)  # ordered set: each rule/action once per request
     forwarded: bool = False  # an upstream accepted the request: tokens are being spent
     ttft: float | None = None

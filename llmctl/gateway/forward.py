@@ -19,7 +19,7 @@ async def send(client: httpx.AsyncClient, call: Call, body: bytes, headers: dict
     route = call.route
     failures: list[str] = []
     retried_stale = False
-    upstreams = route.rotation.order()
+    upstreams = route.rotation_of(call.version).order()
     index = 0
     while index < len(upstreams):
         upstream = upstreams[index]

@@ -7,17 +7,18 @@ from typing import NamedTuple
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily
 
+from llmctl.gateway.routing import STABLE
 from llmctl.gateway.spec import SloThresholds
 from llmctl.gateway.spend import BudgetState
 
 # The exposed series names: the rules, dashboards and the monitor view read these, never a copy of the strings.
 # (prometheus_client adds `_total` to a counter's name and `_bucket`/`_count`/`_sum` to a histogram's.)
-REQUESTS = "llmctl_gateway_requests_total"  # {model, key, team, status}
-REQUEST_SECONDS = "llmctl_gateway_request_seconds"  # {model}
-TTFT_SECONDS = "llmctl_gateway_ttft_seconds"  # {model}
-ITL_SECONDS = "llmctl_gateway_itl_seconds"  # {model}: each gap between streamed tokens
-PROMPT_REQUESTS = "llmctl_gateway_prompt_requests_total"  # {model, prompt, version, status}: an A/B test's arms
-SLO_REQUESTS = "llmctl_gateway_slo_requests_total"  # {model, outcome=good|bad}: met every per-request target or not
+REQUESTS = "llmctl_gateway_requests_total"  # {model, version, key, team, status}
+REQUEST_SECONDS = "llmctl_gateway_request_seconds"  # {model, version}
+TTFT_SECONDS = "llmctl_gateway_ttft_seconds"  # {model, version}
+ITL_SECONDS = "llmctl_gateway_itl_seconds"  # {model, version}: each gap between streamed tokens
+PROMPT_REQUESTS = "llmctl_gateway_prompt_requests_total"  # {model, prompt, prompt_version, status}: an A/B test
+SLO_REQUESTS = "llmctl_gateway_slo_requests_total"  # {model, version, outcome=good|bad}: met every per-request target or not
 TOKENS = "llmctl_gateway_tokens_total"  # {model, key, team, direction}
 SPEND = "llmctl_gateway_spend_usd_total"  # {model, key, team}
 GUARDRAIL_ACTIONS = "llmctl_gateway_guardrail_actions_total"  # {model, rule, action}
@@ -69,22 +70,22 @@ class GatewayMetrics:
         # bounded by the config, never a value a client chooses, so spend and traffic can be attributed without
         # unbounded series.
         self._requests = Counter(_family(REQUESTS), "Requests answered, by key and HTTP status.",
-                                 ["model", "key", "team", "status"], registry=self.registry)
+                                 ["model", "version", "key", "team", "status"], registry=self.registry)
         self._prompt_requests = Counter(_family(PROMPT_REQUESTS), "Requests that rendered the model's prompt, by the "
-                                        "prompt version served.", ["model", "prompt", "version", "status"],
+                                        "prompt version served.", ["model", "prompt", "prompt_version", "status"],
                                         registry=self.registry)
         self._request_seconds = Histogram(REQUEST_SECONDS, "Whole request latency.",
-                                          ["model"], buckets=with_thresholds(REQUEST_BUCKETS, slo.request_seconds),
+                                          ["model", "version"], buckets=with_thresholds(REQUEST_BUCKETS, slo.request_seconds),
                                           registry=self.registry)
         self._ttft_seconds = Histogram(TTFT_SECONDS, "Time to the first streamed token.",
-                                       ["model"], buckets=with_thresholds(TTFT_BUCKETS, slo.ttft_seconds),
+                                       ["model", "version"], buckets=with_thresholds(TTFT_BUCKETS, slo.ttft_seconds),
                                        registry=self.registry)
         self._itl_seconds = Histogram(ITL_SECONDS, "Each gap between consecutive streamed text chunks.",
-                                      ["model"], buckets=with_thresholds(ITL_BUCKETS, slo.itl_seconds),
+                                      ["model", "version"], buckets=with_thresholds(ITL_BUCKETS, slo.itl_seconds),
                                       registry=self.registry)
         self._slo_requests = Counter(_family(SLO_REQUESTS), "Requests to a model with an SLO: good when it succeeded "
                                      "within every per-request target, bad when it failed or missed one (client "
-                                     "errors are not counted).", ["model", "outcome"], registry=self.registry)
+                                     "errors are not counted).", ["model", "version", "outcome"], registry=self.registry)
         self._tokens = Counter(_family(TOKENS), "Tokens metered, by key and direction (input|output).",
                                ["model", "key", "team", "direction"], registry=self.registry)
         self._spend = Counter(_family(SPEND), "Priced spend in USD by key (unpriced tokens add nothing).",
@@ -97,27 +98,27 @@ class GatewayMetrics:
                                         ["model", "reason"], registry=self.registry)
         for model in slo_models:
             for outcome in ("good", "bad"):
-                self._slo_requests.labels(model=model, outcome=outcome)
+                self._slo_requests.labels(model=model, version=STABLE, outcome=outcome)
         for budget in budgets:
             self._budget_spend.labels(budget=budget)
 
-    def request(self, model: str, key: str, team: str, status: int, seconds: float) -> None:
-        self._requests.labels(model=model, key=key, team=team, status=str(status)).inc()
-        self._request_seconds.labels(model=model).observe(seconds)
+    def request(self, model: str, key: str, team: str, status: int, seconds: float, version: str = STABLE) -> None:
+        self._requests.labels(model=model, version=version, key=key, team=team, status=str(status)).inc()
+        self._request_seconds.labels(model=model, version=version).observe(seconds)
 
     def prompt_request(self, model: str, prompt: str, version: int, status: int) -> None:
-        self._prompt_requests.labels(model=model, prompt=prompt, version=str(version), status=str(status)).inc()
+        self._prompt_requests.labels(model=model, prompt=prompt, prompt_version=str(version), status=str(status)).inc()
 
-    def ttft(self, model: str, seconds: float) -> None:
-        self._ttft_seconds.labels(model=model).observe(seconds)
+    def ttft(self, model: str, seconds: float, version: str = STABLE) -> None:
+        self._ttft_seconds.labels(model=model, version=version).observe(seconds)
 
-    def itl(self, model: str, gaps: Iterable[float]) -> None:
-        histogram = self._itl_seconds.labels(model=model)
+    def itl(self, model: str, gaps: Iterable[float], version: str = STABLE) -> None:
+        histogram = self._itl_seconds.labels(model=model, version=version)
         for gap in gaps:
             histogram.observe(gap)
 
-    def slo_request(self, model: str, good: bool) -> None:
-        self._slo_requests.labels(model=model, outcome="good" if good else "bad").inc()
+    def slo_request(self, model: str, good: bool, version: str = STABLE) -> None:
+        self._slo_requests.labels(model=model, version=version, outcome="good" if good else "bad").inc()
 
     def tokens(self, model: str, key: str, team: str, input: int, output: int) -> None:
         self._tokens.labels(model=model, key=key, team=team, direction="input").inc(input)

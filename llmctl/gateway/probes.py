@@ -20,11 +20,14 @@ PROBE_TIMEOUT_S = 2.0
 
 
 def replicas(routes: Iterable[Route]) -> Iterator[tuple[str, str, Upstream]]:
-    """(model, replica, upstream) of every replica; the replica is its index in the route's list."""
+    """(model, replica, upstream) of every replica; the replica is its index in the route's list, `canary-N` for a
+    rollout's new version."""
     for route in routes:
         if route.spec.kind == "replicas":
             for index, upstream in enumerate(route.rotation.upstreams):
                 yield route.spec.model, str(index), upstream
+            for index, upstream in enumerate(route.canary.upstreams if route.canary else []):
+                yield route.spec.model, f"canary-{index}", upstream
 
 
 async def probe(client: httpx.AsyncClient, upstream: Upstream) -> None:

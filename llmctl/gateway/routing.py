@@ -12,9 +12,13 @@ import httpx
 DOWN_S = 5.0
 
 
+STABLE, CANARY = "stable", "canary"  # the `version` label: which of a rollout's two versions served
+
+
 @dataclass
 class Upstream:
     base_url: str  # ends in /v1
+    version: str = STABLE
     chat_url: httpx.URL = field(init=False)
     completions_url: httpx.URL = field(init=False)
     models_url: httpx.URL = field(init=False)
@@ -44,11 +48,14 @@ class Upstream:
 
 
 class Rotation:
-    """The order to try a route's upstreams in for one request."""
+    """The order to try a route's upstreams (one version's) in for one request."""
 
     def __init__(self, upstreams: list[Upstream]) -> None:
         self.upstreams = upstreams
         self._next = 0
+
+    def any_healthy(self, now: float | None = None) -> bool:
+        return any(upstream.healthy(now) for upstream in self.upstreams)
 
     def order(self) -> list[Upstream]:
         upstreams = self.upstreams

@@ -54,6 +54,14 @@ class TokenizerSpec(BaseModel):
     path: str
 
 
+class CanarySpec(BaseModel):
+    """A new version of a model served beside the stable one to a share of callers, while a rollout decides."""
+
+    upstreams: list[str] = Field(description="The new version's replicas: OpenAI base URLs ending in /v1.")
+    upstream_model: str
+    weight: int = Field(ge=0, le=100, description="Percent of callers sent to it.")
+
+
 class RouteSpec(BaseModel):
     model: str = Field(description="The name clients send as `model`.")
     kind: Literal["replicas", "api"]
@@ -66,6 +74,7 @@ class RouteSpec(BaseModel):
     budgets: list[str] = Field(default_factory=list, description="Budgets this model's spend counts against.")
     tokenizer: TokenizerSpec | None = Field(None, description="None: the documented estimate counts tokens.")
     slo: SloTargets | None = Field(None, description="The targets of the model's SLO; None: it names none.")
+    canary: CanarySpec | None = Field(None, description="A rollout's new version; None: the upstreams serve all.")
 
 
 class BudgetSpec(BaseModel):

@@ -1,8 +1,11 @@
-"""Which version of a prompt a request is served when the prompt declares variants (an A/B test).
+"""Which version a request is served: of a prompt that declares variants (an A/B test), and of a model that a
+rollout is moving to a new version (a canary).
 
 A caller is the request's `user` (OpenAI's end-user field), else the key it presented; each caller keeps the
-version it was first given, across requests, gateway restarts and the gateway's processes (the ledger remembers it).
-A request with neither is an anonymous caller and is served a version drawn by weight.
+prompt version it was first given, across requests, gateway restarts and the gateway's processes (the ledger
+remembers it). A caller's canary share is a hash bucket instead: as a rollout raises the weight, callers only ever
+move from the stable version to the new one, never back and forth. A request with neither is anonymous and is
+served a version drawn by weight.
 """
 from __future__ import annotations
 
@@ -12,6 +15,8 @@ from collections.abc import Callable
 from typing import Any
 
 from llmctl.config.schema import Prompt
+from llmctl.gateway.call import Route
+from llmctl.gateway.routing import CANARY, STABLE
 from llmctl.gateway.spec import KeySpec
 
 Assign = Callable[[str, str, list[tuple[int, int]]], int]  # (prompt, caller, [(version, weight)]) -> version
@@ -41,3 +46,21 @@ class Variants:
         if version is None or version not in dict(weights):
             version = self._known[(prompt.name, digest)] = self._assign(prompt.name, digest, weights)
         return next(p for p, _ in versions if p.version == version)
+
+
+def version_of(route: Route, caller: str | None) -> str:
+    """Stable or canary. A version with no healthy replica is not chosen while the other has one: a rollout never
+    routes to a version that is down."""
+    canary = route.spec.canary
+    if canary is None or route.canary is None or canary.weight == 0:
+        return STABLE
+    if caller is None:
+        chosen = CANARY if random.random() * 100 < canary.weight else STABLE
+    else:
+        bucket = int(hashlib.sha256(f"{route.spec.model}\0{caller}".encode("utf-8")).hexdigest()[:8], 16) % 100
+        chosen = CANARY if bucket < canary.weight else STABLE
+    if not route.rotation_of(chosen).any_healthy():
+        other = STABLE if chosen == CANARY else CANARY
+        if route.rotation_of(other).any_healthy():
+            return other
+    return chosen

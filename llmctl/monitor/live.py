@@ -392,11 +392,14 @@ def _per_model(samples: Iterable[Sample], name: str, keep: Callable[[dict[str, s
 
 
 def _quantiles(samples: Iterable[Sample], bucket_name: str) -> dict[str, float]:
-    buckets: dict[str, list[tuple[float, float]]] = {}
+    # Summed over the other labels (a rollout's two versions), as Prometheus's `sum by (model, le)` would.
+    buckets: dict[str, dict[float, float]] = {}
     for sample in samples:
         if sample.name == bucket_name and "model" in sample.labels:
-            buckets.setdefault(sample.labels["model"], []).append((float(sample.labels["le"]), sample.value))
-    found = {model: bucket_quantile(QUANTILE, counts) for model, counts in buckets.items()}
+            per_le = buckets.setdefault(sample.labels["model"], {})
+            le = float(sample.labels["le"])
+            per_le[le] = per_le.get(le, 0.0) + sample.value
+    found = {model: bucket_quantile(QUANTILE, list(counts.items())) for model, counts in buckets.items()}
     return {model: value for model, value in found.items() if value is not None}
 
 

@@ -143,7 +143,8 @@ def test_models_health_and_metrics(tmp_path: Path) -> None:
     families = {family.name: family for family in text_string_to_metric_families(metrics.text)}
     requests = {tuple(sorted(s.labels.items())): s.value for s in families["llmctl_gateway_requests"].samples
                 if s.name == "llmctl_gateway_requests_total"}
-    assert requests[(("key", "anonymous"), ("model", "assistant"), ("status", "200"), ("team", "none"))] == 1
+    assert requests[(("key", "anonymous"), ("model", "assistant"), ("status", "200"), ("team", "none"),
+                     ("version", "stable"))] == 1
     tokens = {(s.labels["key"], s.labels["direction"]): s.value for s in families["llmctl_gateway_tokens"].samples
               if s.name == "llmctl_gateway_tokens_total"}
     assert tokens == {("anonymous", "input"): 11, ("anonymous", "output"): 7}

@@ -58,8 +58,8 @@ def test_each_gap_between_streamed_tokens_is_observed(tmp_path: Path) -> None:
         audited(tmp_path, 2)
         found = scrape(url)
     # Five text chunks, four gaps (the role event before them and the usage event after carry no text).
-    assert value(found, "llmctl_gateway_itl_seconds_count", model="assistant") == 4
-    assert value(found, "llmctl_gateway_itl_seconds_sum", model="assistant") > 0.1  # the double's 50 ms pauses
+    assert value(found, "llmctl_gateway_itl_seconds_count", model="assistant", version="stable") == 4
+    assert value(found, "llmctl_gateway_itl_seconds_sum", model="assistant", version="stable") > 0.1  # the double's 50 ms pauses
 
 
 # --- goodput -------------------------------------------------------------------------------------------------------

@@ -28,14 +28,14 @@ def test_requests_by_model_key_team_and_status() -> None:
     metrics.request("chat", "key-a", "search", 200, 0.3)
     metrics.request("chat", "key-a", "search", 200, 1.2)
     metrics.request("chat", "key-b", "none", 429, 0.002)
-    assert value(metrics, "llmctl_gateway_requests_total", model="chat", key="key-a", team="search", status="200") == 2
-    assert value(metrics, "llmctl_gateway_requests_total", model="chat", key="key-b", team="none", status="429") == 1
-    assert value(metrics, "llmctl_gateway_request_seconds_count", model="chat") == 3
-    assert math.isclose(value(metrics, "llmctl_gateway_request_seconds_sum", model="chat"), 1.502)
-    assert value(metrics, "llmctl_gateway_request_seconds_bucket", model="chat", le="0.005") == 1
-    assert value(metrics, "llmctl_gateway_request_seconds_bucket", model="chat", le="0.25") == 1
-    assert value(metrics, "llmctl_gateway_request_seconds_bucket", model="chat", le="0.5") == 2
-    assert value(metrics, "llmctl_gateway_request_seconds_bucket", model="chat", le="+Inf") == 3
+    assert value(metrics, "llmctl_gateway_requests_total", model="chat", version="stable", key="key-a", team="search", status="200") == 2
+    assert value(metrics, "llmctl_gateway_requests_total", model="chat", version="stable", key="key-b", team="none", status="429") == 1
+    assert value(metrics, "llmctl_gateway_request_seconds_count", model="chat", version="stable") == 3
+    assert math.isclose(value(metrics, "llmctl_gateway_request_seconds_sum", model="chat", version="stable"), 1.502)
+    assert value(metrics, "llmctl_gateway_request_seconds_bucket", model="chat", version="stable", le="0.005") == 1
+    assert value(metrics, "llmctl_gateway_request_seconds_bucket", model="chat", version="stable", le="0.25") == 1
+    assert value(metrics, "llmctl_gateway_request_seconds_bucket", model="chat", version="stable", le="0.5") == 2
+    assert value(metrics, "llmctl_gateway_request_seconds_bucket", model="chat", version="stable", le="+Inf") == 3
 
 
 def test_latency_buckets_reach_from_milliseconds_to_minutes() -> None:
@@ -47,9 +47,9 @@ def test_latency_buckets_reach_from_milliseconds_to_minutes() -> None:
               for name in ("llmctl_gateway_request_seconds", "llmctl_gateway_ttft_seconds")}
     for finite in ([b for b in found if b != math.inf] for found in bounds.values()):
         assert finite[0] <= 0.01 and finite[-1] >= 60
-    assert value(metrics, "llmctl_gateway_request_seconds_bucket", model="chat", le="120.0") == 1
-    assert value(metrics, "llmctl_gateway_ttft_seconds_bucket", model="chat", le="0.05") == 1
-    assert value(metrics, "llmctl_gateway_ttft_seconds_bucket", model="chat", le="0.025") == 0
+    assert value(metrics, "llmctl_gateway_request_seconds_bucket", model="chat", version="stable", le="120.0") == 1
+    assert value(metrics, "llmctl_gateway_ttft_seconds_bucket", model="chat", version="stable", le="0.05") == 1
+    assert value(metrics, "llmctl_gateway_ttft_seconds_bucket", model="chat", version="stable", le="0.025") == 0
 
 
 def test_tokens_spend_guardrails_and_upstream_errors() -> None:
@@ -81,7 +81,7 @@ def test_tokens_spend_guardrails_and_upstream_errors() -> None:
 def test_each_gateway_has_its_own_registry() -> None:
     first, second = GatewayMetrics(), GatewayMetrics()  # the global registry would refuse the second
     first.request("chat", "key-a", "none", 200, 0.1)
-    labels = {"model": "chat", "key": "key-a", "team": "none", "status": "200"}
+    labels = {"model": "chat", "version": "stable", "key": "key-a", "team": "none", "status": "200"}
     assert ("llmctl_gateway_requests_total", frozenset(labels.items())) in samples(first)
     assert ("llmctl_gateway_requests_total", frozenset(labels.items())) not in samples(second)
     assert REGISTRY.get_sample_value("llmctl_gateway_requests_total", labels) is None
@@ -93,25 +93,25 @@ def test_inter_token_gaps_from_a_millisecond_to_seconds_with_the_slo_threshold()
     bounds = sorted(float(dict(labels)["le"]) for (sample, labels) in samples(metrics)
                     if sample == "llmctl_gateway_itl_seconds_bucket")
     assert bounds[0] <= 0.001 and 5.0 <= bounds[-2] and bounds[-1] == math.inf
-    assert value(metrics, "llmctl_gateway_itl_seconds_count", model="chat") == 4
-    assert value(metrics, "llmctl_gateway_itl_seconds_bucket", model="chat", le="0.005") == 1
-    assert value(metrics, "llmctl_gateway_itl_seconds_bucket", model="chat", le="0.12") == 2  # `le`: 0.12 is within
-    assert value(metrics, "llmctl_gateway_itl_seconds_bucket", model="chat", le="2.5") == 3
+    assert value(metrics, "llmctl_gateway_itl_seconds_count", model="chat", version="stable") == 4
+    assert value(metrics, "llmctl_gateway_itl_seconds_bucket", model="chat", version="stable", le="0.005") == 1
+    assert value(metrics, "llmctl_gateway_itl_seconds_bucket", model="chat", version="stable", le="0.12") == 2  # `le`: 0.12 is within
+    assert value(metrics, "llmctl_gateway_itl_seconds_bucket", model="chat", version="stable", le="2.5") == 3
 
 
 def test_what_a_rule_divides_by_or_alerts_on_is_at_zero_from_the_start() -> None:
     metrics = GatewayMetrics(slo_models=["chat"], budgets=["monthly", "daily"])
     found = samples(metrics)
     for outcome in ("good", "bad"):
-        assert found[("llmctl_gateway_slo_requests_total", frozenset({"model": "chat", "outcome": outcome}.items()))] == 0
+        assert found[("llmctl_gateway_slo_requests_total", frozenset({"model": "chat", "version": "stable", "outcome": outcome}.items()))] == 0
     assert value(metrics, "llmctl_budget_spend_usd_total", budget="monthly") == 0
     metrics.slo_request("chat", good=True)
     metrics.slo_request("chat", good=False)
     metrics.slo_request("chat", good=True)
     metrics.spend("chat", "key-a", "none", 0.25, budgets=["monthly", "daily"])
     metrics.spend("chat", "key-a", "none", 0.5, budgets=["monthly"])
-    assert value(metrics, "llmctl_gateway_slo_requests_total", model="chat", outcome="good") == 2
-    assert value(metrics, "llmctl_gateway_slo_requests_total", model="chat", outcome="bad") == 1
+    assert value(metrics, "llmctl_gateway_slo_requests_total", model="chat", version="stable", outcome="good") == 2
+    assert value(metrics, "llmctl_gateway_slo_requests_total", model="chat", version="stable", outcome="bad") == 1
     assert value(metrics, "llmctl_budget_spend_usd_total", budget="monthly") == 0.75
     assert value(metrics, "llmctl_budget_spend_usd_total", budget="daily") == 0.25
 

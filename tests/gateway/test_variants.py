@@ -51,7 +51,7 @@ def test_1000_requests_from_50_keys_split_80_20_and_each_key_keeps_its_version(t
     assert abs(requests["3"] / 1000 - 0.8) <= 0.05 and abs(requests["4"] / 1000 - 0.2) <= 0.05, requests
     # What the upstream was sent is each version's template, as often as that version was served.
     assert templates == {"Q: Refunds?": requests["3"], "Cite the help-center article. Q: Refunds?": requests["4"]}
-    counted = {sample.labels["version"]: sample.value for family in text_string_to_metric_families(metrics)
+    counted = {sample.labels["prompt_version"]: sample.value for family in text_string_to_metric_families(metrics)
                if family.name == "llmctl_gateway_prompt_requests" for sample in family.samples
                if sample.name.endswith("_total")}
     assert counted == {"3": requests["3"], "4": requests["4"]}

@@ -93,7 +93,8 @@ def test_the_threshold_bucket_the_rules_select_is_one_the_gateway_exports() -> N
     metrics.itl("m", [0.05])
     exported = metrics.render().decode()
     for name, threshold in (("ttft", 0.8), ("request", 4.0), ("itl", 0.06)):
-        assert f'llmctl_gateway_{name}_seconds_bucket{{le="{le(threshold)}",model="m"}} 1.0' in exported
+        assert f'llmctl_gateway_{name}_seconds_bucket{{le="{le(threshold)}",model="m",version="stable"}} 1.0' \
+            in exported
 
 
 def _config(tmp_path: Path, slo: str, window: str = "") -> Path:
