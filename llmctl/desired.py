@@ -20,6 +20,7 @@ from llmctl.config.schema import (
     Model,
     Monitoring,
     Prompt,
+    Rollout,
     Slo,
     Target,
 )
@@ -37,6 +38,7 @@ class Desired:
     budgets: dict[str, Budget]
     slos: dict[str, Slo]
     evals: dict[str, Eval] = field(default_factory=dict)
+    rollouts: dict[str, Rollout] = field(default_factory=dict)
     gateway: Gateway | None = None  # declared settings; a gateway with defaults runs when None
     monitoring: Monitoring = field(default_factory=Monitoring)  # defaults when the section is omitted
 
@@ -65,6 +67,7 @@ class Desired:
             budgets={b.name: b for b in config.budgets},
             slos={s.name: s for s in config.slos},
             evals={e.name: e for e in config.evals},
+            rollouts={r.name: r for r in config.rollouts},
             gateway=config.gateway,
             monitoring=config.monitoring or Monitoring(),
         )

@@ -21,7 +21,7 @@ Problem = tuple[DataPath, str]
 # Fields that describe infrastructure; a hosted api:// model has none.
 _INFRA_FIELDS = ("engine", "engine_args", "target", "gpu", "instance_type", "replicas", "autoscale", "context_length")
 # model field -> the section its value names
-_SINGLE_REFS = {"prompt": "prompts", "slo": "slos", "budget": "budgets"}
+_SINGLE_REFS = {"prompt": "prompts", "slo": "slos", "budget": "budgets", "rollout": "rollouts"}
 _TEMPLATE_VARIABLE = re.compile(r"\{\{\s*([A-Za-z_][A-Za-z0-9_]*)\s*\}\}")
 
 
@@ -50,6 +50,9 @@ def check_references(data: dict[str, Any]) -> list[Problem]:
         if message:
             problems.append((("evals", index, "key"), f"{message}: declare it in gateway.keys, or leave `key` out to "
                                                       "ask with llmctl's own key"))
+    used = {model.get("rollout") for _, model in _items(data, "models")}
+    for index, rollout in _items(data, "rollouts"):
+        problems += _rollout_problems(rollout, ("rollouts", index), names, used)
     for index, slo in _items(data, "slos"):
         problems += _slo_problems(slo, ("slos", index))
     problems += _monitoring_problems(data.get("monitoring"))
@@ -156,6 +159,47 @@ def _eval_problems(evaluation: dict[str, Any], at: DataPath, models: list[str]) 
             found += [(at + ("cases", c, "assert", i), a) for i, a in enumerate(_list(case.get("assert")))]
     return [(where + (field,), f"{label}: {message}") for where, assertion in found if isinstance(assertion, dict)
             for field, message in assertion_problems(assertion, models)]
+
+
+def _rollout_problems(rollout: dict[str, Any], at: DataPath, names: dict[str, list[str]],
+                      used: set[Any]) -> list[Problem]:
+    label = f"rollout '{rollout.get('name', at[1])}'"
+    problems: list[Problem] = []
+    if rollout.get("name") not in used:
+        problems.append((at, f"{label} is used by no model: name it in a model's `rollout`, or remove it"))
+    strategy = rollout.get("strategy", "canary")
+    steps = [step for step in _list(rollout.get("steps")) if isinstance(step, dict)]
+    if strategy == "canary":
+        weights = [step.get("weight") for step in steps]
+        if not steps:
+            problems.append((at, f"{label}: a canary needs `steps`, e.g. [{{weight: 10, duration: 5m}}, "
+                                 "{weight: 100}]"))
+        elif all(isinstance(w, int) for w in weights):
+            if weights[-1] != 100:
+                problems.append((at + ("steps",), f"{label}: the steps' weights end at {weights[-1]}, not 100: add "
+                                                  "a last step {weight: 100}, which promotes"))
+            rising = all(a < b for a, b in zip(weights, weights[1:]))
+            if not rising:
+                problems.append((at + ("steps",), f"{label}: the steps' weights must rise ({', '.join(map(str, weights))})"))
+        for index, step in enumerate(steps):
+            if step.get("weight") != 100 and step.get("duration") is None and not step.get("pause"):
+                problems.append((at + ("steps", index), f"{label}: step {index + 1} (weight {step.get('weight')}) has "
+                                 "no duration and no pause: give it a duration to analyse over, or pause: true"))
+    elif steps:
+        problems.append((at + ("steps",), f"{label}: {strategy} takes no steps (only canary does)"))
+    if strategy != "blue_green":
+        problems += [(at + (field,), f"{label}: `{field}` is for blue_green only")
+                     for field in ("preview", "keep_previous") if field in rollout]
+    analysis = rollout.get("analysis")
+    if isinstance(analysis, dict):
+        message = _dangling(analysis.get("slo"), "slo", names["slos"], f"{label} analysis")
+        if message:
+            problems.append((at + ("analysis", "slo"), message))
+        for index, name in enumerate(_list(analysis.get("evals"))):
+            message = _dangling(name, "eval", names["evals"], f"{label} analysis")
+            if message:
+                problems.append((at + ("analysis", "evals", index), message))
+    return problems
 
 
 def _list(value: Any) -> list[Any]:

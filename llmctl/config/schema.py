@@ -151,6 +151,8 @@ class Model(Strict):
     slo: Name | None = None
     evals: list[Name] = Field(default_factory=list, description="Evals apply runs through the gateway after the SLO "
                               "load test, and `llmctl eval` runs on demand.")
+    rollout: Name | None = Field(None, description="How a change to this model or its prompt reaches traffic: a "
+                                 "declared rollout; all at once when omitted.")
     budget: Name | None = None
     traffic: Traffic | None = None
     api_base: str | None = Field(None, description="api:// models: the provider's OpenAI-compatible base URL "
@@ -348,6 +350,45 @@ class Eval(Strict):
                              "Default: llmctl's own key, which has no limits.")
 
 
+# --- rollouts ----------------------------------------------------------------------------------------------------
+
+
+class RolloutStep(Strict):
+    weight: int = Field(ge=1, le=100, description="Percent of callers the new version serves in this step.")
+    duration: Duration | None = Field(None, description="How long the step runs before its analysis decides.")
+    pause: bool = Field(False, description="After the step, wait for `llmctl rollout promote`.")
+
+
+class RolloutAnalysis(Strict):
+    """What each step compares, new version against stable, on the same window."""
+
+    slo: Name | None = Field(None, description="The SLO whose targets both versions are held to; default: the "
+                             "model's own.")
+    evals: list[Name] | None = Field(None, description="Evals run against the new version; default: the model's.")
+    max_negative_feedback_increase: Fraction | None = Field(None, description="How much more negative feedback "
+                                                            "the new version may get, as a share of its requests.")
+    max_cost_increase: float | None = Field(None, ge=0, description="How much more a request may cost on the new "
+                                            "version, as a fraction of stable's (0.1: 10%).")
+    min_requests: PositiveInt = Field(50, description="Below this many requests a version has not been judged: "
+                                      "llmctl drives load to it rather than deciding on nothing.")
+
+
+class Rollout(Strict):
+    """How a change to a model (or its prompt) reaches traffic."""
+
+    name: Name
+    strategy: Literal["all_at_once", "canary", "blue_green"] = "canary"
+    steps: list[RolloutStep] = Field(default_factory=list, description="canary: the weights it moves through, "
+                                     "ending at 100.")
+    preview: Duration | None = Field(None, description="blue_green: how long the new version is analysed, fully "
+                                     "up and taking the analysis load only, before traffic switches.")
+    keep_previous: Duration | None = Field(None, description="blue_green: how long the old version stays up after "
+                                           "the switch, so switching back is instant.")
+    analysis: RolloutAnalysis = Field(default_factory=RolloutAnalysis)
+    on_failure: Literal["abort"] = Field("abort", description="Weight back to 0, the new version stopped; exit 4, "
+                                         "or 5 when an eval failed.")
+
+
 # --- the gateway -------------------------------------------------------------------------------------------------
 
 
@@ -479,6 +520,7 @@ class Config(Strict):
     budgets: list[Budget] = Field(default_factory=list)
     slos: list[Slo] = Field(default_factory=list)
     evals: list[Eval] = Field(default_factory=list)
+    rollouts: list[Rollout] = Field(default_factory=list)
     gateway: Gateway | None = Field(None, description="Gateway settings; a gateway with defaults runs when omitted.")
     monitoring: Monitoring | None = Field(None, description="Monitoring settings; rules are generated either way.")
 
@@ -491,4 +533,5 @@ SECTIONS: dict[str, str] = {
     "budgets": "budget",
     "slos": "slo",
     "evals": "eval",
+    "rollouts": "rollout",
 }

@@ -13,6 +13,7 @@ from llmctl.desired import Desired
 from llmctl.errors import LlmctlError
 from llmctl.lock import Lock
 from llmctl.monitor.checks import checks as monitoring_checks
+from llmctl.rollout.checks import checks as rollout_checks
 from llmctl.plan.diff import diff_object
 from llmctl.plan.model import Change, Drift, Plan, Summary
 from llmctl.provider import Provider
@@ -60,6 +61,7 @@ def make_plan(resolved: Resolved, state: State, get_provider: Callable[[str], Pr
     changes += _drift_changes(changes, resource_changes, after)
     evals = evals_to_run(desired, changes, resource_changes)
     checks += monitoring_checks(desired)
+    checks += rollout_checks(desired)
     cost, cost_checks = plan_cost(resolved, applied, state.lock)
     checks += cost_checks
 

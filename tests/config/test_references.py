@@ -354,6 +354,45 @@ COMBINATIONS = [
         """\
         version: 1
         project: x
+        models:
+          - {name: m, source: api://openai/gpt-4o-mini, rollout: careful}
+        rollouts:
+          - name: careful
+            steps:
+              - {weight: 50}
+              - {weight: 10, duration: 5m}
+            keep_previous: 10m
+            analysis: {slo: fast}
+          - name: unused
+            strategy: blue_green
+            steps: [{weight: 100}]
+        """,
+        (7, 5, ["rollout 'careful'", "weights end at 10, not 100", "add a last step {weight: 100}"]),
+        (7, 5, ["rollout 'careful'", "weights must rise (50, 10)"]),
+        (8, 9, ["step 1 (weight 50) has no duration and no pause"]),
+        (10, 5, ["`keep_previous` is for blue_green only"]),
+        (11, 16, ["rollout 'careful' analysis names slo 'fast', which is not declared"]),
+        (12, 5, ["rollout 'unused' is used by no model"]),
+        (14, 5, ["rollout 'unused': blue_green takes no steps"]),
+        id="rollouts",
+    ),
+    case(
+        """\
+        version: 1
+        project: x
+        models:
+          - {name: m, source: api://openai/gpt-4o-mini, rollout: carefull}
+        rollouts:
+          - {name: careful, steps: [{weight: 100}]}
+        """,
+        (4, 49, ["model 'm' names rollout 'carefull', which is not declared", "did you mean 'careful'?"]),
+        (6, 5, ["rollout 'careful' is used by no model"]),
+        id="rollout-undeclared",
+    ),
+    case(
+        """\
+        version: 1
+        project: x
         prompts:
           - name: p
             template: "{{ a }} and {{ b }}"

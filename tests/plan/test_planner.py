@@ -484,3 +484,23 @@ def test_new_content_in_the_same_dataset_file_changes_the_eval(config, live_pid)
     assert (entry.path, entry.before) == ("dataset_sha256", old) and entry.after not in (None, old)
     assert plan.evals == ["assistant/quality"]
     assert "dataset_sha256" in render(plan, "text")
+
+
+# --- rollouts -----------------------------------------------------------------------------------------------------
+
+
+def test_a_rollout_apply_cannot_carry_out_yet_is_a_plan_error_not_a_silent_all_at_once(config) -> None:
+    def rollout(strategy: str) -> Edit:
+        def edit(data: dict[str, Any]) -> None:
+            assistant(data)["rollout"] = "careful"
+            steps = [{"weight": 10, "duration": "5m"}, {"weight": 100}] if strategy == "canary" else []
+            data["rollouts"] = [{"name": "careful", "strategy": strategy, "steps": steps}]
+        return edit
+
+    desired, path = config(rollout("canary"))
+    plan = plan_for(desired, State(project="quickstart", environment="dev", lineage="l"), path)
+    [error] = plan.errors
+    assert error.address == "model.assistant" and "canary rollout, which this version of llmctl cannot carry out" \
+        in error.message
+    desired, path = config(rollout("all_at_once"))
+    assert plan_for(desired, State(project="quickstart", environment="dev", lineage="l"), path).errors == []

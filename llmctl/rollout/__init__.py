@@ -1,0 +1,1 @@
+"""Rollouts: how a change to a model or its prompt reaches traffic (`rollouts:` in llmops.yaml)."""
