@@ -20,6 +20,8 @@ from llmctl.gateway.routing import CANARY, STABLE
 from llmctl.gateway.spec import KeySpec
 
 Assign = Callable[[str, str, list[tuple[int, int]]], int]  # (prompt, caller, [(version, weight)]) -> version
+# Callers remembered in memory before the ledger is asked again: bounds the memory of a gateway with many users.
+KNOWN_CALLERS = 100_000
 
 
 def caller_of(body: dict[str, Any], key: KeySpec | None) -> str | None:
@@ -44,6 +46,8 @@ class Variants:
         weights = [(p.version, w) for p, w in versions]
         version = self._known.get((prompt.name, digest))
         if version is None or version not in dict(weights):
+            if len(self._known) >= KNOWN_CALLERS:
+                self._known.clear()
             version = self._known[(prompt.name, digest)] = self._assign(prompt.name, digest, weights)
         return next(p for p, _ in versions if p.version == version)
 

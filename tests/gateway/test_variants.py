@@ -85,3 +85,14 @@ def test_balanced_assignment_keeps_a_small_group_within_one_caller_of_the_weight
     # The 21 on version 1 stay there; the 3 whose version 3 is gone and the 10 newcomers all go to version 2.
     assert Counter(later) == {1: 21, 2: 19}
     ledger.close()
+
+
+def test_callers_forgotten_in_memory_are_still_remembered_by_the_ledger(tmp_path: Path, monkeypatch) -> None:
+    from llmctl.gateway import variants
+
+    monkeypatch.setattr(variants, "KNOWN_CALLERS", 5)  # a gateway that has met more callers than it keeps
+    ledger = Ledger(tmp_path / "ledger.sqlite")
+    picker = variants.Variants(ledger.assign)
+    first = [picker.pick(PROMPT, f"user:{index}").version for index in range(12)]
+    assert [picker.pick(PROMPT, f"user:{index}").version for index in range(12)] == first
+    ledger.close()
