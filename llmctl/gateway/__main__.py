@@ -1,11 +1,13 @@
 """python -m llmctl.gateway --spec FILE [--host H] [--port P]: serve a gateway spec with uvicorn.
 
 The first line on stdout is `listening on http://H:P` once the socket accepts connections, with the port bound (so
-`--port 0` lets a parent process pick a free port and read which one it got).
+`--port 0` lets a parent process pick a free port and read which one it got). SIGHUP reads FILE again and serves it
+in place (`/health` says the sha256 of the file it serves); a spec that cannot be taken so is logged and ignored.
 """
 from __future__ import annotations
 
 import argparse
+import hashlib
 import logging
 import os
 import socket
@@ -30,6 +32,13 @@ def bind(host: str, port: int) -> socket.socket:
     return sock
 
 
+def _read(path: Path) -> tuple[GatewaySpec, str]:
+    data = path.read_bytes()
+    spec = GatewaySpec.model_validate_json(data)
+    # Keys named by variable (a cluster's Secret) are hashed now; from here on the process holds no key.
+    return spec.model_copy(update={"keys": hashed(spec.keys, os.environ)}), hashlib.sha256(data).hexdigest()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m llmctl.gateway", description=__doc__.splitlines()[0])
     parser.add_argument("--spec", type=Path, required=True, help="the gateway spec (JSON) llmctl wrote at apply")
@@ -38,17 +47,18 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
-        spec = GatewaySpec.read(args.spec)
+        spec, sha = _read(args.spec)
     except OSError as exc:
         print(f"llmctl gateway: cannot read {args.spec}: {exc.strerror}", file=sys.stderr)
         return 2
     except ValidationError as exc:
         print(f"llmctl gateway: {args.spec} is not a valid gateway spec:\n{exc}", file=sys.stderr)
         return 2
+    except ValueError as exc:  # a key's variable is not set
+        print(f"llmctl gateway: {args.spec}: {exc}", file=sys.stderr)
+        return 2
     try:
-        # Keys named by variable (a cluster's Secret) are hashed now; from here on the process holds no key.
-        spec = spec.model_copy(update={"keys": hashed(spec.keys, os.environ)})
-        app = create_app(spec)
+        app = create_app(spec, reload=lambda: _read(args.spec), spec_sha256=sha)
     except ValueError as exc:
         print(f"llmctl gateway: {args.spec}: {exc}", file=sys.stderr)
         return 2

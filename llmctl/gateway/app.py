@@ -14,9 +14,10 @@ import asyncio
 import json
 import logging
 import os
+import signal
 import sqlite3
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager, suppress
 from pathlib import Path
 from typing import Any
@@ -39,7 +40,6 @@ from llmctl.gateway.forward import refusal, send
 from llmctl.gateway.guardrails import check_input
 from llmctl.gateway.inputs import Kind, Texts, apply_prompt, check_length, parse, read_body, texts
 from llmctl.gateway.metering import Ledger
-from llmctl.gateway.variants import Variants, caller_of, version_of
 from llmctl.gateway.metrics import NO_TEAM, GatewayMetrics, ReplicaState
 from llmctl.gateway.probes import PROBE_TIMEOUT_S, probe_all, probe_forever, replicas
 from llmctl.gateway.relay import StreamRelay
@@ -48,6 +48,7 @@ from llmctl.gateway.spec import GatewaySpec, KeySpec, RouteSpec
 from llmctl.gateway.spend import BudgetState, Spending
 from llmctl.gateway.tokens import counter_for
 from llmctl.gateway.transport import UpstreamTransport
+from llmctl.gateway.variants import Variants, caller_of, version_of
 
 log = logging.getLogger("llmctl.gateway")
 
@@ -63,13 +64,26 @@ UNAUTHENTICATED = "unauthenticated"  # keys are required and the request had non
 _JSON = {"content-type": "application/json"}
 
 
-def create_app(spec: GatewaySpec) -> Starlette:
-    gateway = Gateway(spec)
+def create_app(spec: GatewaySpec, reload: Callable[[], tuple[GatewaySpec, str]] | None = None,
+               spec_sha256: str | None = None) -> Starlette:
+    """`reload`: how to read the spec again (with its file's sha256) when the process gets SIGHUP."""
+    gateway = Gateway(spec, spec_sha256)
+
+    def on_sighup() -> None:
+        assert reload is not None
+        try:
+            gateway.reload(*reload())
+        except (OSError, ValueError) as exc:  # pydantic's ValidationError is a ValueError
+            log.error("SIGHUP: the spec was not reloaded, the one before is still served: %s", exc)
+        else:
+            log.warning("SIGHUP: reloaded the spec (%s)", gateway.spec_sha256)
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         gateway.open()  # in the serving thread: SQLite connections belong to the thread that opened them
         gateway.start_probing()
+        if reload is not None:
+            asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, on_sighup)
         yield
         await gateway.aclose()
 
@@ -97,6 +111,16 @@ async def _http_error(request: Request, exc: Exception) -> Response:
 
 async def _server_error(request: Request, exc: Exception) -> Response:
     return GatewayError(500, "the gateway failed on this request (see its log)", "internal_error").response()
+
+
+def _routes(spec: GatewaySpec) -> dict[str, Route]:
+    for route in spec.routes.values():
+        unknown = [name for name in route.budgets if name not in spec.budgets]
+        if unknown:
+            raise ValueError(f"model '{route.model}' counts against budgets not in the spec: {unknown}")
+        if not route.upstreams:
+            raise ValueError(f"model '{route.model}' has no upstream")
+    return {route.model: _route(route) for route in spec.routes.values()}
 
 
 def _route(spec: RouteSpec) -> Route:
@@ -131,15 +155,10 @@ def presented_key(request: Request) -> str | None:
 
 
 class Gateway:
-    def __init__(self, spec: GatewaySpec) -> None:
+    def __init__(self, spec: GatewaySpec, spec_sha256: str | None = None) -> None:
         self.spec = spec
-        self.routes = {route.model: _route(route) for route in spec.routes.values()}
-        for route in spec.routes.values():
-            unknown = [name for name in route.budgets if name not in spec.budgets]
-            if unknown:
-                raise ValueError(f"model '{route.model}' counts against budgets not in the spec: {unknown}")
-            if not route.upstreams:
-                raise ValueError(f"model '{route.model}' has no upstream")
+        self.spec_sha256 = spec_sha256  # of the spec file it serves, for whoever wrote it to see it taken
+        self.routes = _routes(spec)
         self.keys = KeyRing(spec.keys)
         self.keys_required = bool(spec.keys)
         self.limiter = RateLimiter()
@@ -159,6 +178,19 @@ class Gateway:
         # connection a request could have reused, and it finds out whether a new connection is accepted.
         self.probe_client = _client(PROBE_TIMEOUT_S, httpx.Limits(max_keepalive_connections=0))
         self._probing: asyncio.Task[None] | None = None
+
+    def reload(self, spec: GatewaySpec, spec_sha256: str | None = None) -> None:
+        """Serve `spec` from now on, in place: requests under way finish as they began, counters and the rate
+        limiter's windows carry on. Raises ValueError (serving the old spec still) for a spec it cannot take."""
+        if not self.spec.reloadable_to(spec):
+            raise ValueError("the ledger, audit log, SLO thresholds, upstream timeout or probe interval changed: "
+                             "restart the gateway to take them")
+        routes = _routes(spec)
+        self.spec, self.spec_sha256, self.routes = spec, spec_sha256, routes
+        self.keys, self.keys_required = KeyRing(spec.keys), bool(spec.keys)
+        self.metrics.declare(slo_models=[r.model for r in spec.routes.values() if r.slo], budgets=spec.budgets)
+        if self._ledger is not None:
+            self._spending = Spending(self._ledger, spec.budgets)
 
     def open(self) -> None:
         if self._ledger is None:
@@ -181,7 +213,7 @@ class Gateway:
         """The background health probes of the replicas, until aclose (on the serving event loop)."""
         if self._probing is None:
             self._probing = asyncio.create_task(
-                probe_forever(self.probe_client, self.routes.values(), self.spec.probe_interval_s))
+                probe_forever(self.probe_client, lambda: self.routes.values(), self.spec.probe_interval_s))
 
     async def aclose(self) -> None:
         if self._probing is not None:
@@ -231,7 +263,8 @@ class Gateway:
                 entry["healthy"] = entry["healthy"] and entry["api_key_set"]
             routes[name] = entry
         status = "ok" if all(entry["healthy"] for entry in routes.values()) else "degraded"
-        return JSONResponse({"status": status, "routes": routes})
+        return JSONResponse({"status": status, "routes": routes,
+                             **({"spec_sha256": self.spec_sha256} if self.spec_sha256 else {})})
 
     async def metrics_text(self, request: Request) -> Response:
         return Response(self.metrics.render(), media_type=CONTENT_TYPE_LATEST)

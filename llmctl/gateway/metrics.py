@@ -96,6 +96,11 @@ class GatewayMetrics:
                                   ["model", "rule", "action"], registry=self.registry)
         self._upstream_errors = Counter(_family(UPSTREAM_ERRORS), "Failed upstream calls, by reason.",
                                         ["model", "reason"], registry=self.registry)
+        self.declare(slo_models, budgets)
+
+    def declare(self, slo_models: Iterable[str] = (), budgets: Iterable[str] = ()) -> None:
+        """Show these models' goodput and these budgets' spend at 0 until they count something (at start, and for
+        what a reloaded spec adds)."""
         for model in slo_models:
             for outcome in ("good", "bad"):
                 self._slo_requests.labels(model=model, version=STABLE, outcome=outcome)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 
 import anyio
 import httpx
@@ -55,13 +55,12 @@ async def probe_all(client: httpx.AsyncClient, routes: Iterable[Route]) -> None:
             group.start_soon(probe, client, upstream)
 
 
-async def probe_forever(client: httpx.AsyncClient, routes: Iterable[Route], interval_s: float) -> None:
+async def probe_forever(client: httpx.AsyncClient, routes: Callable[[], Iterable[Route]], interval_s: float) -> None:
     """Until cancelled. The first round is one interval after the start, not at once: the replicas have just
     answered apply's readiness check, and until a probe has answered the gauge is absent rather than guessed."""
-    routes = list(routes)
     while True:
         await asyncio.sleep(interval_s)
         try:
-            await probe_all(client, routes)
+            await probe_all(client, list(routes()))  # read each round: a reload may have changed them
         except Exception:  # noqa: BLE001 - a bug in one round must not end the probes for the process's life
             log.exception("probing the replicas failed")

@@ -105,6 +105,12 @@ class GatewaySpec(BaseModel):
     db_path: str = Field(description="SQLite ledger of metered spend; survives restarts.")
     audit_path: str = Field(description="JSON-lines audit log.")
 
+    def reloadable_to(self, other: "GatewaySpec") -> bool:
+        """Whether a running gateway can take `other` in place (SIGHUP) rather than restart: what it opened or
+        sized at start is the same."""
+        fixed = {"db_path", "audit_path", "slo_thresholds", "upstream_timeout_s", "probe_interval_s"}
+        return self.model_dump(include=fixed) == other.model_dump(include=fixed)
+
     def write(self, path: Path) -> None:
         tmp = path.with_suffix(".tmp")
         tmp.write_text(self.model_dump_json(indent=2))

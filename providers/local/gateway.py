@@ -1,8 +1,9 @@
 """The gateway on the local target: one `python -m llmctl.gateway` process in front of the model servers.
 
 It is a resource like a replica (`local_gateway.ENV`), planned from the config, but its runtime spec also needs the
-replicas' ports, so apply writes that spec once the servers answer and restarts the gateway (on the same port) only
-when the spec it serves changed.
+replicas' ports, so apply writes that spec once the servers answer. A changed spec reaches the running gateway by
+SIGHUP, in place (no request under way is cut, no counter reset); only what it cannot take so (its port, ledger,
+SLO thresholds, timeouts) restarts it, on the same port.
 """
 from __future__ import annotations
 
@@ -10,20 +11,25 @@ import hashlib
 import json
 import os
 import secrets
+import signal
 import sys
+import time
 from pathlib import Path
 from typing import Any
+
+import httpx
 
 from llmctl.desired import Desired
 from llmctl.gateway import build
 from llmctl.gateway.auth import hash_key
-from llmctl.gateway.spec import TokenizerSpec
+from llmctl.gateway.spec import GatewaySpec, TokenizerSpec
 from llmctl.provider import ApplyContext
 from llmctl.resolve import Resolved
 from llmctl.resource import Resource
 from providers.local import process
 
 GATEWAY_TYPE = "local_gateway"
+RELOAD_TIMEOUT_S = 10.0  # a reload is a spec read and a few objects built: seconds means it was not taken
 PROCESS_TYPE = "local_process"
 
 
@@ -81,6 +87,10 @@ def converge(want: Resource | None, live: list[Resource], ctx: ApplyContext) -> 
     running = have is not None and process.find(have.attrs["pid"], have.attrs["create_time"]) is not None
     if running and have is not None and have.spec == want.spec and have.attrs.get("spec_sha") == _sha(text):
         return live
+    if running and have is not None and _reloaded(have, want, spec, text, ctx):
+        attrs = {**have.attrs, "spec_sha": _sha(text)}
+        kept = want.model_copy(update={"attrs": attrs, "endpoint": have.endpoint, "serves": want.spec["models"]})
+        return [kept if r is have else r for r in live]
     if have is not None:
         _stop(have, ctx)
         live = [r for r in live if r is not have]
@@ -95,6 +105,31 @@ def converge(want: Resource | None, live: list[Resource], ctx: ApplyContext) -> 
                              "spec_sha": _sha(text), "spec_path": str(path), "command": cmd}
     return [*live, want.model_copy(update={"attrs": attrs, "endpoint": f"http://{process.HOST}:{port}/v1",
                                            "serves": want.spec["models"]})]
+
+
+def _reloaded(have: Resource, want: Resource, spec: GatewaySpec, text: str, ctx: ApplyContext) -> bool:
+    """Hand the running gateway its new spec by SIGHUP and see it taken (its /health names the file's sha256);
+    False, having changed nothing it serves, when it cannot take it in place."""
+    path = Path(have.attrs["spec_path"])
+    try:
+        served = GatewaySpec.read(path)
+    except (OSError, ValueError):
+        return False
+    if want.spec["port"] not in (None, have.attrs["port"]) or not served.reloadable_to(spec):
+        return False
+    spec.write(path)  # what `text` is
+    os.kill(have.attrs["pid"], signal.SIGHUP)
+    deadline = time.monotonic() + RELOAD_TIMEOUT_S
+    while time.monotonic() < deadline:
+        try:
+            health = httpx.get(f"{have.endpoint.removesuffix('/v1')}/health", timeout=RELOAD_TIMEOUT_S, trust_env=False)
+            if health.json().get("spec_sha256") == _sha(text):
+                ctx.progress(want.address, f"reloaded (pid {have.attrs['pid']})")
+                return True
+        except (httpx.HTTPError, ValueError):
+            pass
+        time.sleep(0.1)
+    return False
 
 
 def _upstreams(live: list[Resource]) -> dict[str, build.Upstream]:

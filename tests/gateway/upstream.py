@@ -136,8 +136,14 @@ def running_gateway(spec: GatewaySpec) -> Iterator[str]:
         sock.close()
 
 
+class GatewayUrl(str):
+    """A gateway's base URL (…/v1), which also knows the pid of the process serving it."""
+
+    pid: int
+
+
 @contextmanager
-def gateway_process(spec: GatewaySpec, spec_path: Path, env: dict[str, str] | None = None) -> Iterator[str]:
+def gateway_process(spec: GatewaySpec, spec_path: Path, env: dict[str, str] | None = None) -> Iterator[GatewayUrl]:
     """`python -m llmctl.gateway --port 0` on `spec`, written to `spec_path`; yields its base URL (…/v1)."""
     spec.write(spec_path)
     log_path = spec_path.with_suffix(".log")
@@ -148,7 +154,9 @@ def gateway_process(spec: GatewaySpec, spec_path: Path, env: dict[str, str] | No
         assert process.stdout is not None
         line = process.stdout.readline()
         assert line.startswith("listening on http://127.0.0.1:"), (line, log_path.read_text())
-        yield line.split("listening on ", 1)[1].strip() + "/v1"
+        url = GatewayUrl(line.split("listening on ", 1)[1].strip() + "/v1")
+        url.pid = process.pid
+        yield url
     finally:
         process.terminate()
         process.wait(20)

@@ -103,3 +103,25 @@ def test_keys_guardrails_and_a_budget_that_survives_a_restart(llmctl: Run, deplo
     assert f"spent so far this month: ${budget['spent_usd']:,.2f} (metered by the gateway)" in cost.stdout
     status = llmctl("status", "-f", str(deployed))
     assert "alerts crossed: 50%, 80%, 100%" in status.stdout and "budget team-monthly: $" in status.stdout
+
+
+def test_a_prompt_change_reaches_the_running_gateway_without_a_restart(llmctl: Run, quickstart: Path) -> None:
+    applied = llmctl("apply", "-f", str(quickstart), "--auto-approve", "--skip-verify")
+    assert applied.returncode == 0, applied.stderr
+    try:
+        before = _gateway(llmctl, quickstart)
+        edit(quickstart, 'template: "Answer the customer question: {{ question }}"',
+             'template: "Answer the {{ product }} customer question: {{ question }}"')
+        edit(quickstart, "variables: [question]", "variables: [product, question]")
+        changed = llmctl("apply", "-f", str(quickstart), "--auto-approve", "--skip-verify")
+        assert changed.returncode == 0, changed.stderr
+        assert f"local_gateway.dev: reloaded (pid {before['pid']})" in changed.stderr
+        after = _gateway(llmctl, quickstart)
+        assert (after["pid"], after["endpoint"], after["health"]) == (before["pid"], before["endpoint"], "healthy")
+        # The running process renders the new template: it now needs the new variable.
+        refused = httpx.post(f"{after['endpoint']}/chat/completions", timeout=30,
+                             headers={"authorization": f"Bearer {QUICKSTART_KEY}"},
+                             json={"model": "assistant", "prompt_variables": {"question": "Refunds?"}})
+        assert refused.status_code == 400 and "'product'" in refused.json()["error"]["message"]
+    finally:
+        llmctl("destroy", "-f", str(quickstart), "--auto-approve")
