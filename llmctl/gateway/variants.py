@@ -10,7 +10,9 @@ served a version drawn by weight.
 from __future__ import annotations
 
 import hashlib
+import logging
 import random
+import sqlite3
 from collections.abc import Callable
 from typing import Any
 
@@ -18,6 +20,8 @@ from llmctl.config.schema import Prompt
 from llmctl.gateway.call import Route
 from llmctl.gateway.routing import CANARY, STABLE
 from llmctl.gateway.spec import KeySpec
+
+log = logging.getLogger("llmctl.gateway")
 
 Assign = Callable[[str, str, list[tuple[int, int]]], int]  # (prompt, caller, [(version, weight)]) -> version
 # Callers remembered in memory before the ledger is asked again: bounds the memory of a gateway with many users.
@@ -40,15 +44,20 @@ class Variants:
         versions = prompt.versions()
         if len(versions) == 1:
             return prompt
+        drawn = random.choices([p for p, _ in versions], weights=[w for _, w in versions])[0]
         if caller is None:
-            return random.choices([p for p, _ in versions], weights=[w for _, w in versions])[0]
+            return drawn
         digest = hashlib.sha256(caller.encode("utf-8")).hexdigest()  # a `user` may be an email: store no value
         weights = [(p.version, w) for p, w in versions]
         version = self._known.get((prompt.name, digest))
         if version is None or version not in dict(weights):
             if len(self._known) >= KNOWN_CALLERS:
                 self._known.clear()
-            version = self._known[(prompt.name, digest)] = self._assign(prompt.name, digest, weights)
+            try:
+                version = self._known[(prompt.name, digest)] = self._assign(prompt.name, digest, weights)
+            except sqlite3.Error:  # the request is served all the same; the caller is assigned on a later one
+                log.exception("the ledger could not assign a version of prompt %s", prompt.name)
+                return drawn
         return next(p for p, _ in versions if p.version == version)
 
 

@@ -96,3 +96,15 @@ def test_callers_forgotten_in_memory_are_still_remembered_by_the_ledger(tmp_path
     first = [picker.pick(PROMPT, f"user:{index}").version for index in range(12)]
     assert [picker.pick(PROMPT, f"user:{index}").version for index in range(12)] == first
     ledger.close()
+
+
+def test_a_ledger_that_cannot_assign_serves_the_request_by_weight() -> None:
+    import sqlite3
+
+    from llmctl.gateway.variants import Variants
+
+    def locked(*assignment: object) -> int:
+        raise sqlite3.OperationalError("database is locked")
+
+    picked = Variants(locked).pick(PROMPT, "user:ann")
+    assert picked.version in (3, 4)
