@@ -111,17 +111,22 @@ def run_evals(setup: Setup, runs: list[str], repeat: int | None = None,
               progress: Progress = lambda what, done, total: None) -> EvalReport:
     """Run each MODEL/EVAL of `runs`, in order."""
     desired = setup.desired
-    if any(a.base == "similar" for run in runs for a in _assertions(desired, desired.evals[run.split("/", 1)[1]])):
+    planned = []  # (model, eval, its cases): each dataset read once
+    for run in runs:
+        model, name = run.split("/", 1)
+        evaluation = desired.evals[name]
+        planned.append((model, evaluation, cases_of(desired, evaluation)))
+    if any(a.base == "similar" for _, evaluation, cases in planned
+           for a in [*evaluation.assert_, *(a for case in cases for a in case.assert_)]):
         from llmctl.evals.embeddings import require
 
         require()
     report = EvalReport(project=desired.project, environment=desired.environment)
     with httpx.Client(timeout=REQUEST_TIMEOUT_S, trust_env=False) as client:
         asker = _Asker(setup, client)
-        for run in runs:
-            model, name = run.split("/", 1)
-            evaluation = desired.evals[name]
-            report.results.append(_run_one(setup, asker, model, evaluation, repeat or evaluation.repeat, progress))
+        for model, evaluation, cases in planned:
+            report.results.append(_run_one(setup, asker, model, evaluation, cases, repeat or evaluation.repeat,
+                                           progress))
     return report
 
 
@@ -137,19 +142,14 @@ def cases_of(desired: Desired, evaluation: Eval) -> list[EvalCase]:
     return cases + evaluation.cases
 
 
-def _assertions(desired: Desired, evaluation: Eval) -> list[EvalAssertion]:
-    return [*evaluation.assert_, *(a for case in cases_of(desired, evaluation) for a in case.assert_)]
-
-
 def case_id(case: EvalCase) -> str:
     """A hash of what the case asks (its vars or messages), not of what it expects: editing a case's assertions
     neither asks the model again nor makes the baseline forget the case."""
     return _sha(case.model_dump(mode="json", include={"vars", "messages"}, exclude_none=True))[:12]
 
 
-def _run_one(setup: Setup, asker: "_Asker", model: str, evaluation: Eval, repeat: int,
+def _run_one(setup: Setup, asker: "_Asker", model: str, evaluation: Eval, cases: list[EvalCase], repeat: int,
              progress: Progress) -> EvalResult:
-    cases = cases_of(setup.desired, evaluation)
     route = setup.routes[model]
     done = 0
     counting = threading.Lock()
