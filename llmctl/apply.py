@@ -185,8 +185,7 @@ def _interrupted_since(state: State, plan: Plan) -> bool:
 
 def _models_to_verify(plan: Plan, desired: Desired, endpoints: dict[str, list[str]]) -> list[str]:
     """Models with an SLO and an endpoint that this plan created or changed, or whose SLO or prompt it changed."""
-    touched = {c.address for c in plan.changes if c.action != "delete"}
-    touched |= {rc.owner for rc in plan.resource_changes if rc.action != "delete"}
+    touched = plan.touched
     return [name for name, model in desired.models.items()
             if model.slo and endpoints.get(name) and touched & {f"model.{name}", f"slo.{model.slo}",
                                                                  f"prompt.{model.prompt}"}]

@@ -48,6 +48,12 @@ class Drift(BaseModel):
     detail: str = Field(description="What was observed: why it is gone, or which attributes changed.")
 
 
+def touched(changes: list[Change], resource_changes: list[ResourceChange]) -> set[str]:
+    """The objects (`model.NAME`, `prompt.NAME`, ...) created or changed, in their config or their resources."""
+    return ({c.address for c in changes if c.action != "delete"}
+            | {rc.owner for rc in resource_changes if rc.action != "delete"})
+
+
 class Summary(BaseModel):
     add: int
     change: int
@@ -81,6 +87,10 @@ class Plan(BaseModel):
     @property
     def has_changes(self) -> bool:
         return bool(self.changes or self.resource_changes or self.drift)
+
+    @property
+    def touched(self) -> set[str]:
+        return touched(self.changes, self.resource_changes)
 
     @property
     def budget_blocked(self) -> list[str]:

@@ -15,7 +15,7 @@ from llmctl.lock import Lock
 from llmctl.monitor.checks import checks as monitoring_checks
 from llmctl.rollout.checks import checks as rollout_checks
 from llmctl.plan.diff import diff_object
-from llmctl.plan.model import Change, Drift, Plan, Summary
+from llmctl.plan.model import Change, Drift, Plan, Summary, touched
 from llmctl.provider import Provider
 from llmctl.resolve import Resolved
 from llmctl.resource import Resource, ResourceChange
@@ -152,13 +152,12 @@ def _with_datasets(objects: dict[str, dict[str, Any]], lock: Lock | None) -> dic
 def evals_to_run(desired: Desired, changes: list[Change], resource_changes: list[ResourceChange]) -> list[str]:
     """MODEL/EVAL for each eval apply will run: every eval of a model whose model, prompt or guardrails this plan
     creates or changes, and each changed eval for the models that name it."""
-    touched = {c.address for c in changes if c.action != "delete"}
-    touched |= {rc.owner for rc in resource_changes if rc.action != "delete"}
+    changed = touched(changes, resource_changes)
     runs = []
     for name, model in desired.models.items():
         serving = {f"model.{name}", f"prompt.{model.prompt}", *(f"guardrail.{g}" for g in model.guardrails)}
         runs += [f"{name}/{evaluation}" for evaluation in model.evals
-                 if touched & serving or f"eval.{evaluation}" in touched]
+                 if changed & serving or f"eval.{evaluation}" in changed]
     return runs
 
 
