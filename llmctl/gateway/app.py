@@ -129,6 +129,7 @@ def _route(spec: RouteSpec) -> Route:
         spec=spec,
         rotation=Rotation([Upstream(url) for url in spec.upstreams]),
         canary=Rotation([Upstream(url, CANARY) for url in spec.canary.upstreams]) if spec.canary else None,
+        prompt_versions=spec.prompt.versions() if spec.prompt else [],
         counter=counter_for(spec.tokenizer),
         input_guards=[g for g in spec.guardrails if g.input.max_tokens is not None or g.input.pii != "off"
                       or g.input.prompt_injection != "off" or g.input.deny_patterns],
@@ -313,7 +314,8 @@ class Gateway:
             raise GatewayError(404, f"model '{client.model[:100]}' does not exist on this gateway; models: "
                                f"{', '.join(known) or '(none)'}", "invalid_request_error", "model_not_found", "model")
         call.route = route
-        call.version = version_of(route, caller_of(client.body, key))
+        caller = caller_of(client.body, key)
+        call.version = version_of(route, caller)
         if key is not None:
             if not allowed(key, client.model):
                 raise GatewayError(403, f"key '{key.id}' may not call model '{client.model}'", "permission_error",
@@ -326,7 +328,7 @@ class Gateway:
         if route.spec.budgets:
             self.spending.check(route.spec.budgets)
         rendered = apply_prompt(client, route.spec.prompt,
-                                lambda prompt: self._variants.pick(prompt, caller_of(client.body, key)))
+                                lambda _: self._variants.pick(route.prompt_versions, caller))
         call.prompt_version = rendered.version if rendered is not None else None
         call.texts = found = texts(client)
         call.prompt_sha256 = prompt_sha256(found.text())

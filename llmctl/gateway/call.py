@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from llmctl.config.schema import Guardrail
+from llmctl.config.schema import Guardrail, Prompt
 from llmctl.gateway.audit import prompt_sha256
 from llmctl.gateway.guardrails import Action, Verdict
 from llmctl.gateway.inputs import ClientRequest, Kind, Texts
@@ -23,6 +23,7 @@ class Route:
     spec: RouteSpec
     rotation: Rotation
     canary: Rotation | None  # a rollout's new version, beside `rotation`
+    prompt_versions: list[tuple[Prompt, int]]  # the prompt's own and its variants, with weights; built once
     counter: TokenCounter
     input_guards: list[Guardrail]  # the route's guardrails whose input part checks something
     output_guards: list[Guardrail]  # ... and whose output part does

@@ -40,25 +40,29 @@ class Variants:
         self._assign = assign
         self._known: dict[tuple[str, str], int] = {}  # (prompt, caller) -> version: the ledger once per caller
 
-    def pick(self, prompt: Prompt, caller: str | None) -> Prompt:
-        versions = prompt.versions()
+    def pick(self, versions: list[tuple[Prompt, int]], caller: str | None) -> Prompt:
+        """One of a prompt's `versions` (Prompt.versions(): the prompt's own first, with their weights)."""
         if len(versions) == 1:
-            return prompt
-        drawn = random.choices([p for p, _ in versions], weights=[w for _, w in versions])[0]
+            return versions[0][0]
         if caller is None:
-            return drawn
+            return _drawn(versions)
+        name = versions[0][0].name
         digest = hashlib.sha256(caller.encode("utf-8")).hexdigest()  # a `user` may be an email: store no value
         weights = [(p.version, w) for p, w in versions]
-        version = self._known.get((prompt.name, digest))
+        version = self._known.get((name, digest))
         if version is None or version not in dict(weights):
             if len(self._known) >= KNOWN_CALLERS:
                 self._known.clear()
             try:
-                version = self._known[(prompt.name, digest)] = self._assign(prompt.name, digest, weights)
+                version = self._known[(name, digest)] = self._assign(name, digest, weights)
             except sqlite3.Error:  # the request is served all the same; the caller is assigned on a later one
-                log.exception("the ledger could not assign a version of prompt %s", prompt.name)
-                return drawn
+                log.exception("the ledger could not assign a version of prompt %s", name)
+                return _drawn(versions)
         return next(p for p, _ in versions if p.version == version)
+
+
+def _drawn(versions: list[tuple[Prompt, int]]) -> Prompt:
+    return random.choices([p for p, _ in versions], weights=[w for _, w in versions])[0]
 
 
 def version_of(route: Route, caller: str | None) -> str:

@@ -93,8 +93,8 @@ def test_callers_forgotten_in_memory_are_still_remembered_by_the_ledger(tmp_path
     monkeypatch.setattr(variants, "KNOWN_CALLERS", 5)  # a gateway that has met more callers than it keeps
     ledger = Ledger(tmp_path / "ledger.sqlite")
     picker = variants.Variants(ledger.assign)
-    first = [picker.pick(PROMPT, f"user:{index}").version for index in range(12)]
-    assert [picker.pick(PROMPT, f"user:{index}").version for index in range(12)] == first
+    first = [picker.pick(PROMPT.versions(), f"user:{index}").version for index in range(12)]
+    assert [picker.pick(PROMPT.versions(), f"user:{index}").version for index in range(12)] == first
     ledger.close()
 
 
@@ -106,5 +106,5 @@ def test_a_ledger_that_cannot_assign_serves_the_request_by_weight() -> None:
     def locked(*assignment: object) -> int:
         raise sqlite3.OperationalError("database is locked")
 
-    picked = Variants(locked).pick(PROMPT, "user:ann")
+    picked = Variants(locked).pick(PROMPT.versions(), "user:ann")
     assert picked.version in (3, 4)
