@@ -48,7 +48,7 @@ from llmctl.gateway.spec import GatewaySpec, KeySpec, RouteSpec
 from llmctl.gateway.spend import BudgetState, Spending
 from llmctl.gateway.tokens import counter_for
 from llmctl.gateway.transport import UpstreamTransport
-from llmctl.gateway.variants import Variants, caller_of, version_of
+from llmctl.gateway.variants import Variants, caller_of, pinned_version, version_of
 
 log = logging.getLogger("llmctl.gateway")
 
@@ -315,7 +315,7 @@ class Gateway:
                                f"{', '.join(known) or '(none)'}", "invalid_request_error", "model_not_found", "model")
         call.route = route
         caller = caller_of(client.body, key)
-        call.version = version_of(route, caller)
+        call.version = pinned_version(request, route, key) or version_of(route, caller)
         if key is not None:
             if not allowed(key, client.model):
                 raise GatewayError(403, f"key '{key.id}' may not call model '{client.model}'", "permission_error",
@@ -460,9 +460,9 @@ class Gateway:
                                    input_tokens=input_tokens, output_tokens=output_tokens, usd=usd)
             except sqlite3.Error:  # the rest (metrics, the audit line) still says what happened
                 log.exception("the ledger %s could not record a request to %s", self.spec.db_path, model)
-            self.metrics.tokens(label, key_label, team, input_tokens, output_tokens)
+            self.metrics.tokens(label, key_label, team, input_tokens, output_tokens, call.version)
             if usd:
-                self.metrics.spend(label, key_label, team, usd, route.spec.budgets)
+                self.metrics.spend(label, key_label, team, usd, route.spec.budgets, call.version)
                 if route.spec.budgets:
                     self.spending.recorded(route.spec.budgets, usd)
             if call.key is not None:

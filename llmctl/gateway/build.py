@@ -24,14 +24,13 @@ from llmctl.gateway.spec import (
     RouteSpec,
     SloTargets,
     SloThresholds,
+    VERIFY_KEY_ID,
     TokenizerSpec,
 )
 
 if TYPE_CHECKING:
     from llmctl.resolve import Resolved
 
-# The key llmctl's own SLO load test sends; its plain text lives only in a 0600 file beside the gateway's spec.
-VERIFY_KEY_ID = "llmctl-verify"
 VERIFY_KEY_FILE = "llmctl.key"
 # OpenAI-compatible defaults per hosted provider; any other provider needs `api_base` and `api_key_env`.
 API_DEFAULTS = {"openai": ("https://api.openai.com/v1", "OPENAI_API_KEY")}

@@ -9,7 +9,7 @@ from llmctl.config.schema import Guardrail, Prompt
 from llmctl.gateway.audit import prompt_sha256
 from llmctl.gateway.guardrails import Action, Verdict
 from llmctl.gateway.inputs import ClientRequest, Kind, Texts
-from llmctl.gateway.routing import STABLE, Rotation
+from llmctl.gateway.routing import STABLE, VERSION_HEADER, Rotation
 from llmctl.gateway.spec import KeySpec, RouteSpec
 from llmctl.gateway.tokens import TokenCounter
 
@@ -70,8 +70,12 @@ class Call:
         self.last_text_at = at
 
     def headers(self) -> list[tuple[bytes, bytes]]:
-        """What the answer tells the client about how it was served: the prompt version (an A/B test's arm)."""
-        return [(b"x-llmctl-prompt-version", str(self.prompt_version).encode())] if self.prompt_version else []
+        """What the answer tells the client about how it was served: the prompt version (an A/B test's arm), and
+        while a rollout runs, which of its versions answered."""
+        found = [(b"x-llmctl-prompt-version", str(self.prompt_version).encode())] if self.prompt_version else []
+        if self.route is not None and self.route.spec.canary is not None:
+            found.append((VERSION_HEADER.encode(), self.version.encode()))
+        return found
 
 
 def slo_outcome(call: Call, status: int, seconds: float) -> bool | None:

@@ -19,8 +19,8 @@ TTFT_SECONDS = "llmctl_gateway_ttft_seconds"  # {model, version}
 ITL_SECONDS = "llmctl_gateway_itl_seconds"  # {model, version}: each gap between streamed tokens
 PROMPT_REQUESTS = "llmctl_gateway_prompt_requests_total"  # {model, prompt, prompt_version, status}: an A/B test
 SLO_REQUESTS = "llmctl_gateway_slo_requests_total"  # {model, version, outcome=good|bad}: met every per-request target or not
-TOKENS = "llmctl_gateway_tokens_total"  # {model, key, team, direction}
-SPEND = "llmctl_gateway_spend_usd_total"  # {model, key, team}
+TOKENS = "llmctl_gateway_tokens_total"  # {model, version, key, team, direction}
+SPEND = "llmctl_gateway_spend_usd_total"  # {model, version, key, team}
 GUARDRAIL_ACTIONS = "llmctl_gateway_guardrail_actions_total"  # {model, rule, action}
 UPSTREAM_ERRORS = "llmctl_gateway_upstream_errors_total"  # {model, reason}
 UPSTREAM_UP = "llmctl_gateway_upstream_up"  # {model, replica}: 1 when the replica answered its last health probe
@@ -87,9 +87,9 @@ class GatewayMetrics:
                                      "within every per-request target, bad when it failed or missed one (client "
                                      "errors are not counted).", ["model", "version", "outcome"], registry=self.registry)
         self._tokens = Counter(_family(TOKENS), "Tokens metered, by key and direction (input|output).",
-                               ["model", "key", "team", "direction"], registry=self.registry)
+                               ["model", "version", "key", "team", "direction"], registry=self.registry)
         self._spend = Counter(_family(SPEND), "Priced spend in USD by key (unpriced tokens add nothing).",
-                              ["model", "key", "team"], registry=self.registry)
+                              ["model", "version", "key", "team"], registry=self.registry)
         self._budget_spend = Counter(_family(BUDGET_SPEND), "Priced spend in USD counted against the budget.",
                                      ["budget"], registry=self.registry)
         self._guardrail = Counter(_family(GUARDRAIL_ACTIONS), "Guardrail actions taken, by rule.",
@@ -125,12 +125,13 @@ class GatewayMetrics:
     def slo_request(self, model: str, good: bool, version: str = STABLE) -> None:
         self._slo_requests.labels(model=model, version=version, outcome="good" if good else "bad").inc()
 
-    def tokens(self, model: str, key: str, team: str, input: int, output: int) -> None:
-        self._tokens.labels(model=model, key=key, team=team, direction="input").inc(input)
-        self._tokens.labels(model=model, key=key, team=team, direction="output").inc(output)
+    def tokens(self, model: str, key: str, team: str, input: int, output: int, version: str = STABLE) -> None:
+        self._tokens.labels(model=model, version=version, key=key, team=team, direction="input").inc(input)
+        self._tokens.labels(model=model, version=version, key=key, team=team, direction="output").inc(output)
 
-    def spend(self, model: str, key: str, team: str, usd: float, budgets: Iterable[str] = ()) -> None:
-        self._spend.labels(model=model, key=key, team=team).inc(usd)
+    def spend(self, model: str, key: str, team: str, usd: float, budgets: Iterable[str] = (),
+              version: str = STABLE) -> None:
+        self._spend.labels(model=model, version=version, key=key, team=team).inc(usd)
         for budget in budgets:
             self._budget_spend.labels(budget=budget).inc(usd)
 

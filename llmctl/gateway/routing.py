@@ -13,6 +13,8 @@ DOWN_S = 5.0
 
 
 STABLE, CANARY = "stable", "canary"  # the `version` label: which of a rollout's two versions served
+# Names the version that answered; from llmctl's own key, also asks for one (a rollout's analysis load and evals).
+VERSION_HEADER = "x-llmctl-version"
 
 
 @dataclass

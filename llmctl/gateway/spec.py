@@ -12,6 +12,9 @@ from pydantic import BaseModel, Field, PositiveFloat, PositiveInt
 
 from llmctl.config.schema import Guardrail, Prompt
 
+# The key llmctl's own load tests and evals send; its plain text lives only in a 0600 file beside the gateway's spec.
+VERIFY_KEY_ID = "llmctl-verify"
+
 
 class KeySpec(BaseModel):
     id: str = Field(description="The key's name in the config; what logs, metrics and the audit log show.")

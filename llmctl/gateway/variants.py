@@ -16,10 +16,12 @@ import sqlite3
 from collections.abc import Callable
 from typing import Any
 
+from starlette.requests import Request
+
 from llmctl.config.schema import Prompt
 from llmctl.gateway.call import Route
-from llmctl.gateway.routing import CANARY, STABLE
-from llmctl.gateway.spec import KeySpec
+from llmctl.gateway.routing import CANARY, STABLE, VERSION_HEADER
+from llmctl.gateway.spec import VERIFY_KEY_ID, KeySpec
 
 log = logging.getLogger("llmctl.gateway")
 
@@ -63,6 +65,16 @@ class Variants:
 
 def _drawn(versions: list[tuple[Prompt, int]]) -> Prompt:
     return random.choices([p for p, _ in versions], weights=[w for _, w in versions])[0]
+
+
+def pinned_version(request: Request, route: Route, key: KeySpec | None) -> str | None:
+    """The version a request names in VERSION_HEADER, honoured from llmctl's own key only (a rollout drives its
+    analysis load and evals at one version so): no client can choose the version it is served. A gateway with no
+    keys has no such key, and honours it from anyone, as it serves anyone everything."""
+    asked = request.headers.get(VERSION_HEADER)
+    if asked not in (STABLE, CANARY) or route.spec.canary is None or (key is not None and key.id != VERIFY_KEY_ID):
+        return None
+    return asked
 
 
 def version_of(route: Route, caller: str | None) -> str:

@@ -127,10 +127,10 @@ def test_requests_tokens_and_spend_are_labelled_with_the_keys_team(tmp_path: Pat
     assert unauthenticated.status_code == 401
     assert by(found, "llmctl_gateway_requests_total", "key", "team", "status") == {
         ("search-app", "search", "200"): 1, ("batch", "none", "200"): 1, ("unauthenticated", "none", "401"): 1}
-    assert value(found, "llmctl_gateway_tokens_total", model="assistant", key="search-app", team="search",
+    assert value(found, "llmctl_gateway_tokens_total", model="assistant", version="stable", key="search-app", team="search",
                  direction="output") == 7
-    assert value(found, "llmctl_gateway_spend_usd_total", model="assistant", key="search-app", team="search") == 18
-    assert value(found, "llmctl_gateway_spend_usd_total", model="assistant", key="batch", team="none") == 18
+    assert value(found, "llmctl_gateway_spend_usd_total", model="assistant", version="stable", key="search-app", team="search") == 18
+    assert value(found, "llmctl_gateway_spend_usd_total", model="assistant", version="stable", key="batch", team="none") == 18
 
 
 # --- upstream health -----------------------------------------------------------------------------------------------

@@ -12,7 +12,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from gateway.test_app import gateway_spec, route
 from gateway.upstream import RecordingUpstream, dead_url, running_gateway
-from llmctl.gateway.spec import CanarySpec
+from llmctl.gateway.auth import hash_key
+from llmctl.gateway.spec import VERIFY_KEY_ID, CanarySpec, KeySpec
 
 pytestmark = pytest.mark.timeout(300)  # a hang guard only
 
@@ -72,3 +73,30 @@ def test_a_version_that_is_down_is_not_chosen(tmp_path: Path) -> None:
     [stable_entry, canary_entry] = health["routes"]["assistant"]["upstreams"]
     assert (stable_entry["version"], stable_entry["healthy"]) == ("stable", True)
     assert (canary_entry["version"], canary_entry["healthy"]) == ("canary", False)
+
+
+def test_only_llmctls_own_key_can_ask_for_a_version_and_every_answer_names_the_one_that_served(tmp_path: Path) -> None:
+    keys = [KeySpec(id="app", sha256=hash_key("sk-app")), KeySpec(id=VERIFY_KEY_ID, sha256=hash_key("sk-llmctl"))]
+    with RecordingUpstream() as stable, RecordingUpstream() as canary, \
+            running_gateway(_spec(tmp_path, stable, canary.base_url, 0).model_copy(update={"keys": keys})) as url, \
+            httpx.Client() as http:
+        def ask(key: str, version: str) -> httpx.Response:
+            return http.post(f"{url}/chat/completions", headers={"authorization": f"Bearer {key}",
+                                                                  "x-llmctl-version": version},
+                             json={"model": "assistant", "messages": [{"role": "user", "content": "Hi"}]})
+
+        llmctl, app = ask("sk-llmctl", "canary"), ask("sk-app", "canary")
+        metrics = httpx.get(url.removesuffix("/v1") + "/metrics").text
+    assert (llmctl.json()["model"], llmctl.headers["x-llmctl-version"]) == ("v2", "canary")
+    assert (app.json()["model"], app.headers["x-llmctl-version"]) == ("v1", "stable")  # at weight 0, whatever it asks
+    spend = {(s.labels["key"], s.labels["version"]) for f in text_string_to_metric_families(metrics)
+             for s in f.samples if s.name == "llmctl_gateway_tokens_total"}
+    assert {("llmctl-verify", "canary"), ("app", "stable")} <= spend
+
+
+def test_without_a_rollout_answers_carry_no_version_header(tmp_path: Path) -> None:
+    with RecordingUpstream() as stable, \
+            running_gateway(gateway_spec(tmp_path, route("assistant", [stable.base_url]))) as url:
+        response = httpx.post(f"{url}/chat/completions", headers={"x-llmctl-version": "canary"},
+                              json={"model": "assistant", "messages": [{"role": "user", "content": "Hi"}]})
+    assert response.status_code == 200 and "x-llmctl-version" not in response.headers

@@ -64,13 +64,16 @@ def test_tokens_spend_guardrails_and_upstream_errors() -> None:
     metrics.guardrail("chat", "pii.email", "redact")
     metrics.guardrail("chat", "prompt_injection", "block")
     metrics.upstream_error("chat", "timeout")
-    assert value(metrics, "llmctl_gateway_tokens_total", model="chat", key="key-a", team="search",
+    assert value(metrics, "llmctl_gateway_tokens_total", model="chat", version="stable", key="key-a", team="search",
                  direction="input") == 200
-    assert value(metrics, "llmctl_gateway_tokens_total", model="chat", key="key-a", team="search",
+    assert value(metrics, "llmctl_gateway_tokens_total", model="chat", version="stable", key="key-a", team="search",
                  direction="output") == 40
-    assert value(metrics, "llmctl_gateway_tokens_total", model="chat", key="key-b", team="none", direction="input") == 5
-    assert value(metrics, "llmctl_gateway_spend_usd_total", model="chat", key="key-a", team="search") == 0.75
-    assert value(metrics, "llmctl_gateway_spend_usd_total", model="chat", key="key-b", team="none") == 0.125
+    assert value(metrics, "llmctl_gateway_tokens_total", model="chat", version="stable", key="key-b", team="none",
+                 direction="input") == 5
+    assert value(metrics, "llmctl_gateway_spend_usd_total", model="chat", version="stable", key="key-a",
+                 team="search") == 0.75
+    assert value(metrics, "llmctl_gateway_spend_usd_total", model="chat", version="stable", key="key-b",
+                 team="none") == 0.125
     assert value(metrics, "llmctl_gateway_guardrail_actions_total", model="chat", rule="pii.email",
                  action="redact") == 2
     assert value(metrics, "llmctl_gateway_guardrail_actions_total", model="chat", rule="prompt_injection",
