@@ -34,7 +34,7 @@ def _stream(user: HttpUser, spec: LoadSpec, endpoint: str, messages: list[dict[s
     start = time.perf_counter()
     body = {"model": spec.served_name, "messages": messages, "max_tokens": spec.max_tokens, "stream": True,
             "stream_options": {"include_usage": True}}
-    headers = {"Authorization": f"Bearer {spec.api_key}"} if spec.api_key else {}
+    headers = {**spec.headers, **({"Authorization": f"Bearer {spec.api_key}"} if spec.api_key else {})}
     chunk_times: list[float] = []
     usage_tokens: int | None = None
 
@@ -128,6 +128,7 @@ def _drain(chunks: Iterator[bytes]) -> None:
 
 def run(spec: LoadSpec) -> WorkerResult:
     samples: list[Sample] = []
+    started = 0
     endpoints, prompts = itertools.cycle(spec.endpoints), itertools.cycle(spec.prompts)
     t0 = time.perf_counter()
     stopping = False
@@ -141,9 +142,11 @@ def run(spec: LoadSpec) -> WorkerResult:
 
         @task
         def chat(self) -> None:
-            if stopping:
+            nonlocal started
+            if stopping or (spec.max_requests is not None and started >= spec.max_requests):
                 gevent.sleep(1)
                 return
+            started += 1
             sample = _stream(self, spec, self.endpoint, next(prompts), t0)
             samples.append(sample)
             if not sample.ok:
@@ -163,7 +166,9 @@ def run(spec: LoadSpec) -> WorkerResult:
 
     reporter = gevent.spawn(report_progress)
     runner.start(spec.users, spawn_rate=spec.spawn_rate)
-    gevent.sleep(spec.duration_s)
+    while time.perf_counter() - t0 < spec.duration_s and not (
+            spec.max_requests is not None and len(samples) >= spec.max_requests):
+        gevent.sleep(0.1)
     stopping = True
     elapsed = time.perf_counter() - t0
     runner.stop()  # waits up to stop_timeout for requests in flight

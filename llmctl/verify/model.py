@@ -24,6 +24,10 @@ class LoadSpec(BaseModel):
     prompts: list[list[Message]] = Field(min_length=1, description="Chat message lists, used in turn.")
     request_timeout_s: float = Field(60.0, gt=0, description="A request with no complete answer by then fails.")
     api_key: str | None = Field(None, description="Sent as a bearer token; never written to reports.")
+    headers: dict[str, str] = Field(default_factory=dict, description="Sent with every request (a rollout's "
+                                    "analysis load names the version it is for).")
+    max_requests: int | None = Field(None, ge=1, description="Stop once this many requests have started, before "
+                                     "the duration when they come sooner; None: run for the duration.")
 
 
 class Sample(BaseModel):

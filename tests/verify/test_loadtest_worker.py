@@ -131,3 +131,16 @@ def test_connections_are_reused_so_ttft_has_no_connect_in_it() -> None:
         result = run_worker(spec, lambda fields: None)
     assert len(result.samples) >= 10 and all(sample.ok for sample in result.samples)
     assert server.connections == 2, f"{server.connections} connections for {len(result.samples)} requests"
+
+
+def test_a_request_budget_stops_the_test_early_and_headers_go_with_every_request() -> None:
+    # A rollout's analysis asks for exactly the requests a version lacks, pinned to it by a header.
+    from gateway.upstream import RecordingUpstream
+
+    with RecordingUpstream() as server:
+        spec = _spec([server.base_url], users=2, duration_s=120, request_timeout_s=30, max_requests=5,
+                     headers={"x-llmctl-version": "canary"}, api_key="sk-test")
+        result = run_worker(spec, lambda fields: None)
+    assert len(result.samples) == 5 and all(sample.ok for sample in result.samples)
+    assert len(server.headers) == 5 and result.elapsed_s < spec.duration_s  # stopped by the count, not the clock
+    assert all(h["x-llmctl-version"] == "canary" and h["authorization"] == "Bearer sk-test" for h in server.headers)
