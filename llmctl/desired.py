@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel
 
@@ -25,6 +25,18 @@ from llmctl.config.schema import (
     Target,
 )
 
+if TYPE_CHECKING:
+    from llmctl.lock import ModelLock
+
+
+@dataclass(frozen=True)
+class Canary:
+    """A model's new version while a rollout runs it beside the stable one (which `Desired.models` holds)."""
+
+    model: Model
+    lock: ModelLock | None  # its pinned entry: the stable version keeps the applied one
+    weight: int  # percent of callers it serves
+
 
 @dataclass(frozen=True)
 class Desired:
@@ -41,6 +53,8 @@ class Desired:
     rollouts: dict[str, Rollout] = field(default_factory=dict)
     gateway: Gateway | None = None  # declared settings; a gateway with defaults runs when None
     monitoring: Monitoring = field(default_factory=Monitoring)  # defaults when the section is omitted
+    # A rollout under way: model name -> its new version, run beside the stable one. Never in a config or a plan.
+    canaries: dict[str, Canary] = field(default_factory=dict)
 
     @classmethod
     def from_config(cls, loaded: LoadedConfig) -> "Desired":

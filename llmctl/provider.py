@@ -86,11 +86,12 @@ def diff_resources(desired: list[Resource], current: list[Resource], gone: dict[
     Without `replaces`, any change replaces (a process cannot be reconfigured); with it, a change is an update in
     place unless `replaces(type, changed paths)` names the paths that force a replacement.
     """
-    have = {r.address: r for r in current if not r.deposed}
+    have = {(r.address, r.version): r for r in current if not r.deposed}
     changes: list[ResourceChange] = []
     for want in desired:
-        old = have.get(want.address)
-        common = dict(address=want.address, owner=want.owner, provider=want.provider, target=want.target)
+        old = have.get((want.address, want.version))
+        common = dict(address=want.address, owner=want.owner, provider=want.provider, target=want.target,
+                      version=want.version)
         if old is None:
             reason = f"drift: {gone[want.address]}" if want.address in gone else None
             changes.append(ResourceChange(**common, action="create", reason=reason, after=want.spec))
@@ -105,12 +106,12 @@ def diff_resources(desired: list[Resource], current: list[Resource], gone: dict[
                       f"{', '.join(paths)} changed")
             changes.append(ResourceChange(**common, action="replace" if forced else "update", reason=reason,
                                           before=old.spec, after=want.spec))
-    wanted = {r.address for r in desired}
+    wanted = {(r.address, r.version) for r in desired}
     changes += [
         ResourceChange(address=r.address, owner=r.owner, provider=r.provider, target=r.target, action="delete",
-                       before=r.spec, deposed=r.deposed,
+                       before=r.spec, deposed=r.deposed, version=r.version,
                        reason="left behind by an interrupted replace" if r.deposed else None)
         for r in current
-        if r.deposed or r.address not in wanted
+        if r.deposed or (r.address, r.version) not in wanted
     ]
     return changes

@@ -11,6 +11,9 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field, model_validator
 
 Action = Literal["create", "update", "replace", "delete"]
+# Which of a model's versions a resource serves: the one that serves now, or the new one a rollout runs beside it.
+# A canary has its stable twin's address; (address, version) names one resource, as (address, deposed) does.
+Version = Literal["stable", "canary"]
 
 # State written before these markers were fields kept them in `attrs`; reading such a file must lose nothing.
 _MARKERS_ONCE_IN_ATTRS = {"deposed": "deposed", "drift": "drift", "endpoint": "endpoint", "serves": "serves",
@@ -34,6 +37,8 @@ class Resource(BaseModel):
                               "models use its endpoint instead of the replicas'.")
     deposed: bool = Field(False, description="The old object of a replace, kept until its replacement is ready.")
     drift: list[str] = Field(default_factory=list, description="Attributes a refresh found changed outside llmctl.")
+    version: Version = Field("stable", description="canary: the new version of its model that a rollout runs "
+                             "beside the stable one until it is promoted or aborted.")
 
     @model_validator(mode="before")
     @classmethod
@@ -50,6 +55,15 @@ class Resource(BaseModel):
         """The name of the object it serves (`assistant` for owner `model.assistant`)."""
         return self.owner.split(".", 1)[1]
 
+    @property
+    def label(self) -> str:
+        """The address, with the version when it is a rollout's new one: what progress lines and reports show."""
+        return labelled(self.address, self.version)
+
+
+def labelled(address: str, version: Version) -> str:
+    return address if version == "stable" else f"{address} ({version})"
+
 
 class ResourceChange(BaseModel):
     """A provider resource (a process, a cloud resource) that will change."""
@@ -61,5 +75,6 @@ class ResourceChange(BaseModel):
     action: Action
     reason: str | None = None
     deposed: bool = Field(False, description="The old object of a replace that an interrupted apply left behind.")
+    version: Version = "stable"
     before: dict[str, Any] | None = None
     after: dict[str, Any] | None = None

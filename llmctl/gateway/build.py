@@ -18,6 +18,7 @@ from llmctl.errors import LlmctlError
 from llmctl.gateway.auth import hash_key
 from llmctl.gateway.spec import (
     BudgetSpec,
+    CanarySpec,
     GatewaySpec,
     KeySpec,
     Price,
@@ -64,8 +65,10 @@ def routed(desired: Desired, local_targets: set[str]) -> list[str]:
 
 def build_spec(resolved: Resolved, upstreams: dict[str, Upstream], directory: Path,
                verify_key_sha: str | None = None, keys_from_env: bool = False,
-               hosted: bool = True) -> GatewaySpec:
-    """`keys_from_env`: for a gateway whose keys are not readable here (a cluster's Secret), each key is named by
+               hosted: bool = True, canaries: dict[str, Upstream] | None = None) -> GatewaySpec:
+    """`canaries`: the running replicas of the new versions a rollout serves beside `upstreams`, at the weight
+    `desired.canaries` gives each.
+    `keys_from_env`: for a gateway whose keys are not readable here (a cluster's Secret), each key is named by
     the environment variable the gateway will find it in (`cluster_key_env`) and hashed when it starts.
     `hosted`: whether it also routes the api:// models (a gateway on one model's instances does not)."""
     desired = resolved.desired
@@ -84,8 +87,12 @@ def build_spec(resolved: Resolved, upstreams: dict[str, Upstream], directory: Pa
                                      upstream_model=remote, api_key_env=model.api_key_env or key_env, **common)
         elif name in upstreams:
             upstream = upstreams[name]
+            new = (canaries or {}).get(name)
+            canary = (CanarySpec(upstreams=new.urls, upstream_model=new.served_name,
+                                 weight=desired.canaries[name].weight)
+                      if new is not None and name in desired.canaries else None)
             routes[name] = RouteSpec(kind="replicas", upstreams=upstream.urls, upstream_model=upstream.served_name,
-                                     tokenizer=upstream.tokenizer, **common)
+                                     tokenizer=upstream.tokenizer, canary=canary, **common)
     keys = [_key_spec(key, desired.config_dir, keys_from_env) for key in gateway.keys]
     if verify_key_sha and keys:
         keys.append(KeySpec(id=VERIFY_KEY_ID, sha256=verify_key_sha))

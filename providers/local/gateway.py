@@ -25,7 +25,7 @@ from llmctl.gateway.auth import hash_key
 from llmctl.gateway.spec import GatewaySpec, TokenizerSpec
 from llmctl.provider import ApplyContext
 from llmctl.resolve import Resolved
-from llmctl.resource import Resource
+from llmctl.resource import Resource, Version
 from providers.local import process
 
 GATEWAY_TYPE = "local_gateway"
@@ -56,7 +56,10 @@ def resource(resolved: Resolved, target: str) -> Resource | None:
                     "source", "guardrails", "prompt", "budget", "api_base", "api_key_env"}) for name in models},
                 "guardrails": {n: g.model_dump(mode="json") for n, g in desired.guardrails.items()},
                 "prompts": {n: p.model_dump(mode="json") for n, p in desired.prompts.items()},
-                "budgets": {n: b.model_dump(mode="json") for n, b in desired.budgets.items()}}
+                "budgets": {n: b.model_dump(mode="json") for n, b in desired.budgets.items()},
+                # A rollout's step: which new versions serve, and to what share of callers.
+                "canaries": {n: [c.model.model_dump(mode="json", include={"source"}), c.weight]
+                             for n, c in sorted(desired.canaries.items())}}
     return Resource(address=f"{GATEWAY_TYPE}.{desired.environment}", type=GATEWAY_TYPE,
                     owner=f"gateway.{desired.environment}", provider="local", target=target,
                     spec={"models": models, "port": settings.port, "enforces": _sha(json.dumps(enforced, sort_keys=True))})
@@ -82,7 +85,8 @@ def converge(want: Resource | None, live: list[Resource], ctx: ApplyContext) -> 
             live = [r for r in live if r is not have]
         return live
     directory = build.gateway_dir(ctx.run_dir)
-    spec = build.build_spec(ctx.resolved, _upstreams(live), directory, hash_key(verify_key(ctx.run_dir)))
+    spec = build.build_spec(ctx.resolved, _upstreams(live), directory, hash_key(verify_key(ctx.run_dir)),
+                            canaries=_upstreams(live, "canary"))
     text = spec.model_dump_json(indent=2)  # what GatewaySpec.write writes
     running = have is not None and process.find(have.attrs["pid"], have.attrs["create_time"]) is not None
     if running and have is not None and have.spec == want.spec and have.attrs.get("spec_sha") == _sha(text):
@@ -132,10 +136,11 @@ def _reloaded(have: Resource, want: Resource, spec: GatewaySpec, text: str, ctx:
     return False
 
 
-def _upstreams(live: list[Resource]) -> dict[str, build.Upstream]:
+def _upstreams(live: list[Resource], version: Version = "stable") -> dict[str, build.Upstream]:
+    """Each model's running replicas of `version`."""
     found: dict[str, build.Upstream] = {}
     for replica in live:
-        if replica.type != PROCESS_TYPE or replica.deposed or replica.endpoint is None:
+        if replica.type != PROCESS_TYPE or replica.deposed or replica.endpoint is None or replica.version != version:
             continue
         name = replica.model
         tokenizer = (TokenizerSpec(kind="gguf", path=replica.spec["model"])

@@ -13,7 +13,8 @@ from llmctl.config.sources import SourceNotFound, local_path
 from llmctl.gateway import build
 from llmctl.provider import ApplyContext, Operation, ProviderError, diff_resources
 from llmctl.resolve import Resolved
-from llmctl.resource import Resource, ResourceChange
+from llmctl.lock import ModelLock
+from llmctl.resource import Resource, ResourceChange, Version
 from providers.local import gateway, monitoring, process
 from providers.local.engines import command, missing
 
@@ -56,15 +57,19 @@ class LocalProvider:
         desired = resolved.desired
         resources = []
         for model in desired.models_on(target):
-            count = model.replicas if isinstance(model.replicas, int) else model.replicas.min
-            spec = _spec(model, resolved)
-            resources += [
-                Resource(address=f"{RESOURCE_TYPE}.{model.name}[{index}]", type=RESOURCE_TYPE,
-                         owner=f"model.{model.name}", provider=self.name, target=target, spec=spec)
-                for index in range(count)
-            ]
+            resources += self._replicas(model, _spec(model, resolved.locked(model.name), resolved), target)
+            canary = desired.canaries.get(model.name)
+            if canary is not None:
+                resources += self._replicas(canary.model, _spec(canary.model, canary.lock, resolved), target,
+                                            "canary")
         front = gateway.resource(resolved, target)
         return resources + ([front] if front else []) + monitoring.resources(resolved, target)
+
+    def _replicas(self, model: Model, spec: dict[str, Any], target: str, version: Version = "stable") -> list[Resource]:
+        count = model.replicas if isinstance(model.replicas, int) else model.replicas.min
+        return [Resource(address=f"{RESOURCE_TYPE}.{model.name}[{index}]", type=RESOURCE_TYPE,
+                         owner=f"model.{model.name}", provider=self.name, target=target, spec=spec, version=version)
+                for index in range(count)]
 
     def refresh(self, resources: list[Resource]) -> tuple[list[Resource], dict[str, str]]:
         current, gone = [], {}
@@ -100,7 +105,7 @@ class LocalProvider:
 
     def apply(self, changes: list[ResourceChange], desired: list[Resource], current: list[Resource],
               ctx: ApplyContext) -> list[Resource]:
-        wanted = {resource.address: resource for resource in desired}
+        wanted = {(resource.address, resource.version): resource for resource in desired}
         live = list(current)
         # The gateway follows the replicas (it needs their ports), and monitoring follows the gateway (it scrapes it),
         # whatever their own changes were.
@@ -112,8 +117,9 @@ class LocalProvider:
             if change.action not in ("create", "replace"):
                 continue
             if change.action == "replace":
-                live = [_deposed(r) if r.address == change.address else r for r in live]
-            new = self._start(wanted[change.address], ctx)
+                live = [_deposed(r) if (r.address, r.version) == (change.address, change.version) else r
+                        for r in live]
+            new = self._start(wanted[(change.address, change.version)], ctx)
             starting.append(new)
             live.append(new)
             ctx.persist(live)
@@ -122,17 +128,18 @@ class LocalProvider:
         for resource in failed:
             process.stop(resource.attrs["pid"], resource.attrs["create_time"])
             # A replacement that failed leaves the old process serving.
-            live = [_kept(r) if r.address == resource.address else r for r in live if r is not resource]
+            live = [_kept(r) if (r.address, r.version) == (resource.address, resource.version) else r
+                    for r in live if r is not resource]
         ctx.persist(live)
 
-        ready = {r.address for r in starting if r not in failed}
-        deletes = {(c.address, c.deposed) for c in changes if c.action == "delete"}
+        ready = {(r.address, r.version) for r in starting if r not in failed}
+        deletes = {(c.address, c.version, c.deposed) for c in changes if c.action == "delete"}
         for resource in [r for r in live if _stops(r, ready, deletes)]:
-            ctx.progress(resource.address, "stopping" + (" (replaced)" if resource.deposed else ""))
+            ctx.progress(resource.label, "stopping" + (" (replaced)" if resource.deposed else ""))
             process.stop(resource.attrs["pid"], resource.attrs["create_time"])
             live.remove(resource)
             ctx.persist(live)
-            ctx.progress(resource.address, "stopped")
+            ctx.progress(resource.label, "stopped")
 
         if failed:
             raise ProviderError("\n\n".join(resource.attrs["failure"] for resource in failed))
@@ -152,11 +159,11 @@ class LocalProvider:
     def destroy(self, resources: list[Resource], ctx: ApplyContext) -> None:
         remaining = list(resources)
         for resource in resources:
-            ctx.progress(resource.address, "stopping")
+            ctx.progress(resource.label, "stopping")
             process.stop(resource.attrs["pid"], resource.attrs["create_time"])
             remaining.remove(resource)
             ctx.persist(remaining)
-            ctx.progress(resource.address, "stopped")
+            ctx.progress(resource.label, "stopped")
 
     def health(self, resource: Resource) -> str:
         if not process.find(resource.attrs["pid"], resource.attrs["create_time"]):
@@ -166,10 +173,11 @@ class LocalProvider:
 
     def _start(self, resource: Resource, ctx: ApplyContext) -> Resource:
         port = process.free_port()
-        log = ctx.run_dir / "logs" / f"{resource.address.removeprefix(RESOURCE_TYPE + '.').replace('[', '-').rstrip(']')}.log"
+        name = resource.address.removeprefix(RESOURCE_TYPE + '.').replace('[', '-').rstrip(']')
+        log = ctx.run_dir / "logs" / f"{name}{'' if resource.version == 'stable' else '-' + resource.version}.log"
         cmd = command(resource.spec, port)
         started = process.start(cmd, port, log)
-        ctx.progress(resource.address, f"starting (pid {started.pid}, port {port})")
+        ctx.progress(resource.label, f"starting (pid {started.pid}, port {port})")
         attrs: dict[str, Any] = {"pid": started.pid, "create_time": started.create_time, "port": port,
                                  "log": str(log), "command": cmd}
         return resource.model_copy(update={"attrs": attrs, "endpoint": f"http://{process.HOST}:{port}/v1"})
@@ -183,28 +191,27 @@ class LocalProvider:
                 attrs = resource.attrs
                 why = None
                 if not process.find(attrs["pid"], attrs["create_time"]):
-                    why = f"{resource.address} exited before it was ready"
+                    why = f"{resource.label} exited before it was ready"
                 elif process.answers(attrs["port"], timeout=1.0, path=_READY_PATH[resource.type]) is None:
                     pending.remove(resource)
-                    ctx.progress(resource.address, "ready")
+                    ctx.progress(resource.label, "ready")
                     continue
                 elif time.monotonic() > deadline:
-                    why = f"{resource.address} did not answer on port {attrs['port']} within {ctx.ready_timeout:.0f}s"
+                    why = f"{resource.label} did not answer on port {attrs['port']} within {ctx.ready_timeout:.0f}s"
                 if why:
                     attrs["failure"] = f"{why}; last lines of {attrs['log']}:\n{process.log_tail(Path(attrs['log']))}"
                     pending.remove(resource)
                     failed.append(resource)
-                    ctx.progress(resource.address, f"failed: {why}")
+                    ctx.progress(resource.label, f"failed: {why}")
             if pending:
                 time.sleep(_POLL_SECONDS)
         return failed
 
 
-def _spec(model: Model, resolved: Resolved) -> dict[str, Any]:
-    """What a replica runs; the pinned file hash or commit is part of it, so a model that changed under its name
-    is a replacement the plan shows."""
+def _spec(model: Model, locked: ModelLock | None, resolved: Resolved) -> dict[str, Any]:
+    """What a replica runs, with `locked` its pinned entry; the pinned file hash or commit is part of it, so a
+    model that changed under its name is a replacement the plan shows."""
     source = model.parsed_source
-    locked = resolved.locked(model.name)
     try:
         ref = (str(local_path(source, resolved.desired.config_dir)) if source.scheme in ("pkg", "file")
                else source.location)
@@ -214,7 +221,7 @@ def _spec(model: Model, resolved: Resolved) -> dict[str, Any]:
                             "context_length": model.context_length, "engine_args": model.engine_args}
     if locked and locked.file_sha256:
         spec["sha256"] = locked.file_sha256
-    revision = resolved.pinned_revision(model)
+    revision = (locked.sha if locked else None) or source.revision
     if revision:
         spec["revision"] = revision
     return spec
@@ -236,9 +243,10 @@ def _pinned_file_problems(model: Model, resolved: Resolved) -> list[str]:
     return []
 
 
-def _stops(resource: Resource, ready: set[str], deletes: set[tuple[str, bool]]) -> bool:
+def _stops(resource: Resource, ready: set[tuple[str, str]], deletes: set[tuple[str, str, bool]]) -> bool:
     """Deleted, or deposed by a replacement that is now ready."""
-    return (resource.address, resource.deposed) in deletes or (resource.deposed and resource.address in ready)
+    return ((resource.address, resource.version, resource.deposed) in deletes
+            or (resource.deposed and (resource.address, resource.version) in ready))
 
 
 def _deposed(resource: Resource) -> Resource:
