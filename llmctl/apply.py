@@ -4,19 +4,24 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import TypeVar
+from typing import Protocol, TypeVar
 
 from llmctl.config.schema import Config
 from llmctl.desired import Desired
-from llmctl.errors import BudgetExceeded, EvalsFailed, LlmctlError, VerificationFailed
+from llmctl.errors import BudgetExceeded, EvalsFailed, LlmctlError, RolloutAborted, VerificationFailed
 from llmctl.evals.model import EvalReport, EvalResult
+from llmctl.gateway.routing import CANARY, VERSION_HEADER
+from llmctl.monitor.live import GatewaySource, metrics_url
 from llmctl.plan.model import Change, Plan, Summary
 from llmctl.plan.planner import TargetView, applied_desired, refreshed_targets
 from llmctl.provider import ApplyContext, Operation, Provider, ProviderError
 from llmctl.resolve import Resolved, resolve_applied
 from llmctl.resource import Resource, ResourceChange
+from llmctl.rollout import engine as rollout
+from llmctl.rollout.model import RolloutRecord
 from llmctl.state import STATUS_TEXT, LocalBackend, State
 from llmctl.verify.model import ModelVerification, VerificationReport
+from llmctl.verify.run import drive
 from llmctl.workspace import Workspace
 
 Progress = Callable[[str, str], None]
@@ -24,8 +29,10 @@ T = TypeVar("T", Resource, ResourceChange)
 
 
 Verify = Callable[[Desired, dict[str, list[str]], list[str]], VerificationReport]
-# (resolved, endpoints, MODEL/EVAL runs, the baseline results) -> what the evals found
-Evaluate = Callable[[Resolved, dict[str, list[str]], list[str], dict[str, EvalResult]], EvalReport]
+class Evaluate(Protocol):
+    def __call__(self, resolved: Resolved, endpoints: dict[str, list[str]], runs: list[str],
+                 baseline: dict[str, EvalResult], *, versions: dict[str, str] | None = None) -> EvalReport:
+        """Run the MODEL/EVAL `runs` against `endpoints` (a model named in `versions` at that rollout version)."""
 
 
 @dataclass
@@ -33,6 +40,7 @@ class ApplyOutcome:
     state: State
     report: VerificationReport | None = None
     evals: EvalReport | None = None
+    rollout: RolloutRecord | None = None  # a rollout this apply ran (promoted, or paused for `rollout promote`)
 
 
 def apply_plan(plan: Plan, resolved: Resolved, get_provider: Callable[[str], Provider], progress: Progress,
@@ -71,6 +79,13 @@ def apply_plan(plan: Plan, resolved: Resolved, get_provider: Callable[[str], Pro
     changes = _by_target(plan.resource_changes)
     views = refreshed_targets(resolved, state, get_provider)
     _preflight(resolved, {target: views[target].provider for target in changes}, "apply")
+    if plan.rollouts:
+        [model] = plan.rollouts  # the plan refuses more than one at a time
+        new = state.model_copy(deep=True, update={"serial": max(state.serial, 1), "status": "rolling_out",
+                                                  "status_reason": None})
+        new.rollout = rollout.start(plan, resolved, model, state.serial)
+        backend.write(new)
+        return carry_on(new, resolved, get_provider, progress, ready_timeout, evaluate)
 
     # Progress is written under the current serial (1 for a first apply): only a verified apply moves it, so a
     # rolled-back one leaves the serial where it was and saved plans made against it stay valid.
@@ -162,14 +177,88 @@ def _apply_changes(resolved: Resolved, new: State, changes: dict[str, list[Resou
 def _roll_back(previous: State, new: State, resolved: Resolved, get_provider: Callable[[str], Provider],
                progress: Progress, ready_timeout: float, why: str) -> None:
     """Converge the resources back to the previously applied config and record why, under the old serial."""
-    back = resolved.with_desired(_applied(previous, resolved.workspace), previous.lock)
-    views = refreshed_targets(back, new, get_provider)
-    changes = {target: view.provider.plan(back, target, view.desired, view.current, view.gone)[0]
-               for target, view in views.items()}
-    _apply_changes(back, new, {t: c for t, c in changes.items() if c}, views, progress, ready_timeout)
+    _converge(resolved.with_desired(_applied(previous, resolved.workspace), previous.lock), new, get_provider,
+              progress, ready_timeout)
     new.desired, new.lock = previous.desired, previous.lock
     new.status, new.status_reason = "rolled_back", why
     resolved.workspace.backend().write(new)
+
+
+def _converge(resolved: Resolved, new: State, get_provider: Callable[[str], Provider], progress: Progress,
+              ready_timeout: float) -> None:
+    """Make the resources in `new` match `resolved`, whatever they are now."""
+    views = refreshed_targets(resolved, new, get_provider)
+    changes = {target: view.provider.plan(resolved, target, view.desired, view.current, view.gone)[0]
+               for target, view in views.items()}
+    _apply_changes(resolved, new, {t: c for t, c in changes.items() if c}, views, progress, ready_timeout)
+
+
+# --- rollouts ------------------------------------------------------------------------------------------------------
+
+
+def carry_on(new: State, target: Resolved, get_provider: Callable[[str], Provider], progress: Progress,
+             ready_timeout: float = 300.0, evaluate: Evaluate | None = None) -> ApplyOutcome:
+    """Run the rollout in `new` from where its record stands to promotion, a pause, or an abort (RolloutAborted).
+    `target` is the config being rolled out. The caller holds the state lock."""
+    record = new.rollout
+    assert record is not None and record.in_progress
+    backend = target.workspace.backend()
+    applied = _applied(new, target.workspace)
+    endpoint = new.endpoints[record.model][0]  # the gateway's: it serves both versions under the model's name
+
+    def save(updated: RolloutRecord) -> None:
+        updated.updated_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        new.rollout = updated
+        backend.write(new)
+
+    def grade(resolved: Resolved, runs: list[str]) -> EvalReport:
+        assert evaluate is not None
+        report = evaluate(target, new.endpoints, runs, new.eval_baseline, versions={record.model: CANARY})
+        new.evals = {**new.evals, **report.for_state()}
+        return report
+
+    seams = rollout.Seams(
+        converge=lambda resolved: _converge(resolved, new, get_provider, progress, ready_timeout), save=save,
+        scrape=GatewaySource([metrics_url(endpoint)], 0).scrape,
+        drive=lambda resolved, model, version, requests: drive(resolved.desired, [endpoint], model,
+                                                              {VERSION_HEADER: version}, requests),
+        evaluate=grade if evaluate is not None else None, progress=progress)
+    try:
+        outcome = rollout.advance(record, target, applied, new.lock, seams)
+    except ProviderError as exc:
+        new.status, new.status_reason = "failed", str(exc)
+        save(record)
+        raise LlmctlError(f"the rollout of model {record.model} could not go on: {exc}\n`llmctl rollout abort` "
+                          "goes back to the stable version; `llmctl rollout promote` tries the step again") from None
+    if outcome == "paused":
+        return ApplyOutcome(new, rollout=record)
+    if outcome == "failed":
+        abort(new, target, get_provider, progress, ready_timeout, record.reason or "a step failed")
+        raise RolloutAborted(f"rollout of model {record.model} aborted at {record.reason}; only the stable version "
+                             f"serves (state serial {new.serial})", record, record.eval_failed)
+    new.resources = rollout.promoted(new.resources, record.model)
+    new.endpoints = endpoints(new.resources)
+    backend.write(new)
+    _converge(target, new, get_provider, progress, ready_timeout)
+    record.status, record.weight, record.reason = "promoted", 100, None
+    new.serial, new.desired, new.lock = new.serial + 1, record.target, record.target_lock
+    new.status, new.status_reason = "applied", None
+    save(record)
+    return ApplyOutcome(new, rollout=record)
+
+
+def abort(new: State, target: Resolved, get_provider: Callable[[str], Provider], progress: Progress,
+          ready_timeout: float, why: str) -> None:
+    """Weight back to 0 first, so no caller is sent to a version being stopped; then back to the applied config:
+    the new version stops and only the stable one serves. `target` is the config being rolled out."""
+    record = new.rollout
+    assert record is not None
+    applied = _applied(new, target.workspace)
+    _converge(rollout.staged(target, applied, new.lock, record.model, 0), new, get_provider, progress, ready_timeout)
+    record.status, record.weight, record.reason = "aborted", 0, why
+    new.rollout = record
+    _roll_back(new, new, target, get_provider, progress, ready_timeout,
+               f"rollout of model {record.model} aborted: {why}")
 
 
 def _applied(state: State, workspace: Workspace) -> Desired:
@@ -266,3 +355,32 @@ def _by_target(items: list[T]) -> dict[str, list[T]]:
     for item in items:
         grouped.setdefault(item.target, []).append(item)
     return grouped
+
+
+def rollout_in_progress(state: State) -> RolloutRecord:
+    if state.rollout is None or not state.rollout.in_progress:
+        last = f" (the last one, of model {state.rollout.model}, was {state.rollout.status})" if state.rollout else ""
+        raise LlmctlError(f"no rollout is in progress in {state.project}/{state.environment}{last}: `llmctl apply` "
+                          "starts one when a model with a canary or blue_green rollout changes")
+    return state.rollout
+
+
+def rolled_out(state: State, workspace: Workspace) -> Resolved:
+    """The config the rollout in `state` is carrying out, as it was planned (its own lock entries)."""
+    record = rollout_in_progress(state)
+    return resolve_applied(workspace, Desired.from_parts(record.target, workspace.config_dir), record.target_lock)
+
+
+def promote(workspace: Workspace, get_provider: Callable[[str], Provider], progress: Progress,
+            evaluate: Evaluate | None = None) -> ApplyOutcome:
+    """Go on with the rollout in progress (paused, or interrupted by Ctrl-C or a crash) from its next undecided
+    step. The caller holds the state lock."""
+    new = workspace.backend().read()
+    return carry_on(new, rolled_out(new, workspace), get_provider, progress, evaluate=evaluate)
+
+
+def abort_rollout(workspace: Workspace, get_provider: Callable[[str], Provider], progress: Progress) -> State:
+    """Go back to the stable version: only it serves afterwards. The caller holds the state lock."""
+    new = workspace.backend().read()
+    abort(new, rolled_out(new, workspace), get_provider, progress, 300.0, "aborted by `llmctl rollout abort`")
+    return new

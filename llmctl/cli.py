@@ -16,7 +16,7 @@ import typer
 
 from llmctl import console
 from llmctl.config.errors import ConfigError
-from llmctl.errors import BudgetExceeded, EvalsFailed, LlmctlError, VerificationFailed
+from llmctl.errors import BudgetExceeded, EvalsFailed, LlmctlError, RolloutAborted, VerificationFailed
 
 if TYPE_CHECKING:
     from llmctl.plan.model import Plan
@@ -136,6 +136,7 @@ def apply(saved: Annotated[Path | None, typer.Argument(metavar="[PLAN]", help="A
     from llmctl.resolve import resolve, resolve_saved_plan
     from llmctl.evals.gate import evaluate
     from llmctl.evals.report import render as render_evals
+    from llmctl.rollout.report import render as render_rollout
     from llmctl.verify.report import render as render_report
     from llmctl.verify.run import Overrides, verify
 
@@ -165,6 +166,14 @@ def apply(saved: Annotated[Path | None, typer.Argument(metavar="[PLAN]", help="A
             except EvalsFailed as exc:
                 console.out(render_evals(exc.report, "text"))  # type: ignore[arg-type]
                 raise
+            except RolloutAborted as exc:
+                console.out(render_rollout(exc.record, "text"))  # type: ignore[arg-type]
+                raise
+    if outcome.rollout:
+        console.out(render_rollout(outcome.rollout, "text"))
+        if outcome.rollout.status == "paused":
+            console.note(f"\n{outcome.rollout.reason}")
+            return
     if outcome.report:
         console.out(render_report(outcome.report, "text"))
     if outcome.evals:
@@ -358,6 +367,73 @@ def lock_command(file: ConfigFile = DEFAULT_FILE, env: Env = None,
                  f"prices {resolved.catalog.version}).")
     for check in resolved.notes:
         console.note(check.message)
+
+
+rollout_app = typer.Typer(help="A rollout under way: its decision record, and the way on or back.",
+                          no_args_is_help=True)
+app.add_typer(rollout_app, name="rollout")
+
+
+@rollout_app.command("status")
+def rollout_status(file: ConfigFile = DEFAULT_FILE, env: Env = None,
+                   format: Annotated[PlanFormat, typer.Option("--format")] = "text") -> None:
+    """The last rollout: its weights now, and per step and version the figures compared and the verdict."""
+    from llmctl.config.load import load
+    from llmctl.resolve import workspace_of
+    from llmctl.rollout.report import render
+
+    state = workspace_of(load(file, env)).backend().read()
+    if state.rollout is None:
+        raise LlmctlError(f"no rollout has run in {state.project}/{state.environment}")
+    console.out(render(state.rollout, format))
+
+
+@rollout_app.command("promote")
+def rollout_promote(file: ConfigFile = DEFAULT_FILE, env: Env = None, lock_timeout: LockTimeout = 30.0,
+                    skip_evals: Annotated[bool, typer.Option("--skip-evals", help="Do not run the analysis evals.")
+                                          ] = False) -> None:
+    """Go on with a paused or interrupted rollout from its next step; exits 4 (5: an eval failed) if it aborts."""
+    from functools import partial
+
+    from llmctl.apply import promote
+    from llmctl.config.load import load
+    from llmctl.evals.gate import evaluate
+    from llmctl.providers import get_provider
+    from llmctl.resolve import workspace_of
+    from llmctl.rollout.report import render
+
+    workspace = workspace_of(load(file, env))
+    with workspace.backend().lock(lock_timeout, "llmctl rollout promote"):
+        with console.progress("Rolling out") as update:
+            grade = None if skip_evals else partial(evaluate, progress=_eval_progress(update))
+            try:
+                outcome = promote(workspace, get_provider, update, grade)
+            except RolloutAborted as exc:
+                console.out(render(exc.record, "text"))  # type: ignore[arg-type]
+                raise
+    assert outcome.rollout is not None
+    console.out(render(outcome.rollout, "text"))
+    if outcome.rollout.status == "paused":
+        console.note(f"\n{outcome.rollout.reason}")
+    else:
+        console.note(f"\nPromoted: model {outcome.rollout.model} serves its new version (state serial "
+                     f"{outcome.state.serial}).")
+
+
+@rollout_app.command("abort")
+def rollout_abort(file: ConfigFile = DEFAULT_FILE, env: Env = None, lock_timeout: LockTimeout = 30.0) -> None:
+    """Go back: the new version's weight to 0, its servers stopped; only the stable version serves."""
+    from llmctl.apply import abort_rollout
+    from llmctl.config.load import load
+    from llmctl.providers import get_provider
+    from llmctl.resolve import workspace_of
+
+    workspace = workspace_of(load(file, env))
+    with workspace.backend().lock(lock_timeout, "llmctl rollout abort"):
+        with console.progress("Aborting") as update:
+            state = abort_rollout(workspace, get_provider, update)
+    console.note(f"\nAborted: only the stable version of model {state.rollout.model if state.rollout else '?'} "
+                 f"serves (state serial {state.serial}).")
 
 
 pricing_app = typer.Typer(help="The GPU and API price catalog.", no_args_is_help=True)

@@ -35,6 +35,16 @@ class EvalsFailed(LlmctlError):
         self.report = report
 
 
+class RolloutAborted(LlmctlError):
+    """A rollout's new version failed a step's analysis and was stopped: exit 4, or 5 when an eval failed (as an
+    apply whose SLO or evals failed); `record` is the decision record, for rendering."""
+
+    def __init__(self, message: str, record: object, eval_failed: bool) -> None:
+        super().__init__(message)
+        self.record = record
+        self.exit_code = EvalsFailed.exit_code if eval_failed else VerificationFailed.exit_code
+
+
 def did_you_mean(word: str, options: Iterable[str]) -> str:
     """' did you mean 'x'?' when a close option exists, else ''."""
     close = difflib.get_close_matches(word, list(options), n=1, cutoff=0.6)

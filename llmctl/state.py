@@ -22,6 +22,7 @@ from llmctl.evals.model import EvalResult
 from llmctl.errors import LlmctlError
 from llmctl.lock import Lock
 from llmctl.resource import Resource
+from llmctl.rollout.model import RolloutRecord
 
 FORMAT_VERSION = 1
 
@@ -34,11 +35,11 @@ class StateLocked(LlmctlError):
     """Another process holds the state lock."""
 
 
-ApplyStatus = Literal["applying", "applied", "failed", "rolled_back", "destroying", "destroyed"]
+ApplyStatus = Literal["applying", "applied", "failed", "rolled_back", "destroying", "destroyed", "rolling_out"]
 # What `llmctl status` calls each; "applying" and "destroying" left behind mean the run was interrupted.
 STATUS_TEXT: dict[str, str] = {"applying": "apply in progress", "applied": "applied", "failed": "apply failed",
                                "rolled_back": "apply rolled back", "destroying": "destroy in progress",
-                               "destroyed": "destroyed"}
+                               "destroyed": "destroyed", "rolling_out": "rollout in progress"}
 
 
 class State(BaseModel):
@@ -59,6 +60,8 @@ class State(BaseModel):
     # MODEL/EVAL -> its run in the last apply that succeeded: the baseline a regression is measured against (a run
     # that was rolled back, or a standalone `llmctl eval`, is no baseline)
     eval_baseline: dict[str, EvalResult] = Field(default_factory=dict)
+    rollout: RolloutRecord | None = Field(None, description="The last rollout: under way (running, paused) or how "
+                                          "it ended, with its decision record.")
 
     @model_validator(mode="before")
     @classmethod

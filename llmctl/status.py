@@ -12,6 +12,8 @@ from rich.table import Table
 
 from llmctl.evals.model import EvalResult
 from llmctl.evals.report import eval_lines
+from llmctl.rollout.model import RolloutRecord
+from llmctl.rollout.report import headline
 from llmctl.gateway.usage import ledger_usage
 from llmctl.monitor.live import FiringAlerts, firing_alerts
 from llmctl.provider import Provider
@@ -68,6 +70,7 @@ class StatusReport(BaseModel):
     verification: dict[str, ModelVerification]
     alerts: FiringAlerts | None = Field(None, description="What the environment's Prometheus has firing; None: no "
                                         "Prometheus in state.")
+    rollout: RolloutRecord | None = Field(None, description="The last rollout, with the weights it left.")
 
     @property
     def healthy(self) -> bool:
@@ -81,7 +84,7 @@ def status(state: State, get_provider: Callable[[str], Provider]) -> StatusRepor
     hosted = [HostedModel(model=model.name, source=model.source) for model in models
               if model.parsed_source.hosted]
     replicas = [
-        Replica(address=r.address, model=r.model, target=r.target,
+        Replica(address=r.label, model=r.model, target=r.target,
                 endpoint=r.endpoint or next(iter(r.attrs.get("endpoints") or []), None),
                 pid=r.attrs.get("pid"), health=get_provider(r.provider).health(r), log=r.attrs.get("log"))
         for r in state.resources if not r.serves and not r.owner.startswith("monitoring.")
@@ -96,6 +99,7 @@ def status(state: State, get_provider: Callable[[str], Provider]) -> StatusRepor
     return StatusReport(project=state.project, environment=state.environment, serial=state.serial,
                         updated_at=state.updated_at, last_change=state.last_change, replicas=replicas, gateways=gateways,
                         monitoring=monitoring, evals=state.evals, hosted=hosted, alerts=firing_alerts(state),
+                        rollout=state.rollout,
                         verification={model: ModelVerification.model_validate(result)
                                       for model, result in state.verification.items()})
 
@@ -130,6 +134,8 @@ def render_status_text(report: StatusReport) -> str:
              f"{f' at {report.updated_at}' if report.updated_at else ''}"]
     if not report.replicas and not report.hosted:
         lines.append("Nothing is deployed.")
+    if report.rollout is not None:
+        lines.append(headline(report.rollout) + (" (`llmctl rollout status` shows its decision record)"))
     if report.replicas:
         table = Table(box=None, pad_edge=False)
         for column in ("MODEL", "REPLICA", "ENDPOINT", "PID", "HEALTH"):

@@ -388,6 +388,15 @@ class Rollout(Strict):
     on_failure: Literal["abort"] = Field("abort", description="Weight back to 0, the new version stopped; exit 4, "
                                          "or 5 when an eval failed.")
 
+    def effective_steps(self) -> list[RolloutStep]:
+        """The steps apply walks. blue_green: the new version analysed on llmctl's own load at weight 0 for
+        `preview`, then every caller switched at once."""
+        if self.strategy == "blue_green":
+            # Weight 0 is no step a user may declare, but it is what a preview is: built without validation.
+            return [RolloutStep.model_construct(weight=0, duration=self.preview, pause=False),
+                    RolloutStep(weight=100)]
+        return list(self.steps)
+
 
 # --- the gateway -------------------------------------------------------------------------------------------------
 

@@ -13,9 +13,9 @@ from llmctl.workspace import Workspace
 
 def evaluate(resolved: Resolved, endpoints: dict[str, list[str]], runs: list[str],
              baseline: dict[str, EvalResult], progress: Progress, repeat: int | None = None,
-             use_cache: bool = True) -> EvalReport:
+             use_cache: bool = True, versions: dict[str, str] | None = None) -> EvalReport:
     setup = make_setup(resolved.desired, resolved.lock, endpoints, prices(resolved), resolved.workspace.run_dir,
-                       baseline, use_cache)
+                       baseline, use_cache, versions)
     return run_evals(setup, runs, repeat, progress)
 
 

@@ -28,6 +28,7 @@ from llmctl.evals.dataset import dataset_path, read_dataset
 from llmctl.evals.model import AssertionResult, CaseResult, EvalReport, EvalResult, SampleResult
 from llmctl.gateway.build import read_key, read_verify_key, settings
 from llmctl.gateway.spec import Price
+from llmctl.gateway.routing import VERSION_HEADER
 from llmctl.lock import Lock
 
 SAMPLING: dict[str, Any] = {"temperature": 0.0, "max_tokens": 256}
@@ -57,6 +58,7 @@ class Route:
     price: Price | None
     concurrency: int
     verdict_format: dict[str, Any] | None = None  # as a judge: the response_format that holds it to a verdict
+    version: str | None = None  # a rollout's version the gateway is asked for (VERSION_HEADER); None: as callers get
 
 
 @dataclass(frozen=True)
@@ -77,9 +79,11 @@ class Setup:
 
 
 def make_setup(desired: Desired, lock: Lock | None, endpoints: dict[str, list[str]], prices: dict[str, Price | None],
-               run_dir: Path, baseline: dict[str, EvalResult], use_cache: bool = True) -> Setup:
+               run_dir: Path, baseline: dict[str, EvalResult], use_cache: bool = True,
+               versions: dict[str, str] | None = None) -> Setup:
     """Routes for every model with an endpoint (judges included), and the keys the evals ask with: llmctl's own,
-    and each gateway key an eval names (read as apply reads it: from its variable or file)."""
+    and each gateway key an eval names (read as apply reads it: from its variable or file). `versions`: the
+    rollout version each model named is asked at (a rollout's analysis evaluates its new version)."""
     routes = {}
     for name, model in desired.models.items():
         if not endpoints.get(name):
@@ -91,7 +95,7 @@ def make_setup(desired: Desired, lock: Lock | None, endpoints: dict[str, list[st
         replicas = model.replicas if isinstance(model.replicas, int) else model.replicas.min
         routes[name] = Route(endpoint=endpoints[name][0], identity=identity, price=prices.get(name),
                              concurrency=HOSTED_CONCURRENCY if model.parsed_source.hosted else replicas,
-                             verdict_format=_verdict_format(model))
+                             verdict_format=_verdict_format(model), version=(versions or {}).get(name))
     callers: dict[str | None, Caller] = {None: Caller(read_verify_key(run_dir))}
     for key in settings(desired).keys:
         if any(evaluation.key == key.name for evaluation in desired.evals.values()):
@@ -228,6 +232,8 @@ class _Asker:
     def _ask(self, route: Route, request: dict[str, Any], key: str | None = None) -> dict[str, Any]:
         caller = self._setup.callers[key]
         headers = {"authorization": f"Bearer {caller.api_key}"} if caller.api_key else {}
+        if route.version is not None:
+            headers[VERSION_HEADER] = route.version
         for attempt in range(RATE_LIMITED_RETRIES + 1):
             if key in self._paces:
                 self._paces[key].wait()

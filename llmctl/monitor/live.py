@@ -321,20 +321,15 @@ class GatewaySource:
     def read(self) -> Readings:
         """Rates since the last read; the first read scrapes twice, `gap_s` apart."""
         if self._last is None:
-            self._last = self._scrape()
+            self._last = self.scrape()
             time.sleep(self.gap_s)
-        earlier, later = self._last, self._scrape()
+        earlier, later = self._last, self.scrape()
         self._last = later
         return gateway_readings(earlier, later)
 
-    def _scrape(self) -> Scrape:
-        values: dict[SampleKey, float] = {}
-        for url in self.urls:
-            # Several gateways serve disjoint traffic: their counters add up.
-            for sample in _samples(self._fetch(url)):
-                key = (sample.name, frozenset(sample.labels.items()))
-                values[key] = values.get(key, 0.0) + sample.value
-        return Scrape(time.monotonic(), values)
+    def scrape(self) -> Scrape:
+        # Several gateways serve disjoint traffic: their counters add up.
+        return scrape_of([self._fetch(url) for url in self.urls])
 
     def _fetch(self, url: str) -> str:
         try:
@@ -346,6 +341,16 @@ class GatewaySource:
         return response.text
 
 
+def scrape_of(texts: Iterable[str]) -> Scrape:
+    """Scrapes of gateways' /metrics taken now, their counters added up."""
+    values: dict[SampleKey, float] = {}
+    for text in texts:
+        for sample in _samples(text):
+            key = (sample.name, frozenset(sample.labels.items()))
+            values[key] = values.get(key, 0.0) + sample.value
+    return Scrape(time.monotonic(), values)
+
+
 def _samples(text: str) -> Iterator[Sample]:
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
@@ -354,7 +359,7 @@ def _samples(text: str) -> Iterator[Sample]:
 
 def gateway_readings(earlier: Scrape, later: Scrape) -> Readings:
     elapsed = later.at - earlier.at
-    grown = list(_increase(earlier, later))
+    grown = list(increase(earlier, later))
     counted = _per_model(grown, metrics.REQUESTS, lambda labels: not labels.get("status", "").startswith("4"))
     failed = _per_model(grown, metrics.REQUESTS, lambda labels: labels.get("status", "").startswith("5"))
     note = (f"No Prometheus is known: rates and percentiles are over the {elapsed:.0f} s between two scrapes of the "
@@ -374,7 +379,7 @@ def _current(scrape: Scrape) -> Iterator[Sample]:
         yield Sample(name, dict(labels), value)
 
 
-def _increase(earlier: Scrape, later: Scrape) -> Iterator[Sample]:
+def increase(earlier: Scrape, later: Scrape) -> Iterator[Sample]:
     """Each counter's growth between the scrapes; a series new since the first grew from 0, and one lower than
     before was reset by a gateway restart, so all of its value is new (as Prometheus's rate() reads it)."""
     for sample in _current(later):

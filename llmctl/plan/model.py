@@ -83,6 +83,8 @@ class Plan(BaseModel):
     drift: list[Drift] = Field(default_factory=list, description="Resources changed outside llmctl.")
     evals: list[str] = Field(default_factory=list, description="MODEL/EVAL: the evals apply runs after the SLO "
                              "check, for the models whose model, prompt, guardrails or evals this plan changes.")
+    rollouts: dict[str, str] = Field(default_factory=dict, description="Models whose change apply rolls out "
+                                     "(model -> the rollout in `rollouts:`) instead of changing them at once.")
 
     @property
     def has_changes(self) -> bool:

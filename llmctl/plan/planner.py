@@ -14,6 +14,7 @@ from llmctl.errors import LlmctlError
 from llmctl.lock import Lock
 from llmctl.monitor.checks import checks as monitoring_checks
 from llmctl.rollout.checks import checks as rollout_checks
+from llmctl.rollout.engine import rolling
 from llmctl.plan.diff import diff_object
 from llmctl.plan.model import Change, Drift, Plan, Summary, touched
 from llmctl.provider import Provider
@@ -61,7 +62,8 @@ def make_plan(resolved: Resolved, state: State, get_provider: Callable[[str], Pr
     changes += _drift_changes(changes, resource_changes, after)
     evals = evals_to_run(desired, changes, resource_changes)
     checks += monitoring_checks(desired)
-    checks += rollout_checks(desired)
+    rollouts = rolling(changes, resource_changes, desired)
+    checks += rollout_checks(desired, rollouts, resource_changes, state.rollout)
     cost, cost_checks = plan_cost(resolved, applied, state.lock)
     checks += cost_checks
 
@@ -80,6 +82,7 @@ def make_plan(resolved: Resolved, state: State, get_provider: Callable[[str], Pr
         desired=desired.to_config(),
         lock=resolved.lock,
         evals=evals,
+        rollouts=rollouts,
     )
 
 

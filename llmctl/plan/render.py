@@ -76,6 +76,17 @@ def _cost(plan: Plan) -> str | None:
     return f"{_money(before)}/mo -> {_money(after)}/mo ({'-' if delta < 0 else '+'}{_money(abs(delta))})"
 
 
+def _rollouts(plan: Plan) -> str:
+    declared = {rollout.name: rollout for rollout in plan.desired.rollouts}
+    told = []
+    for model, name in sorted(plan.rollouts.items()):
+        rollout = declared[name]
+        weights = " → ".join(f"{step.weight}%" for step in rollout.effective_steps())
+        told.append(f"model {model} rolls out by '{name}' ({rollout.strategy}: {weights}) beside its stable version")
+    return (f"Rollout: {'; '.join(told)}; each step compares the versions and a failed one aborts "
+            "(exit 4, or 5 when an eval fails).")
+
+
 def _evals(plan: Plan) -> str:
     return f"Evals: apply will run {', '.join(plan.evals)} after the SLO check (a failure rolls back, exit 5)."
 
@@ -217,6 +228,8 @@ def render_text(plan: Plan) -> str:
     cost = _cost(plan)
     if cost:
         out.append(f"Cost: {cost}")
+    if plan.rollouts:
+        out.append(_rollouts(plan))
     if plan.evals:
         out.append(_evals(plan))
     out += checks
@@ -344,6 +357,8 @@ def render_markdown(plan: Plan, limit: int = 60_000) -> str:
         head += f"\n\n**Cost:** {cost}"
     if plan.cost:
         head += "\n\n" + render_cost(plan.cost.after, "markdown")
+    if plan.rollouts:
+        head += f"\n\n**Rollout:** {_rollouts(plan).removeprefix('Rollout: ')}"
     if plan.evals:
         head += f"\n\n**Evals:** {_evals(plan).removeprefix('Evals: ')}"
     blocks = _blocks(plan)

@@ -138,3 +138,13 @@ def parse_overrides(users: int | None, duration: str | None) -> Overrides:
     if users is not None and users < 1:
         raise LlmctlError("--users must be at least 1")
     return Overrides(users=users, duration=duration)
+
+
+def drive(desired: Desired, endpoints: list[str], model: str, headers: dict[str, str], requests: int,
+          progress: Callable[[dict[str, Any]], None] = lambda fields: None) -> WorkerResult:
+    """Send `requests` requests of the model's SLO load test (its users, prompts and max_tokens) with `headers`,
+    however long they take within a deadline of one request timeout each: a rollout's analysis load."""
+    spec = load_spec(desired, model, endpoints)
+    spec = spec.model_copy(update={"headers": headers, "max_requests": requests,
+                                   "duration_s": requests * spec.request_timeout_s / spec.users + _WORKER_SLACK_S})
+    return run_worker(spec, progress)

@@ -1,0 +1,183 @@
+"""Carry a model's change out as a rollout: its new version runs beside the stable one, the gateway moves a share
+of callers to it step by step, and each step is decided on both versions' figures over the same window; then the
+new version is promoted or the rollout aborted.
+
+The state's applied config stays the stable one until promotion, so an interrupted rollout is always abortable
+(converge to what state says is applied) and resumable (the record keeps the config being rolled out). The engine
+talks to the world through `Seams`: apply's convergence, the gateway's /metrics, the load generator and the evals.
+"""
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from datetime import datetime, timezone
+from typing import Literal
+
+from llmctl.config.schema import Rollout, RolloutStep, duration_seconds
+from llmctl.desired import Canary, Desired
+from llmctl.evals.model import EvalReport
+from llmctl.gateway.routing import CANARY, STABLE
+from llmctl.lock import Lock
+from llmctl.monitor.live import Scrape
+from llmctl.plan.model import Change, Plan
+from llmctl.resolve import Resolved
+from llmctl.resource import Resource, ResourceChange
+from llmctl.rollout.analysis import compare, figures, short
+from llmctl.rollout.model import Comparison, RolloutRecord, StepRecord
+
+Outcome = Literal["passed", "paused", "failed"]
+# How often a waiting step tells the progress display how long is left.
+_TICK_S = 5.0
+
+
+@dataclass(frozen=True)
+class Seams:
+    converge: Callable[[Resolved], None]  # make the resources and the gateway match; state is written as it goes
+    save: Callable[[RolloutRecord], None]  # write the record into state
+    scrape: Callable[[], Scrape]  # the gateway's /metrics now
+    drive: Callable[[Resolved, str, str, int], None]  # (config, model, version, requests): send load to a version
+    evaluate: Callable[[Resolved, list[str]], EvalReport] | None  # MODEL/EVAL runs, against the new version
+    progress: Callable[[str, str], None]
+    sleep: Callable[[float], None] = time.sleep
+
+
+def rolling(changes: list[Change], resource_changes: list[ResourceChange], desired: Desired) -> dict[str, str]:
+    """The models a plan rolls out (model name -> rollout name): those whose servers it replaces and whose
+    rollout is not all_at_once. A model created or deleted, or changed without new servers, changes at once."""
+    replaced = {change.owner for change in resource_changes
+                if change.action in ("replace", "update") and change.version == STABLE and not change.deposed}
+    updated = {change.address for change in changes if change.action == "update"}
+    return {name: model.rollout for name, model in desired.models.items()
+            if model.rollout and desired.rollouts[model.rollout].strategy != "all_at_once"
+            and f"model.{name}" in updated and f"model.{name}" in replaced}
+
+
+def start(plan: Plan, target: Resolved, model: str, from_serial: int) -> RolloutRecord:
+    name = target.desired.models[model].rollout or ""
+    rollout = target.desired.rollouts[name]
+    return RolloutRecord(model=model, rollout=name, strategy=rollout.strategy,  # type: ignore[arg-type]
+                         status="running", weight=0, step=0, weights=[s.weight for s in rollout.effective_steps()],
+                         started_at=_now(), from_serial=from_serial, target=plan.desired, target_lock=target.lock)
+
+
+def staged(target: Resolved, applied: Desired, applied_lock: Lock | None, model: str, weight: int) -> Resolved:
+    """The config a step runs: everything as `target` asks, except that `model` keeps its applied (stable)
+    definition and lock entry and serves `weight`% of callers from its new version beside it."""
+    desired = target.desired
+    canary = Canary(model=desired.models[model], lock=target.locked(model), weight=weight)
+    lock = target.lock
+    if lock is not None:
+        pinned = {**lock.models}
+        old = applied_lock.models.get(model) if applied_lock else None
+        if old is not None:
+            pinned[model] = old
+        else:
+            pinned.pop(model, None)
+        lock = lock.model_copy(update={"models": pinned})
+    return target.with_desired(replace(desired, models={**desired.models, model: applied.models[model]},
+                                       canaries={model: canary}), lock)
+
+
+def advance(record: RolloutRecord, target: Resolved, applied: Desired, applied_lock: Lock | None,
+            seams: Seams) -> Outcome:
+    """Run the steps from the record's: a step decided already (passed, then paused) is not run again."""
+    rollout = target.desired.rollouts[record.rollout]
+    steps = rollout.effective_steps()
+    first = record.step + 1 if record.steps and record.steps[-1].verdict == "passed" else record.step
+    for index in range(first, len(steps)):
+        step = steps[index]
+        record.status, record.step, record.weight, record.reason = "running", index, step.weight, None
+        step_config = staged(target, applied, applied_lock, record.model, step.weight)
+        seams.converge(step_config)
+        entry = StepRecord(index=index, weight=step.weight, started_at=_now())
+        record.steps = [s for s in record.steps if s.index != index] + [entry]
+        seams.save(record)
+        # The new version's evals do not depend on its share of callers: they run once, at the first step.
+        _analyse(entry, record, step_config, step, rollout, index == 0, seams)
+        seams.save(record)
+        if entry.verdict == "failed":
+            return "failed"
+        if step.pause and index < len(steps) - 1:
+            record.status = "paused"
+            record.reason = (f"paused after step {index + 1} ({step.weight}%): `llmctl rollout promote` goes on, "
+                             "`llmctl rollout abort` goes back")
+            seams.save(record)
+            return "paused"
+    return "passed"
+
+
+def promoted(resources: list[Resource], model: str) -> list[Resource]:
+    """The new version's replicas become the stable ones; the old are deposed, for apply to stop (as after a
+    replace) once the gateway no longer sends them anyone."""
+    found = []
+    for resource in resources:
+        if resource.owner == f"model.{model}" and not resource.deposed:
+            resource = resource.model_copy(update={"version": STABLE} if resource.version == CANARY
+                                           else {"deposed": True})
+        found.append(resource)
+    return found
+
+
+def _analyse(entry: StepRecord, record: RolloutRecord, resolved: Resolved, step: RolloutStep, rollout: Rollout,
+             with_evals: bool, seams: Seams) -> None:
+    desired, model = resolved.desired, record.model
+    analysis = rollout.analysis
+    slo_name = analysis.slo or desired.canaries[model].model.slo
+    slo = desired.slos.get(slo_name) if slo_name else None
+    before = seams.scrape()
+    _wait(step, record, seams)
+    after = seams.scrape()
+    driven = {STABLE: 0, CANARY: 0}
+    # Never decide on too little data: a version short of requests is sent them, then the whole window is read.
+    for version, serves in ((CANARY, True), (STABLE, step.weight < 100)):
+        if not serves:
+            continue
+        lacking = short(figures(before, after, model, version), slo, analysis)
+        if lacking:
+            seams.progress(f"rollout.{record.rollout}", f"{version} is short of data: sending {lacking} requests")
+            seams.drive(resolved, model, version, lacking)
+            driven[version] += lacking
+    if any(driven.values()):
+        after = seams.scrape()
+    canary = figures(before, after, model, CANARY, driven[CANARY])
+    stable = figures(before, after, model, STABLE, driven[STABLE]) if step.weight < 100 else None
+    entry.canary, entry.stable = canary, stable
+    entry.comparisons = compare(canary, stable, slo, analysis)
+    if with_evals and seams.evaluate is not None:
+        runs = [f"{model}/{name}" for name in (analysis.evals if analysis.evals is not None
+                                               else desired.canaries[model].model.evals)]
+        if runs:
+            seams.progress(f"rollout.{record.rollout}", f"running {len(runs)} eval(s) against the new version")
+            report = seams.evaluate(resolved, runs)
+            entry.comparisons += [Comparison(name=f"eval.{result.eval}", canary=result.pass_rate,
+                                             limit=result.required, comparison=">=", passed=result.passed,
+                                             note=f"{sum(c.passed for c in result.cases)} of {len(result.cases)} "
+                                                  "cases passed")
+                                  for result in report.results]
+    failed = [c for c in entry.comparisons if not c.passed]
+    entry.verdict = "failed" if failed else "passed"
+    entry.reason = "; ".join(_missed(c) for c in failed) or None
+    entry.ended_at = _now()
+    if failed:
+        record.eval_failed = any(c.name.startswith("eval.") for c in failed)
+        record.reason = f"step {entry.index + 1} ({entry.weight}%): {entry.reason}"
+
+
+def _wait(step: RolloutStep, record: RolloutRecord, seams: Seams) -> None:
+    left = duration_seconds(step.duration) if step.duration else 0.0
+    while left > 0:
+        seams.progress(f"rollout.{record.rollout}", f"step {record.step + 1} at {step.weight}%: {left:.0f}s left")
+        pause = min(left, _TICK_S)
+        seams.sleep(pause)
+        left -= pause
+
+
+def _missed(comparison: Comparison) -> str:
+    figure = "not measured" if comparison.canary is None else f"{comparison.canary:.6g}"
+    return f"{comparison.name} {figure} (limit {comparison.comparison} {comparison.limit:.6g})"
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
