@@ -25,7 +25,9 @@ from llmctl.plan.model import Plan
 from llmctl.plan.planner import make_plan, refreshed_targets
 from llmctl.plan.render import render
 from llmctl.providers import ProviderUnavailable, get_provider
-from llmctl.resource import Resource
+from llmctl.rollout.checks import checks as rollout_checks
+from llmctl.rollout.model import RolloutRecord
+from llmctl.resource import Resource, ResourceChange
 from llmctl.state import State
 from providers.local.engines import missing
 from support import QUICKSTART, context
@@ -489,18 +491,77 @@ def test_new_content_in_the_same_dataset_file_changes_the_eval(config, live_pid)
 # --- rollouts -----------------------------------------------------------------------------------------------------
 
 
-def test_a_rollout_apply_cannot_carry_out_yet_is_a_plan_error_not_a_silent_all_at_once(config) -> None:
-    def rollout(strategy: str) -> Edit:
-        def edit(data: dict[str, Any]) -> None:
-            assistant(data)["rollout"] = "careful"
-            steps = [{"weight": 10, "duration": "5m"}, {"weight": 100}] if strategy == "canary" else []
-            data["rollouts"] = [{"name": "careful", "strategy": strategy, "steps": steps}]
-        return edit
+def _rollout(strategy: str, **fields: Any) -> Edit:
+    def edit(data: dict[str, Any]) -> None:
+        assistant(data)["rollout"] = "careful"
+        steps = [{"weight": 10, "duration": "5m"}, {"weight": 100}] if strategy == "canary" else []
+        data["rollouts"] = [{"name": "careful", "strategy": strategy, "steps": steps, **fields}]
+    return edit
 
-    desired, path = config(rollout("canary"))
-    plan = plan_for(desired, State(project="quickstart", environment="dev", lineage="l"), path)
-    [error] = plan.errors
-    assert error.address == "model.assistant" and "canary rollout, which this version of llmctl cannot carry out" \
-        in error.message
-    desired, path = config(rollout("all_at_once"))
-    assert plan_for(desired, State(project="quickstart", environment="dev", lineage="l"), path).errors == []
+
+def test_a_model_whose_servers_change_under_a_canary_rollout_is_rolled_out(config, live_pid) -> None:
+    desired, path = config(replicas(1), _rollout("canary"))
+    state = running(desired, live_pid)
+    desired, path = config(replicas(1), _rollout("canary"), lambda data: assistant(data).update(context_length=2048))
+    plan = plan_for(desired, state, path)
+    assert plan.rollouts == {"assistant": "careful"} and plan.errors == []
+    assert ("Rollout: model assistant rolls out by 'careful' (canary: 10% → 100%) beside its stable version"
+            in render(plan, "text"))
+    assert "**Rollout:** model assistant rolls out" in render(plan, "markdown")
+
+
+@pytest.mark.parametrize("edit", [
+    _rollout("all_at_once"),  # the default way
+    lambda data: None,  # no rollout named
+])
+def test_without_a_stepped_rollout_a_model_changes_at_once(config, live_pid, edit: Edit) -> None:
+    desired, path = config(replicas(1), edit)
+    state = running(desired, live_pid)
+    desired, path = config(replicas(1), edit, lambda data: assistant(data).update(context_length=2048))
+    assert plan_for(desired, state, path).rollouts == {}
+
+
+def test_a_first_deploy_and_a_change_without_new_servers_are_not_rolled_out(config, live_pid) -> None:
+    desired, path = config(replicas(1), _rollout("canary"))
+    assert plan_for(desired, State(project="quickstart", environment="dev", lineage="l"), path).rollouts == {}
+    state = running(desired, live_pid)
+    desired, path = config(replicas(1), _rollout("canary"), lambda data: assistant(data).update(slo=None))
+    assert plan_for(desired, state, path).rollouts == {}
+
+
+def test_a_rollout_in_progress_is_a_plan_error_naming_the_way_on_and_back(config, live_pid) -> None:
+    desired, path = config(replicas(1), _rollout("canary"))
+    state = running(desired, live_pid)
+    state.rollout = RolloutRecord(model="assistant", rollout="careful", strategy="canary", status="paused",
+                                  weight=10, step=0, weights=[10, 100], started_at="2026-12-03T00:00:00+00:00",
+                                  from_serial=1, target=desired.to_config())
+    [error] = plan_for(desired, state, path).errors
+    assert error.address == "model.assistant"
+    assert "is paused at step 1 (10% on the new version)" in error.message
+    assert "`llmctl rollout promote`" in error.message and "`llmctl rollout abort`" in error.message
+
+
+def test_a_stepped_rollout_off_the_local_target_is_refused_at_plan(config) -> None:
+    def on_kubernetes(data: dict[str, Any]) -> None:
+        data["targets"]["cluster"] = {"provider": "kubernetes", "namespace": "llm", "context": "kind-llm"}
+        assistant(data).update(target="cluster", engine="vllm")
+
+    desired, _ = config(replicas(1), _rollout("canary"), on_kubernetes)
+    [error] = rollout_checks(desired, {"assistant": "careful"}, [], None)
+    assert error.address == "model.assistant" and "on the local target only" in error.message
+
+
+def test_one_model_rolls_out_at_a_time_and_alone(config) -> None:
+    desired, _ = config(add_helper, _rollout("canary"), lambda data: data["models"][1].update(rollout="careful"))
+    [error] = rollout_checks(desired, {"assistant": "careful", "helper": "careful"}, [], None)
+    assert "rolls out 2 models (assistant, helper)" in error.message
+    helper = ResourceChange(address="local_process.helper[0]", owner="model.helper", provider="local",
+                            target="laptop", action="replace")
+    [error] = rollout_checks(desired, {"assistant": "careful"}, [helper], None)
+    assert error.address == "model.helper" and "apply that change separately" in error.message
+
+
+def test_blue_green_keep_previous_is_said_not_to_be_carried_out(config) -> None:
+    desired, _ = config(_rollout("blue_green", preview="1m", keep_previous="10m"))
+    [warning] = rollout_checks(desired, {"assistant": "careful"}, [], None)
+    assert warning.severity == "warning" and "keep_previous is not carried out yet" in warning.message
