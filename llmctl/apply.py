@@ -220,8 +220,8 @@ def carry_on(new: State, target: Resolved, get_provider: Callable[[str], Provide
     seams = rollout.Seams(
         converge=lambda resolved: _converge(resolved, new, get_provider, progress, ready_timeout), save=save,
         scrape=GatewaySource([metrics_url(endpoint)], 0).scrape,
-        drive=lambda resolved, model, version, requests: drive(resolved.desired, [endpoint], model,
-                                                              {VERSION_HEADER: version}, requests),
+        drive=lambda desired, model, version, requests: drive(desired, [endpoint], model, {VERSION_HEADER: version},
+                                                             requests),
         evaluate=grade if evaluate is not None else None, progress=progress)
     try:
         outcome = rollout.advance(record, target, applied, new.lock, seams)
@@ -236,9 +236,10 @@ def carry_on(new: State, target: Resolved, get_provider: Callable[[str], Provide
         abort(new, target, get_provider, progress, ready_timeout, record.reason or "a step failed")
         raise RolloutAborted(f"rollout of model {record.model} aborted at {record.reason}; only the stable version "
                              f"serves (state serial {new.serial})", record, record.eval_failed)
-    new.resources = rollout.promoted(new.resources, record.model)
-    new.endpoints = endpoints(new.resources)
-    backend.write(new)
+    if record.kind == "model":
+        new.resources = rollout.promoted(new.resources, record.model)
+        new.endpoints = endpoints(new.resources)
+        backend.write(new)
     _converge(target, new, get_provider, progress, ready_timeout)
     record.status, record.weight, record.reason = "promoted", 100, None
     new.serial, new.desired, new.lock = new.serial + 1, record.target, record.target_lock
@@ -254,7 +255,7 @@ def abort(new: State, target: Resolved, get_provider: Callable[[str], Provider],
     record = new.rollout
     assert record is not None
     applied = _applied(new, target.workspace)
-    _converge(rollout.staged(target, applied, new.lock, record.model, 0), new, get_provider, progress, ready_timeout)
+    _converge(rollout.staged(target, applied, new.lock, record, 0), new, get_provider, progress, ready_timeout)
     record.status, record.weight, record.reason = "aborted", 0, why
     new.rollout = record
     _roll_back(new, new, target, get_provider, progress, ready_timeout,

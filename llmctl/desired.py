@@ -36,6 +36,8 @@ class Canary:
     model: Model
     lock: ModelLock | None  # its pinned entry: the stable version keeps the applied one
     weight: int  # percent of callers it serves
+    prompt: Prompt | None = None  # its prompt, when it differs from the stable version's
+    servers: bool = True  # False: a prompt rollout, served by the stable version's own servers
 
 
 @dataclass(frozen=True)

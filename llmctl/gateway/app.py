@@ -130,6 +130,7 @@ def _route(spec: RouteSpec) -> Route:
         rotation=Rotation([Upstream(url) for url in spec.upstreams]),
         canary=Rotation([Upstream(url, CANARY) for url in spec.canary.upstreams]) if spec.canary else None,
         prompt_versions=spec.prompt.versions() if spec.prompt else [],
+        canary_prompt_versions=spec.canary.prompt.versions() if spec.canary and spec.canary.prompt else [],
         counter=counter_for(spec.tokenizer),
         input_guards=[g for g in spec.guardrails if g.input.max_tokens is not None or g.input.pii != "off"
                       or g.input.prompt_injection != "off" or g.input.deny_patterns],
@@ -327,8 +328,8 @@ class Gateway:
                                    headers={"retry-after": str(retry_after)})
         if route.spec.budgets:
             self.spending.check(route.spec.budgets)
-        rendered = apply_prompt(client, route.spec.prompt,
-                                lambda _: self._variants.pick(route.prompt_versions, caller))
+        prompt, versions = route.prompt_of(call.version)
+        rendered = apply_prompt(client, prompt, lambda _: self._variants.pick(versions, caller))
         call.prompt_version = rendered.version if rendered is not None else None
         call.texts = found = texts(client)
         call.prompt_sha256 = prompt_sha256(found.text())
@@ -468,8 +469,9 @@ class Gateway:
             if call.key is not None:
                 self.limiter.add_tokens(call.key, input_tokens + output_tokens)
         self.metrics.request(label, key_label, team, status, seconds, call.version)
-        if call.prompt_version is not None and route is not None and route.spec.prompt is not None:
-            self.metrics.prompt_request(label, route.spec.prompt.name, call.prompt_version, status)
+        prompt = route.prompt_of(call.version)[0] if route is not None else None
+        if call.prompt_version is not None and prompt is not None:
+            self.metrics.prompt_request(label, prompt.name, call.prompt_version, status)
         if call.ttft is not None:
             self.metrics.ttft(label, call.ttft, call.version)
         if call.itl:

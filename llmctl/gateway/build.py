@@ -87,12 +87,10 @@ def build_spec(resolved: Resolved, upstreams: dict[str, Upstream], directory: Pa
                                      upstream_model=remote, api_key_env=model.api_key_env or key_env, **common)
         elif name in upstreams:
             upstream = upstreams[name]
-            new = (canaries or {}).get(name)
-            canary = (CanarySpec(upstreams=new.urls, upstream_model=new.served_name,
-                                 weight=desired.canaries[name].weight)
-                      if new is not None and name in desired.canaries else None)
             routes[name] = RouteSpec(kind="replicas", upstreams=upstream.urls, upstream_model=upstream.served_name,
-                                     tokenizer=upstream.tokenizer, canary=canary, **common)
+                                     tokenizer=upstream.tokenizer, canary=_canary(desired, name, upstream,
+                                                                                  (canaries or {}).get(name)),
+                                     **common)
     keys = [_key_spec(key, desired.config_dir, keys_from_env) for key in gateway.keys]
     if verify_key_sha and keys:
         keys.append(KeySpec(id=VERIFY_KEY_ID, sha256=verify_key_sha))
@@ -106,6 +104,16 @@ def build_spec(resolved: Resolved, upstreams: dict[str, Upstream], directory: Pa
                        slo_thresholds=thresholds,
                        upstream_timeout_s=duration_seconds(gateway.upstream_timeout),
                        db_path=str(directory / "spend.sqlite"), audit_path=str(directory / "audit.jsonl"))
+
+
+def _canary(desired: Desired, name: str, stable: Upstream, new: Upstream | None) -> CanarySpec | None:
+    """A rollout's new version of the model: its own replicas, or for a prompt rollout the stable ones."""
+    canary = desired.canaries.get(name)
+    serving = stable if canary is not None and not canary.servers else new
+    if canary is None or serving is None:
+        return None
+    return CanarySpec(upstreams=serving.urls, upstream_model=serving.served_name, weight=canary.weight,
+                      prompt=canary.prompt)
 
 
 def cluster_key_env(key: GatewayKey) -> str:

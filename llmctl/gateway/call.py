@@ -24,6 +24,7 @@ class Route:
     rotation: Rotation
     canary: Rotation | None  # a rollout's new version, beside `rotation`
     prompt_versions: list[tuple[Prompt, int]]  # the prompt's own and its variants, with weights; built once
+    canary_prompt_versions: list[tuple[Prompt, int]]  # ... of a rollout's new prompt; empty: the same as stable's
     counter: TokenCounter
     input_guards: list[Guardrail]  # the route's guardrails whose input part checks something
     output_guards: list[Guardrail]  # ... and whose output part does
@@ -31,6 +32,12 @@ class Route:
 
     def rotation_of(self, version: str) -> Rotation:
         return self.canary if version != STABLE and self.canary is not None else self.rotation
+
+    def prompt_of(self, version: str) -> tuple[Prompt | None, list[tuple[Prompt, int]]]:
+        """The prompt a version renders, with its versions (an A/B test's arms)."""
+        if version != STABLE and self.canary_prompt_versions:
+            return self.canary_prompt_versions[0][0], self.canary_prompt_versions
+        return self.spec.prompt, self.prompt_versions
 
     def upstream_model_of(self, version: str) -> str:
         canary = self.spec.canary

@@ -63,6 +63,8 @@ class CanarySpec(BaseModel):
     upstreams: list[str] = Field(description="The new version's replicas: OpenAI base URLs ending in /v1.")
     upstream_model: str
     weight: int = Field(ge=0, le=100, description="Percent of callers sent to it.")
+    prompt: Prompt | None = Field(None, description="The new version's prompt, when it differs from the route's (a "
+                                  "prompt rollout: then `upstreams` are the route's own).")
 
 
 class RouteSpec(BaseModel):

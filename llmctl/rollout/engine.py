@@ -36,46 +36,66 @@ class Seams:
     converge: Callable[[Resolved], None]  # make the resources and the gateway match; state is written as it goes
     save: Callable[[RolloutRecord], None]  # write the record into state
     scrape: Callable[[], Scrape]  # the gateway's /metrics now
-    drive: Callable[[Resolved, str, str, int], None]  # (config, model, version, requests): send load to a version
+    drive: Callable[[Desired, str, str, int], None]  # (config, model, version, requests): send load to a version
     evaluate: Callable[[Resolved, list[str]], EvalReport] | None  # MODEL/EVAL runs, against the new version
     progress: Callable[[str, str], None]
     sleep: Callable[[float], None] = time.sleep
 
 
 def rolling(changes: list[Change], resource_changes: list[ResourceChange], desired: Desired) -> dict[str, str]:
-    """The models a plan rolls out (model name -> rollout name): those whose servers it replaces and whose
-    rollout is not all_at_once. A model created or deleted, or changed without new servers, changes at once."""
-    replaced = {change.owner for change in resource_changes
-                if change.action in ("replace", "update") and change.version == STABLE and not change.deposed}
-    updated = {change.address for change in changes if change.action == "update"}
-    return {name: model.rollout for name, model in desired.models.items()
-            if model.rollout and desired.rollouts[model.rollout].strategy != "all_at_once"
-            and f"model.{name}" in updated and f"model.{name}" in replaced}
+    """The models a plan rolls out (model name -> rollout name): those whose rollout is not all_at_once and whose
+    servers it replaces or whose prompt it changes. A model created or deleted changes at once."""
+    replaced = _replaced(resource_changes)
+    updated = {change.address: change for change in changes if change.action == "update"}
+    found = {}
+    for name, model in desired.models.items():
+        if not model.rollout or desired.rollouts[model.rollout].strategy == "all_at_once":
+            continue
+        change = updated.get(f"model.{name}")
+        prompt_changed = f"prompt.{model.prompt}" in updated or (
+            change is not None and any(entry.path == "prompt" for entry in change.diff))
+        if (change is not None and f"model.{name}" in replaced) or (prompt_changed and model.prompt):
+            found[name] = model.rollout
+    return found
+
+
+def _replaced(resource_changes: list[ResourceChange]) -> set[str]:
+    """The owners whose stable servers a plan replaces."""
+    return {change.owner for change in resource_changes
+            if change.action in ("replace", "update") and change.version == STABLE and not change.deposed}
 
 
 def start(plan: Plan, target: Resolved, model: str, from_serial: int) -> RolloutRecord:
     name = target.desired.models[model].rollout or ""
     rollout = target.desired.rollouts[name]
-    return RolloutRecord(model=model, rollout=name, strategy=rollout.strategy,  # type: ignore[arg-type]
+    kind = "model" if f"model.{model}" in _replaced(plan.resource_changes) else "prompt"
+    return RolloutRecord(model=model, rollout=name, strategy=rollout.strategy, kind=kind,  # type: ignore[arg-type]
                          status="running", weight=0, step=0, weights=[s.weight for s in rollout.effective_steps()],
                          started_at=_now(), from_serial=from_serial, target=plan.desired, target_lock=target.lock)
 
 
-def staged(target: Resolved, applied: Desired, applied_lock: Lock | None, model: str, weight: int) -> Resolved:
-    """The config a step runs: everything as `target` asks, except that `model` keeps its applied (stable)
-    definition and lock entry and serves `weight`% of callers from its new version beside it."""
-    desired = target.desired
-    canary = Canary(model=desired.models[model], lock=target.locked(model), weight=weight)
+def staged(target: Resolved, applied: Desired, applied_lock: Lock | None, record: RolloutRecord,
+           weight: int) -> Resolved:
+    """The config a step runs: everything as `target` asks, except that the rolled model keeps its applied
+    (stable) definition, lock entry and prompt, and serves `weight`% of callers from its new version beside it:
+    new servers (a model rollout), and the new prompt where it changed."""
+    desired, model = target.desired, record.model
+    stable = applied.models[model]
+    new_prompt = desired.prompts.get(desired.models[model].prompt or "")
+    old_prompt = applied.prompts.get(stable.prompt or "")
+    canary = Canary(model=desired.models[model], lock=target.locked(model), weight=weight,
+                    prompt=new_prompt if new_prompt != old_prompt else None, servers=record.kind == "model")
+    prompts = {**desired.prompts, **({old_prompt.name: old_prompt} if old_prompt else {})}
     lock = target.lock
     if lock is not None:
         pinned = {**lock.models}
-        old = applied_lock.models.get(model) if applied_lock else None
-        if old is not None:
-            pinned[model] = old
+        pinned_before = applied_lock.models.get(model) if applied_lock else None
+        if pinned_before is not None:
+            pinned[model] = pinned_before
         else:
             pinned.pop(model, None)
         lock = lock.model_copy(update={"models": pinned})
-    return target.with_desired(replace(desired, models={**desired.models, model: applied.models[model]},
+    return target.with_desired(replace(desired, models={**desired.models, model: stable}, prompts=prompts,
                                        canaries={model: canary}), lock)
 
 
@@ -88,7 +108,7 @@ def advance(record: RolloutRecord, target: Resolved, applied: Desired, applied_l
     for index in range(first, len(steps)):
         step = steps[index]
         record.status, record.step, record.weight, record.reason = "running", index, step.weight, None
-        step_config = staged(target, applied, applied_lock, record.model, step.weight)
+        step_config = staged(target, applied, applied_lock, record, step.weight)
         seams.converge(step_config)
         entry = StepRecord(index=index, weight=step.weight, started_at=_now())
         record.steps = [s for s in record.steps if s.index != index] + [entry]
@@ -105,6 +125,16 @@ def advance(record: RolloutRecord, target: Resolved, applied: Desired, applied_l
             seams.save(record)
             return "paused"
     return "passed"
+
+
+def as_served(desired: Desired, model: str, version: str) -> Desired:
+    """The config as `version` of the rolled `model` serves it: for the new version, its definition and prompt
+    (so load sent to it is rendered with the prompt it serves)."""
+    canary = desired.canaries.get(model)
+    if version != CANARY or canary is None:
+        return desired
+    prompts = {**desired.prompts, **({canary.prompt.name: canary.prompt} if canary.prompt else {})}
+    return replace(desired, models={**desired.models, model: canary.model}, prompts=prompts)
 
 
 def promoted(resources: list[Resource], model: str) -> list[Resource]:
@@ -136,7 +166,7 @@ def _analyse(entry: StepRecord, record: RolloutRecord, resolved: Resolved, step:
         lacking = short(figures(before, after, model, version), slo, analysis)
         if lacking:
             seams.progress(f"rollout.{record.rollout}", f"{version} is short of data: sending {lacking} requests")
-            seams.drive(resolved, model, version, lacking)
+            seams.drive(as_served(resolved.desired, model, version), model, version, lacking)
             driven[version] += lacking
     if any(driven.values()):
         after = seams.scrape()

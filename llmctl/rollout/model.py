@@ -56,6 +56,8 @@ class RolloutRecord(BaseModel):
     model: str
     rollout: str = Field(description="The strategy's name in `rollouts:`.")
     strategy: Literal["canary", "blue_green"]
+    kind: Literal["model", "prompt"] = Field("model", description="model: the new version runs on new servers; "
+                                             "prompt: only its prompt changed, and the stable servers serve both.")
     status: RolloutStatus
     weight: int = Field(description="Percent of callers the new version serves now.")
     step: int = Field(description="The step under way, or the last one decided.")

@@ -24,7 +24,8 @@ def render(record: RolloutRecord, format: Format) -> str:
 
 def headline(record: RolloutRecord) -> str:
     weights = " → ".join(f"{w}%" for w in record.weights)
-    return (f"Rollout '{record.rollout}' of model {record.model} ({record.strategy}: {weights}): {record.status}, "
+    what = f"model {record.model}" + ("'s prompt" if record.kind == "prompt" else "")
+    return (f"Rollout '{record.rollout}' of {what} ({record.strategy}: {weights}): {record.status}, "
             f"{record.weight}% of callers on the new version, {100 - record.weight}% on stable"
             + (f"; {record.reason}" if record.reason else ""))
 

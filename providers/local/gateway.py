@@ -58,7 +58,8 @@ def resource(resolved: Resolved, target: str) -> Resource | None:
                 "prompts": {n: p.model_dump(mode="json") for n, p in desired.prompts.items()},
                 "budgets": {n: b.model_dump(mode="json") for n, b in desired.budgets.items()},
                 # A rollout's step: which new versions serve, and to what share of callers.
-                "canaries": {n: [c.model.model_dump(mode="json", include={"source"}), c.weight]
+                "canaries": {n: [c.model.model_dump(mode="json", include={"source"}), c.weight,
+                                 c.prompt.model_dump(mode="json") if c.prompt else None]
                              for n, c in sorted(desired.canaries.items())}}
     return Resource(address=f"{GATEWAY_TYPE}.{desired.environment}", type=GATEWAY_TYPE,
                     owner=f"gateway.{desired.environment}", provider="local", target=target,

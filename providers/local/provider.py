@@ -59,7 +59,7 @@ class LocalProvider:
         for model in desired.models_on(target):
             resources += self._replicas(model, _spec(model, resolved.locked(model.name), resolved), target)
             canary = desired.canaries.get(model.name)
-            if canary is not None:
+            if canary is not None and canary.servers:
                 resources += self._replicas(canary.model, _spec(canary.model, canary.lock, resolved), target,
                                             "canary")
         front = gateway.resource(resolved, target)

@@ -12,6 +12,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from gateway.test_app import gateway_spec, route
 from gateway.upstream import RecordingUpstream, dead_url, running_gateway
+from llmctl.config.schema import Prompt
 from llmctl.gateway.auth import hash_key
 from llmctl.gateway.spec import VERIFY_KEY_ID, CanarySpec, KeySpec
 
@@ -100,3 +101,20 @@ def test_without_a_rollout_answers_carry_no_version_header(tmp_path: Path) -> No
         response = httpx.post(f"{url}/chat/completions", headers={"x-llmctl-version": "canary"},
                               json={"model": "assistant", "messages": [{"role": "user", "content": "Hi"}]})
     assert response.status_code == 200 and "x-llmctl-version" not in response.headers
+
+
+def test_a_prompt_rollout_serves_the_new_prompt_to_the_canary_share_from_the_same_replicas(tmp_path: Path) -> None:
+    old = Prompt(name="answer", version=1, template="Old: {{ q }}", variables=["q"])
+    new = Prompt(name="answer", version=2, template="New: {{ q }}", variables=["q"])
+    with RecordingUpstream() as upstream:
+        rendered = {}
+        for weight in (0, 100):
+            spec = gateway_spec(tmp_path, route("assistant", [upstream.base_url], prompt=old, canary=CanarySpec(
+                upstreams=[upstream.base_url], upstream_model="upstream-model", weight=weight, prompt=new)))
+            with running_gateway(spec) as url:
+                answer = httpx.post(f"{url}/chat/completions", json={
+                    "model": "assistant", "user": "someone", "prompt_variables": {"q": "why?"}, "messages": []})
+            assert answer.status_code == 200, answer.text
+            rendered[weight] = (upstream.bodies[-1]["messages"][-1]["content"],
+                                answer.headers["x-llmctl-prompt-version"], answer.headers["x-llmctl-version"])
+    assert rendered == {0: ("Old: why?", "1", "stable"), 100: ("New: why?", "2", "canary")}

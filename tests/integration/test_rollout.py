@@ -198,3 +198,19 @@ def _rollout_step_started(config: Path) -> bool:
     except (OSError, ValueError):  # read while being replaced: the next poll sees it whole
         return False
     return bool(record and record["status"] == "running" and record["steps"])
+
+
+def test_a_prompt_change_rolls_out_on_the_same_servers(llmctl: Run, rolled) -> None:
+    config = rolled("duration: 1s")
+    [server] = _servers(_state(config))
+    edit(config, 'template: "Answer the customer question: {{ question }}"', 'template: "Customer asks: {{ question }}"')
+
+    applied = llmctl("apply", "-f", str(config), "--auto-approve")
+    assert applied.returncode == 0, applied.stdout + applied.stderr
+    assert "Rollout 'canary' of model assistant's prompt (canary: 50% → 100%): promoted" in applied.stdout
+    state = _state(config)
+    assert state["serial"] == 2 and state["rollout"]["kind"] == "prompt"
+    assert state["desired"]["prompts"][0]["template"] == "Customer asks: {{ question }}"
+    [still] = _servers(state)  # no server started or stopped: the stable ones served both prompts
+    assert still["attrs"]["pid"] == server["attrs"]["pid"] and _alive(still)
+    assert [s["canary"]["requests"] >= 4 for s in state["rollout"]["steps"]] == [True, True]
