@@ -25,23 +25,25 @@ def figures(earlier: Scrape, later: Scrape, model: str, version: str, driven: in
     requests = _sum(s for s in grown if s.name == metrics.REQUESTS)
     errors = _sum(s for s in grown if s.name == metrics.REQUESTS and s.labels.get("status", "").startswith("5"))
     # A 4xx is the client's doing (its key, its limits, its input): it says nothing of the version.
-    counted = requests - _sum(s for s in grown if s.name == metrics.REQUESTS
-                              and s.labels.get("status", "").startswith("4"))
+    refused = _sum(s for s in grown if s.name == metrics.REQUESTS and s.labels.get("status", "").startswith("4"))
+    counted = requests - refused
     good = _sum(s for s in grown if s.name == metrics.SLO_REQUESTS and s.labels.get("outcome") == "good")
     judged = _sum(s for s in grown if s.name == metrics.SLO_REQUESTS)
-    spend = [s for s in grown if s.name == metrics.SPEND]
+    # A spend series that did not grow in the window priced none of its requests: no figure, not $0.
+    spend = _sum(s for s in grown if s.name == metrics.SPEND)
     return VersionFigures(
-        requests=round(requests), errors=round(errors), driven=driven,
+        requests=round(requests), errors=round(errors), refused=round(refused), driven=driven,
         error_rate=errors / counted if counted else None,
         latency_p95_ms=_p95_ms(grown, metrics.REQUEST_SECONDS), ttft_p95_ms=_p95_ms(grown, metrics.TTFT_SECONDS),
         itl_p95_ms=_p95_ms(grown, metrics.ITL_SECONDS), goodput=good / judged if judged else None,
-        cost_per_request_usd=_sum(spend) / counted if spend and counted else None)
+        cost_per_request_usd=spend / counted if spend > 0 and counted else None)
 
 
 def short(found: VersionFigures, slo: Slo | None, analysis: RolloutAnalysis) -> int:
-    """How many more requests `found` needs before it can be judged: up to min_requests, or a few more when a
-    figure an SLO target needs is missing (no streamed request yet for a TTFT target)."""
-    lacking = max(analysis.min_requests - found.requests, 0)
+    """How many more requests `found` needs before it can be judged: up to min_requests of those it answered
+    for itself (not a 4xx), or min_requests more when a figure an SLO target needs is missing (no streamed request
+    yet for a TTFT target)."""
+    lacking = max(analysis.min_requests - (found.requests - found.refused), 0)
     if lacking == 0 and slo is not None and any(
             target is not None and figure is None for target, figure in _targets(slo, found)):
         lacking = analysis.min_requests

@@ -17,7 +17,9 @@ class VersionFigures(BaseModel):
     """One version's traffic over a step's window, as the gateway counted it (`/metrics`, before and after)."""
 
     requests: int = Field(description="Answered, whatever the status.")
-    errors: int = Field(description="Answered with a 5xx: the version failed them (a 4xx is the client's doing).")
+    errors: int = Field(description="Answered with a 5xx: the version failed them.")
+    refused: int = Field(0, description="Answered with a 4xx, the client's doing (its key, limits, input): they say "
+                         "nothing of the version and count towards neither min_requests nor the error rate.")
     driven: int = Field(0, description="Of the requests, those llmctl sent itself because real traffic was short "
                         "of min_requests.")
     error_rate: float | None = None

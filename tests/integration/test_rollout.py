@@ -214,3 +214,20 @@ def test_a_prompt_change_rolls_out_on_the_same_servers(llmctl: Run, rolled) -> N
     [still] = _servers(state)  # no server started or stopped: the stable ones served both prompts
     assert still["attrs"]["pid"] == server["attrs"]["pid"] and _alive(still)
     assert [s["canary"]["requests"] >= 4 for s in state["rollout"]["steps"]] == [True, True]
+
+
+def test_blue_green_previews_the_new_version_on_llmctls_own_load_then_switches(llmctl: Run, rolled) -> None:
+    config = rolled("duration: 1s")
+    edit(config, "    strategy: canary\n    steps:\n      - {weight: 50, duration: 1s}\n      - {weight: 100, duration: 1s}",
+         "    strategy: blue_green\n    preview: 1s")
+    edit(config, "context_length: 2048", "context_length: 1024")
+
+    applied = llmctl("apply", "-f", str(config), "--auto-approve")
+    assert applied.returncode == 0, applied.stdout + applied.stderr
+    record = _state(config)["rollout"]
+    assert (record["strategy"], record["status"], record["weights"]) == ("blue_green", "promoted", [0, 100])
+    preview = record["steps"][0]
+    # At weight 0 no caller reaches the new version: what it was judged on is the load llmctl sent it.
+    assert preview["canary"]["requests"] == preview["canary"]["driven"] >= 4
+    [server] = _servers(_state(config))
+    assert server["spec"]["context_length"] == 1024

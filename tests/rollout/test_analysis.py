@@ -232,3 +232,12 @@ def test_enough_requests_without_a_figure_the_slo_needs_lacks_min_requests_again
     assert short(VersionFigures(requests=80, errors=0), latency_slo, ANALYSIS) == 50
     # A figure no target of the SLO asks for may be missing.
     assert short(VersionFigures(requests=80, errors=0, latency_p95_ms=300.0), latency_slo, ANALYSIS) == 0
+
+
+def test_requests_refused_for_the_clients_doing_do_not_count_towards_min_requests() -> None:
+    # 60 answered, 40 of them 429s: only 20 say anything of the version, so 30 more are needed.
+    assert short(VersionFigures(requests=60, errors=0, refused=40), None, ANALYSIS) == 30
+    metrics = GatewayMetrics(slo_models=[MODEL])
+    before = scrape(metrics)
+    serve(metrics, "canary", 429, 0.01, 5)
+    assert figures(before, scrape(metrics), MODEL, "canary").refused == 5

@@ -46,6 +46,7 @@ class World:
     metrics: GatewayMetrics = field(default_factory=GatewayMetrics)
     converged: list[Resolved] = field(default_factory=list)
     driven: list[tuple[int, str, int]] = field(default_factory=list)
+    driven_as: list[tuple[str, int | None]] = field(default_factory=list)  # the model's context_length as sent
     slept: list[tuple[int, float]] = field(default_factory=list)
     saved: list[str] = field(default_factory=list)
     progress: list[str] = field(default_factory=list)
@@ -58,8 +59,9 @@ class World:
     def scrape(self) -> Scrape:
         return scrape_of([self.metrics.render().decode()])
 
-    def drive(self, resolved: Resolved, model: str, version: str, n: int) -> None:
+    def drive(self, desired: Desired, model: str, version: str, n: int) -> None:
         self.driven.append((len(self.converged), version, n))
+        self.driven_as.append((version, desired.models[model].context_length))
         self.serve(model, version, n)
 
     def serve(self, model: str, version: str, n: int) -> None:
@@ -110,6 +112,8 @@ def test_a_fast_canary_passes_every_step_with_min_requests_driven_where_traffic_
     # No real traffic at all: each version that serves callers is sent exactly what it lacks; stable serves no one
     # at 100%.
     assert world.driven == [(1, "canary", MIN_REQUESTS), (1, "stable", MIN_REQUESTS), (2, "canary", MIN_REQUESTS)]
+    # Load sent to a version is rendered from that version's definition.
+    assert world.driven_as == [("canary", 4096), ("stable", 2048), ("canary", 4096)]
     assert world.slept_per_step() == {1: 10.0, 2: 10.0}
     first, second = record.steps
     assert (first.verdict, second.verdict) == ("passed", "passed")

@@ -86,3 +86,9 @@ def test_a_figure_neither_version_measured_is_left_out_and_one_missing_for_a_ver
     markdown = render(record(), "markdown")
     assert "| goodput | - | 97.0% |" in markdown
     assert "itl_p95_ms" not in markdown and "cost_per_request_usd" not in markdown
+
+
+def test_a_prompt_rollout_is_named_as_one() -> None:
+    prompt = record().model_copy(update={"kind": "prompt"})
+    assert render(prompt, "text").startswith("Rollout 'canary' of model assistant's prompt (canary: 50% → 100%)")
+    assert render(record(), "text").startswith("Rollout 'canary' of model assistant (canary")
