@@ -226,10 +226,17 @@ def carry_on(new: State, target: Resolved, get_provider: Callable[[str], Provide
     try:
         outcome = rollout.advance(record, target, applied, new.lock, seams)
     except ProviderError as exc:
-        new.status, new.status_reason = "failed", str(exc)
-        save(record)
-        raise LlmctlError(f"the rollout of model {record.model} could not go on: {exc}\n`llmctl rollout abort` "
-                          "goes back to the stable version; `llmctl rollout promote` tries the step again") from None
+        # The new version did not start (or a step could not be set): it is a failed step, and goes back like one.
+        record.reason = f"step {record.step + 1} ({record.weight}%): {exc}"
+        try:
+            abort(new, target, get_provider, progress, ready_timeout, record.reason)
+        except ProviderError as again:
+            new.status, new.status_reason = "failed", str(again)
+            backend.write(new)
+            raise LlmctlError(f"the rollout of model {record.model} failed ({exc}) and going back failed too: "
+                              f"{again}\n`llmctl rollout abort` tries again") from None
+        raise LlmctlError(f"rollout of model {record.model} aborted, only the stable version serves (state serial "
+                          f"{new.serial}):\n{exc}") from None
     if outcome == "paused":
         return ApplyOutcome(new, rollout=record)
     if outcome == "failed":
@@ -255,7 +262,12 @@ def abort(new: State, target: Resolved, get_provider: Callable[[str], Provider],
     record = new.rollout
     assert record is not None
     applied = _applied(new, target.workspace)
-    _converge(rollout.staged(target, applied, new.lock, record, 0), new, get_provider, progress, ready_timeout)
+    if record.kind == "prompt" or any(r.version == CANARY for r in new.resources):
+        try:
+            _converge(rollout.staged(target, applied, new.lock, record, 0), new, get_provider, progress,
+                      ready_timeout)
+        except ProviderError:
+            pass  # the new version cannot be kept up even at weight 0: going back stops it all the same
     record.status, record.weight, record.reason = "aborted", 0, why
     new.rollout = record
     _roll_back(new, new, target, get_provider, progress, ready_timeout,

@@ -231,3 +231,19 @@ def test_blue_green_previews_the_new_version_on_llmctls_own_load_then_switches(l
     assert preview["canary"]["requests"] == preview["canary"]["driven"] >= 4
     [server] = _servers(_state(config))
     assert server["spec"]["context_length"] == 1024
+
+
+def test_a_new_version_that_cannot_start_is_aborted_and_stable_keeps_serving(llmctl: Run, rolled) -> None:
+    config = rolled("duration: 1s")
+    [stable] = _servers(_state(config))
+    edit(config, "    context_length: 2048\n", "    context_length: 2048\n    engine_args: {n_batch: not-a-number}\n")
+
+    failed = llmctl("apply", "-f", str(config), "--auto-approve")
+    assert failed.returncode == 1 and "Traceback" not in failed.stderr
+    assert "rollout of model assistant aborted, only the stable version serves (state serial 1)" in failed.stderr
+    assert "(canary) exited before it was ready" in failed.stderr and "--n_batch" in failed.stderr
+    state = _state(config)
+    assert state["rollout"]["status"] == "aborted" and state["status"] == "rolled_back"
+    [server] = _servers(state)
+    assert server["attrs"]["pid"] == stable["attrs"]["pid"] and _alive(server)
+    assert set(_versions_answering(state["endpoints"]["assistant"][0]).values()) == {"none"}
