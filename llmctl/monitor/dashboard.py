@@ -44,6 +44,7 @@ from llmctl.gateway.metrics import (
     GATEWAY_JOB,
     GUARDRAIL_ACTIONS,
     ITL_SECONDS,
+    PROMPT_REQUESTS,
     REQUEST_SECONDS,
     REQUESTS,
     SPEND,
@@ -149,7 +150,26 @@ def model_panels(desired: Desired, name: str) -> list[Panel]:
                              [query(f"{per_second(SPEND, 'team', model=name)} * 3600", "{{team}}")]))
     panels += [budget_spend(desired.budgets[budget]) for budget in desired.budgets_of(name)]
     panels += engine_panels(name)
+    panels += version_panels(desired, name)
     panels += later_panels(desired, name)
+    return panels
+
+
+def version_panels(desired: Desired, name: str) -> list[Panel]:
+    """A model that rolls out step by step, or whose prompt runs an A/B test, has versions side by side: their
+    traffic and errors apart (the `version` and `prompt_version` labels)."""
+    model = desired.models[name]
+    panels: list[Panel] = []
+    if model.rollout and desired.rollouts[model.rollout].strategy != "all_at_once":
+        panels.append(timeseries("Requests/s by rollout version", "reqps",
+                                 [query(per_second(REQUESTS, "version", model=name), "{{version}}")],
+                                 description="stable, and canary while a rollout runs the new version beside it."))
+        panels.append(timeseries("Error rate by rollout version", "percentunit",
+                                 [query(error_ratio("version", model=name), "{{version}}")]))
+    prompt = desired.prompts.get(model.prompt or "")
+    if prompt is not None and prompt.variants:
+        panels.append(timeseries(f"Requests/s by version of prompt {prompt.name}", "reqps", [query(
+            per_second(PROMPT_REQUESTS, "prompt_version", model=name), "v{{prompt_version}}")]))
     return panels
 
 

@@ -20,7 +20,7 @@ from llmctl.desired import Desired
 from llmctl.errors import LlmctlError
 from llmctl.monitor.dashboard import dashboard, dashboard_text, uid
 from llmctl.monitor.tools import require
-from support import EXAMPLE_CONTRACT, edit
+from support import EXAMPLE_CONTRACT, REPO, edit
 
 Panel = dict[str, Any]
 
@@ -141,8 +141,12 @@ def promtool() -> Path:
 
 
 def test_every_query_is_valid_promql(board: dict[str, Any], tmp_path: Path) -> None:
+    promql_check(exprs(board), tmp_path)
+
+
+def promql_check(found: list[str], tmp_path: Path) -> None:
     # Grafana fills $__rate_interval in before Prometheus sees the query; promtool parses it as a recording rule.
-    queries = sorted({expr.replace("$__rate_interval", "5m") for expr in exprs(board)})
+    queries = sorted({expr.replace("$__rate_interval", "5m") for expr in found})
     assert not [q for q in queries if "$" in q]
     rules = tmp_path / "dashboard.rules.yml"
     rules.write_text(yaml.safe_dump({"groups": [{"name": "dashboard", "rules": [
@@ -247,3 +251,15 @@ def test_guardrail_actions_only_for_models_with_guardrails(desired: Desired, boa
         assert ("Guardrail actions/s by rule" in titles(board, f"Model {name}")) == bool(model.guardrails), name
     actions = panel(board, "Model assistant", "Guardrail actions/s by rule")
     assert actions["targets"][0]["legendFormat"] == "{{rule}}: {{action}}"
+
+
+def test_versions_side_by_side_have_their_own_panels_only_where_a_model_has_them(tmp_path: Path) -> None:
+    day2 = dashboard(Desired.from_config(load(REPO / "examples" / "day2" / "llmops.yaml")))
+    rollout = panel(day2, "Model assistant", "Requests/s by rollout version")
+    assert rollout["targets"][0]["expr"].startswith("sum by (version) (rate(llmctl_gateway_requests_total{")
+    assert "sum by (version)" in panel(day2, "Model assistant", "Error rate by rollout version")["targets"][0]["expr"]
+    ab = panel(day2, "Model assistant", "Requests/s by version of prompt support-answer")
+    assert "sum by (prompt_version) (rate(llmctl_gateway_prompt_requests_total{" in ab["targets"][0]["expr"]
+    promql_check(exprs(day2), tmp_path)
+    quickstart = dashboard(Desired.from_config(load(REPO / "examples" / "quickstart" / "llmops.yaml")))
+    assert not [t for t in titles(quickstart, "Model assistant") if "version" in t]
