@@ -16,7 +16,7 @@ from typing import Literal
 
 from llmctl.config.schema import Rollout, RolloutStep, duration_seconds
 from llmctl.desired import Canary, Desired
-from llmctl.evals.model import EvalReport
+from llmctl.evals.model import EvalReport, EvalResult
 from llmctl.gateway.routing import CANARY, STABLE
 from llmctl.lock import Lock
 from llmctl.monitor.live import Scrape
@@ -175,16 +175,12 @@ def _analyse(entry: StepRecord, record: RolloutRecord, resolved: Resolved, step:
     entry.canary, entry.stable = canary, stable
     entry.comparisons = compare(canary, stable, slo, analysis)
     if with_evals and seams.evaluate is not None:
-        runs = [f"{model}/{name}" for name in (analysis.evals if analysis.evals is not None
-                                               else desired.canaries[model].model.evals)]
+        named = analysis.evals
+        runs = [f"{model}/{name}" for name in (named if named is not None else desired.canaries[model].model.evals)]
         if runs:
             seams.progress(f"rollout.{record.rollout}", f"running {len(runs)} eval(s) against the new version")
             report = seams.evaluate(resolved, runs)
-            entry.comparisons += [Comparison(name=f"eval.{result.eval}", canary=result.pass_rate,
-                                             limit=result.required, comparison=">=", passed=result.passed,
-                                             note=f"{sum(c.passed for c in result.cases)} of {len(result.cases)} "
-                                                  "cases passed")
-                                  for result in report.results]
+            entry.comparisons += [_eval_held(result, named is not None) for result in report.results]
     failed = [c for c in entry.comparisons if not c.passed]
     entry.verdict = "failed" if failed else "passed"
     entry.reason = "; ".join(_missed(c) for c in failed) or None
@@ -192,6 +188,16 @@ def _analyse(entry: StepRecord, record: RolloutRecord, resolved: Resolved, step:
     if failed:
         record.eval_failed = any(c.name.startswith("eval.") for c in failed)
         record.reason = f"step {entry.index + 1} ({entry.weight}%): {entry.reason}"
+
+
+def _eval_held(result: EvalResult, named: bool) -> Comparison:
+    """An eval the analysis names gates the step; one it takes from the model gates it as apply would (an eval
+    with on_failure: warn only warns)."""
+    warned = not result.passed and not named and result.on_failure == "warn"
+    return Comparison(name=f"eval.{result.eval}", canary=result.pass_rate, limit=result.required, comparison=">=",
+                      passed=result.passed or warned,
+                      note=f"{sum(c.passed for c in result.cases)} of {len(result.cases)} cases passed"
+                           + (" (on_failure: warn)" if warned else ""))
 
 
 def _wait(step: RolloutStep, record: RolloutRecord, seams: Seams) -> None:

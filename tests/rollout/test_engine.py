@@ -4,13 +4,16 @@ over the window, and stops at a failed step or a pause (and goes on from the nex
 the new version's replicas into the stable ones."""
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 from llmctl.config.schema import Config
 from llmctl.cost.catalog import load_catalog
 from llmctl.desired import Desired
+from llmctl.evals.model import EvalReport, EvalResult
 from llmctl.gateway.metrics import GatewayMetrics
 from llmctl.monitor.live import Scrape, scrape_of
 from llmctl.resolve import Resolved
@@ -167,6 +170,39 @@ def test_a_pause_stops_after_its_step_and_advancing_again_goes_on_from_the_next(
     assert world_after.driven == [(1, "canary", MIN_REQUESTS)]
     assert [(step.index, step.verdict) for step in record.steps] == [(0, "passed"), (1, "passed")]
     assert record.status == "running" and record.reason is None
+
+
+def eval_result(name: str, passed: bool, on_failure: str = "rollback") -> EvalResult:
+    return EvalResult(eval=name, model="assistant", at="2025-01-01T00:00:00+00:00", pass_rate=1.0 if passed else 0.0,
+                      required=1.0, baseline=False, on_failure=on_failure, cases=[])
+
+
+@pytest.mark.parametrize(("named", "on_failure", "outcome"), [
+    (None, "rollback", "failed"),  # the model's own eval gates the step, as it gates an apply
+    (None, "warn", "passed"),  # ... and only warns when it says so
+    (["quality"], "warn", "failed"),  # an eval the analysis names gates the step whatever its on_failure
+])
+def test_the_new_versions_evals_run_once_at_the_first_step_and_gate_it(tmp_path: Path, named: list[str] | None,
+                                                                       on_failure: str, outcome: str) -> None:
+    record, target, applied = rollout(tmp_path)
+    model = target.desired.models["assistant"].model_copy(update={"evals": ["quality"]})
+    analysis = target.desired.rollouts["canary"].analysis.model_copy(update={"evals": named})
+    rollout_with_evals = target.desired.rollouts["canary"].model_copy(update={"analysis": analysis})
+    target = target.with_desired(replace(target.desired, models={"assistant": model},
+                                         rollouts={"canary": rollout_with_evals}), None)
+    asked: list[tuple[int, list[str]]] = []
+    world = World(latency={"canary": FAST_S, "stable": FAST_S})
+
+    def evaluate(resolved: Resolved, runs: list[str]) -> EvalReport:
+        asked.append((resolved.desired.canaries["assistant"].weight, runs))
+        return EvalReport(project="p", environment="dev", results=[eval_result("quality", False, on_failure)])
+
+    seams = replace(world.seams(), evaluate=evaluate)
+    assert advance(record, target, applied, None, seams) == outcome
+    assert asked == [(50, ["assistant/quality"])]  # once, whatever the number of steps
+    [held] = [c for c in record.steps[0].comparisons if c.name == "eval.quality"]
+    assert held.canary == 0.0 and held.limit == 1.0
+    assert record.eval_failed == (outcome == "failed")
 
 
 # --- promotion -------------------------------------------------------------------------------------------------------
