@@ -114,6 +114,9 @@ def _gateway_lines(gateway: GatewayStatus) -> list[str]:
                      f"(since {budget['period_start'][:10]}), {budget['requests']} requests{alerts}")
     if spend.get("unpriced_tokens"):
         lines.append(f"  {spend['unpriced_tokens']} tokens this month could not be priced (no price for their model)")
+    for model, rated in sorted(spend.get("feedback_24h", {}).items()):
+        lines.append(f"  {model}: feedback last 24 h: {rated['ratings']} ratings, "
+                     f"{rated['negative'] / rated['ratings']:.0%} negative")
     return lines
 
 

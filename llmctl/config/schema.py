@@ -419,6 +419,35 @@ class GatewayKey(Strict):
         return self
 
 
+class FeedbackRange(Strict):
+    """A numeric score, e.g. 1..5 stars."""
+
+    min: float
+    max: float
+    negative_below: float | None = Field(None, description="A score below this is negative; default: the middle "
+                                         "of the range.")
+
+    @model_validator(mode="after")
+    def _ordered(self) -> "FeedbackRange":
+        if self.min >= self.max:
+            raise ValueError(f"min ({self.min:g}) must be below max ({self.max:g})")
+        if self.negative_below is not None and not self.min < self.negative_below <= self.max:
+            raise ValueError(f"negative_below ({self.negative_below:g}) must be above min and at most max")
+        return self
+
+    @property
+    def threshold(self) -> float:
+        return self.negative_below if self.negative_below is not None else (self.min + self.max) / 2
+
+
+class Feedback(Strict):
+    """Users' ratings of answers: POST /v1/feedback with the answer's id, by the key that asked."""
+
+    scale: Literal["thumbs"] | FeedbackRange = Field("thumbs", description="thumbs: score `up` or `down` (or 1 "
+                                                     "/ -1); a range: a number from min to max.")
+    window: Duration = Field("7d", description="How long after an answer it can be rated; older ids are 404.")
+
+
 class Gateway(Strict):
     """The OpenAI-compatible endpoint in front of every model: guardrails, keys, rate limits, budgets, metrics."""
 
@@ -428,6 +457,8 @@ class Gateway(Strict):
                                    description="Keys clients must send; when empty, no key is required.")
     max_request_bytes: PositiveInt = Field(1_048_576, description="Larger request bodies are refused (413).")
     upstream_timeout: Duration = Field("120s", description="A model slower than this to answer gets a 504.")
+    feedback: Feedback = Field(default_factory=Feedback, description="How answers are rated (on by default: "
+                               "thumbs, for 7 days).")
 
 
 # --- monitoring -----------------------------------------------------------------------------------------------

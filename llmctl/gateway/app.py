@@ -36,10 +36,11 @@ from llmctl.gateway.audit import AuditLog, prompt_sha256
 from llmctl.gateway.auth import KeyRing, RateLimiter, allowed
 from llmctl.gateway.call import Call, Route, metered_tokens, slo_outcome
 from llmctl.gateway.errors import GatewayError
+from llmctl.gateway.feedback import not_found, parse_rating
 from llmctl.gateway.forward import refusal, send
 from llmctl.gateway.guardrails import check_input
 from llmctl.gateway.inputs import Kind, Texts, apply_prompt, check_length, parse, read_body, texts
-from llmctl.gateway.metering import Ledger
+from llmctl.gateway.metering import Answered, Ledger
 from llmctl.gateway.metrics import NO_TEAM, GatewayMetrics, ReplicaState
 from llmctl.gateway.probes import PROBE_TIMEOUT_S, probe_all, probe_forever, replicas
 from llmctl.gateway.relay import StreamRelay
@@ -92,6 +93,7 @@ def create_app(spec: GatewaySpec, reload: Callable[[], tuple[GatewaySpec, str]] 
             HttpRoute("/v1/chat/completions", gateway.chat_completions, methods=["POST"]),
             HttpRoute("/v1/completions", gateway.completions, methods=["POST"]),
             HttpRoute("/v1/models", gateway.models, methods=["GET"]),
+            HttpRoute("/v1/feedback", gateway.feedback, methods=["POST"]),
             HttpRoute("/health", gateway.health, methods=["GET"]),
             HttpRoute("/metrics", gateway.metrics_text, methods=["GET"]),
         ],
@@ -171,6 +173,9 @@ class Gateway:
         self._ledger: Ledger | None = None
         self._spending: Spending | None = None
         self._variants = Variants(lambda *assignment: self.ledger.assign(*assignment))
+        # Answers sent whose metering (which keeps them for feedback) has not run yet, by request id and body id:
+        # a client may rate an answer the moment it has it.
+        self._unmetered: dict[str, Call] = {}
         # One client for every upstream request: pooled HTTP/1.1 keep-alive connections, no per-request setup.
         limits = httpx.Limits(max_connections=MAX_CONNECTIONS, max_keepalive_connections=MAX_CONNECTIONS,
                               keepalive_expiry=KEEPALIVE_EXPIRY_S)
@@ -246,6 +251,34 @@ class Gateway:
         names = [name for name in self.routes if key is None or allowed(key, name)]
         return JSONResponse({"object": "list", "data": [
             {"id": name, "object": "model", "created": 0, "owned_by": "llmctl"} for name in names]})
+
+    async def feedback(self, request: Request) -> Response:
+        """Rate an answer, by the key that asked for it, within the feedback window."""
+        try:
+            key = self._authenticate(request)
+            rating = parse_rating(await read_body(request, self.spec.max_body_bytes), self.spec.feedback)
+            answered = self._answered(rating.answer, key.id if key else ANONYMOUS)
+            if answered is None:
+                raise not_found(rating.answer)
+            self.ledger.rate(answered, rating.score, rating.negative, rating.comment)
+        except GatewayError as error:
+            return error.response()
+        except sqlite3.Error:
+            log.exception("the ledger %s could not take a rating", self.spec.db_path)
+            return GatewayError(503, "the rating could not be stored; try again", "server_error",
+                                "ledger_unavailable").response()
+        self.metrics.feedback(answered.model, answered.version, answered.prompt_version, rating.negative)
+        return JSONResponse({"object": "feedback", "id": answered.request_id, "score": rating.score,
+                             "negative": rating.negative})
+
+    def _answered(self, answer: str, key_id: str) -> Answered | None:
+        call = self._unmetered.get(answer)
+        if call is not None and call.route is not None:
+            if time.perf_counter() - call.started > self.spec.feedback.window_s:
+                return None
+            found = _answered_by(call, call.key.id if call.key else ANONYMOUS)
+            return found if found.key_id == key_id else None
+        return self.ledger.answered(answer, key_id, time.time() - self.spec.feedback.window_s)
 
     async def health(self, request: Request) -> Response:
         """200 while the gateway runs; per model, whether its upstreams answer (replicas are probed now; a hosted
@@ -348,8 +381,10 @@ class Gateway:
                 raise GatewayError(502, f"the upstream answered a streamed request with {content_type or 'no'} "
                                    "content, not an event stream", "upstream_error", "upstream_malformed")
             call.forwarded = True
+            self._unmetered[call.request_id] = call
             return StreamRelay(call, response, self.finish, client.include_usage, self.spec.upstream_timeout_s)
         call.forwarded = True
+        self._unmetered[call.request_id] = call
         return self._whole(call, route, response)
 
     def _guard_input(self, call: Call, route: Route, found: Texts) -> None:
@@ -412,6 +447,9 @@ class Gateway:
         if not isinstance(data, dict):
             raise GatewayError(502, "the upstream's answer is not a JSON object", "upstream_error",
                                "upstream_malformed")
+        if isinstance(data.get("id"), str):
+            call.answer_id = data["id"]
+            self._unmetered[call.answer_id] = call
         places = answer_texts(data, call.kind)
         output = [holder[key] for holder, key in places]
         usage = data.get("usage")
@@ -440,6 +478,10 @@ class Gateway:
             self._finish(call, status, usage, output, reason)
         except Exception:  # noqa: BLE001 - metering must not turn an answered request into a failure
             log.exception("metering a request to %s failed", call.route.spec.model if call.route else "(no model)")
+        finally:  # from now on the ledger answers for it
+            self._unmetered.pop(call.request_id, None)
+            if call.answer_id is not None:
+                self._unmetered.pop(call.answer_id, None)
 
     def _finish(self, call: Call, status: int, usage: dict[str, Any] | None, output: list[str] | None,
                 reason: str | None) -> None:
@@ -456,9 +498,11 @@ class Gateway:
             price = route.spec.price
             usd = None if price is None else (input_tokens * price.usd_per_1m_input +
                                               output_tokens * price.usd_per_1m_output) / 1_000_000
+            answered = _answered_by(call, key_id or ANONYMOUS) if status == 200 else None
             try:
                 self.ledger.record(model=route.spec.model, key_id=key_id or ANONYMOUS, budgets=route.spec.budgets,
-                                   input_tokens=input_tokens, output_tokens=output_tokens, usd=usd)
+                                   input_tokens=input_tokens, output_tokens=output_tokens, usd=usd,
+                                   answered=answered, forget_before=time.time() - self.spec.feedback.window_s)
             except sqlite3.Error:  # the rest (metrics, the audit line) still says what happened
                 log.exception("the ledger %s could not record a request to %s", self.spec.db_path, model)
             self.metrics.tokens(label, key_label, team, input_tokens, output_tokens, call.version)
@@ -486,3 +530,8 @@ class Gateway:
         self.audit.write(key_id=key_id, model=model, prompt_sha256=call.prompt_sha256, input_tokens=input_tokens,
                          output_tokens=output_tokens, actions=[f"{a.rule}:{a.action}" for a in call.actions],
                          status=status, reason=reason)
+
+
+def _answered_by(call: Call, key_id: str) -> Answered:
+    assert call.route is not None
+    return Answered(call.request_id, call.answer_id, call.route.spec.model, call.version, call.prompt_version, key_id)

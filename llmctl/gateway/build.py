@@ -19,6 +19,7 @@ from llmctl.gateway.auth import hash_key
 from llmctl.gateway.spec import (
     BudgetSpec,
     CanarySpec,
+    FeedbackSpec,
     GatewaySpec,
     KeySpec,
     Price,
@@ -100,7 +101,12 @@ def build_spec(resolved: Resolved, upstreams: dict[str, Upstream], directory: Pa
     thresholds = SloThresholds(request_seconds=_declared(t.latency_s for t in targets),
                                ttft_seconds=_declared(t.ttft_s for t in targets),
                                itl_seconds=_declared(t.itl_s for t in targets))
+    scale = gateway.feedback.scale
+    feedback = FeedbackSpec(window_s=duration_seconds(gateway.feedback.window)) if scale == "thumbs" else FeedbackSpec(
+        scale="range", min=scale.min, max=scale.max, negative_below=scale.threshold,
+        window_s=duration_seconds(gateway.feedback.window))
     return GatewaySpec(routes=routes, keys=keys, budgets=budgets, max_body_bytes=gateway.max_request_bytes,
+                       feedback=feedback,
                        slo_thresholds=thresholds,
                        upstream_timeout_s=duration_seconds(gateway.upstream_timeout),
                        db_path=str(directory / "spend.sqlite"), audit_path=str(directory / "audit.jsonl"))

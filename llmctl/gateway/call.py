@@ -2,6 +2,7 @@
 metrics are told about it, and the tokens it is metered for."""
 from __future__ import annotations
 
+import secrets
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -50,6 +51,9 @@ class Call:
 
     started: float  # time.perf_counter()
     kind: Kind
+    # What the client rates the answer by (x-request-id); 96 random bits, so ids cannot be guessed.
+    request_id: str = field(default_factory=lambda: "req-" + secrets.token_hex(12))
+    answer_id: str | None = None  # the id in the answer's body, as the upstream set it (also accepted by feedback)
     key: KeySpec | None = None
     route: Route | None = None
     request: ClientRequest | None = None
@@ -77,9 +81,11 @@ class Call:
         self.last_text_at = at
 
     def headers(self) -> list[tuple[bytes, bytes]]:
-        """What the answer tells the client about how it was served: the prompt version (an A/B test's arm), and
-        while a rollout runs, which of its versions answered."""
-        found = [(b"x-llmctl-prompt-version", str(self.prompt_version).encode())] if self.prompt_version else []
+        """What the answer tells the client about how it was served: its id (to rate it by), the prompt version
+        (an A/B test's arm), and while a rollout runs, which of its versions answered."""
+        found = [(b"x-request-id", self.request_id.encode())]
+        if self.prompt_version:
+            found.append((b"x-llmctl-prompt-version", str(self.prompt_version).encode()))
         if self.route is not None and self.route.spec.canary is not None:
             found.append((VERSION_HEADER.encode(), self.version.encode()))
         return found

@@ -13,6 +13,7 @@ import sqlite3
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Literal
@@ -56,6 +57,28 @@ CREATE TABLE IF NOT EXISTS assignments (
     at REAL NOT NULL,                -- UTC epoch seconds of the first request
     PRIMARY KEY (prompt, caller)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS requests (
+    id TEXT PRIMARY KEY,             -- the gateway's request id (x-request-id)
+    answer_id TEXT,                  -- the id in the answer's body, as the upstream set it
+    at REAL NOT NULL,
+    model TEXT NOT NULL,
+    version TEXT NOT NULL,           -- stable | canary
+    prompt_version INTEGER,
+    key_id TEXT NOT NULL             -- who may rate it: the key that asked
+);
+CREATE INDEX IF NOT EXISTS requests_by_answer ON requests (answer_id);
+CREATE TABLE IF NOT EXISTS feedback (
+    request_id TEXT PRIMARY KEY,     -- one rating per answer: a new one replaces it
+    at REAL NOT NULL,
+    model TEXT NOT NULL,
+    version TEXT NOT NULL,
+    prompt_version INTEGER,
+    key_id TEXT NOT NULL,
+    score REAL NOT NULL,
+    negative INTEGER NOT NULL,
+    comment TEXT                     -- the rater's words; never the prompt or the answer
+);
+CREATE INDEX IF NOT EXISTS feedback_by_time ON feedback (at);
 CREATE TABLE IF NOT EXISTS alerts (
     budget TEXT NOT NULL,
     period_start INTEGER NOT NULL,   -- UTC epoch seconds
@@ -84,6 +107,22 @@ _SUMS = """COALESCE(SUM(usd), 0.0), COALESCE(SUM(input_tokens), 0), COALESCE(SUM
     COALESCE(SUM(requests), 0), COALESCE(SUM(unpriced_tokens), 0)"""
 _MODEL_TOTALS = f"SELECT name, {_SUMS} FROM daily WHERE scope = 'model' AND day >= ? AND day < ? GROUP BY name"
 _BUDGET_TOTALS = f"SELECT {_SUMS} FROM daily WHERE scope = 'budget' AND name = ? AND day >= ? AND day < ?"
+
+
+# Answers older than the feedback window are forgotten in batches, every this many recorded: not on every request.
+_FORGET_EVERY = 1000
+
+
+@dataclass(frozen=True)
+class Answered:
+    """An answered request, as feedback finds it: which version of what served it, and who asked."""
+
+    request_id: str
+    answer_id: str | None
+    model: str
+    version: str
+    prompt_version: int | None
+    key_id: str
 
 
 def _utc(at: datetime | None) -> datetime:
@@ -134,6 +173,7 @@ class Ledger:
             self._db.executescript(_SCHEMA)
         # NORMAL in WAL mode: no fsync per commit; a power cut may lose the last commits, never corrupt the file.
         self._db.execute("PRAGMA synchronous=NORMAL")
+        self._recorded = 0
 
     @contextmanager
     def _transaction(self) -> Iterator[None]:
@@ -168,7 +208,9 @@ class Ledger:
         return chosen
 
     def record(self, *, model: str, key_id: str, budgets: list[str], input_tokens: int, output_tokens: int,
-               usd: float | None, at: datetime | None = None) -> None:
+               usd: float | None, at: datetime | None = None, answered: Answered | None = None,
+               forget_before: float | None = None) -> None:
+        """Meter one request; `answered`: keep it for feedback (until `forget_before`, epoch seconds)."""
         when = _utc(at)
         day = _epoch(period_start("day", when))
         unique_budgets = list(dict.fromkeys(budgets))
@@ -183,6 +225,35 @@ class Ledger:
             self._db.executemany(_ADD_DAILY, [
                 ("model", model, *added), *(("budget", budget, *added) for budget in unique_budgets)
             ])
+            if answered is not None:
+                self._db.execute("INSERT OR REPLACE INTO requests VALUES (?, ?, ?, ?, ?, ?, ?)", (
+                    answered.request_id, answered.answer_id, when.timestamp(), answered.model, answered.version,
+                    answered.prompt_version, answered.key_id))
+                self._recorded += 1
+                if forget_before is not None and self._recorded % _FORGET_EVERY == 0:
+                    self._db.execute("DELETE FROM requests WHERE at < ?", (forget_before,))
+
+    def answered(self, answer: str, key_id: str, since: float) -> Answered | None:
+        """The request `answer` names (its request id, else the id in its body: the latest such answer) if
+        `key_id` asked it after `since` (epoch seconds); None for an unknown, expired or someone else's answer."""
+        row = self._db.execute(
+            "SELECT id, answer_id, model, version, prompt_version, key_id FROM requests WHERE (id = ? OR answer_id = ?)"
+            " AND key_id = ? AND at >= ? ORDER BY id = ? DESC, at DESC LIMIT 1",
+            (answer, answer, key_id, since, answer)).fetchone()
+        return Answered(*row) if row is not None else None
+
+    def rate(self, answered: Answered, score: float, negative: bool, comment: str | None,
+             at: datetime | None = None) -> None:
+        """Keep a rating of an answer, replacing an earlier one of the same answer."""
+        self._db.execute("INSERT OR REPLACE INTO feedback VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", (
+            answered.request_id, _utc(at).timestamp(), answered.model, answered.version, answered.prompt_version,
+            answered.key_id, score, int(negative), comment))
+
+    def ratings(self, since: datetime) -> dict[str, dict[str, int]]:
+        """Per model, the ratings given since `since` and how many were negative."""
+        rows = self._db.execute("SELECT model, COUNT(*), SUM(negative) FROM feedback WHERE at >= ? GROUP BY model",
+                                (_utc(since).timestamp(),))
+        return {model: {"ratings": count, "negative": negative or 0} for model, count, negative in rows}
 
     def spent(self, budget: str, period: Period, at: datetime | None = None) -> float:
         """Priced spend (USD) against `budget` in the period that contains `at` (default: now)."""
@@ -236,6 +307,7 @@ class Ledger:
             "models_period_start": month.isoformat(),
             "models": per_model,
             "unpriced_tokens": sum(totals["unpriced_tokens"] for totals in per_model.values()),
+            "feedback_24h": self.ratings(when - timedelta(days=1)),
         }
 
     def _budget_usage(self, spec: BudgetSpec, when: datetime) -> dict[str, Any]:

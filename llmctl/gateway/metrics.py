@@ -23,6 +23,7 @@ TOKENS = "llmctl_gateway_tokens_total"  # {model, version, key, team, direction}
 SPEND = "llmctl_gateway_spend_usd_total"  # {model, version, key, team}
 GUARDRAIL_ACTIONS = "llmctl_gateway_guardrail_actions_total"  # {model, rule, action}
 UPSTREAM_ERRORS = "llmctl_gateway_upstream_errors_total"  # {model, reason}
+FEEDBACK = "llmctl_gateway_feedback_total"  # {model, version, prompt_version, rating=positive|negative}
 UPSTREAM_UP = "llmctl_gateway_upstream_up"  # {model, replica}: 1 when the replica answered its last health probe
 BUDGET_SPENT = "llmctl_budget_spent_usd"  # {budget}: spent in the current period
 BUDGET_LIMIT = "llmctl_budget_limit_usd"  # {budget}
@@ -94,6 +95,9 @@ class GatewayMetrics:
                                      ["budget"], registry=self.registry)
         self._guardrail = Counter(_family(GUARDRAIL_ACTIONS), "Guardrail actions taken, by rule.",
                                   ["model", "rule", "action"], registry=self.registry)
+        self._feedback = Counter(_family(FEEDBACK), "Ratings of answers (POST /v1/feedback), by the version and "
+                                 "prompt version that answered.", ["model", "version", "prompt_version", "rating"],
+                                 registry=self.registry)
         self._upstream_errors = Counter(_family(UPSTREAM_ERRORS), "Failed upstream calls, by reason.",
                                         ["model", "reason"], registry=self.registry)
         self.declare(slo_models, budgets)
@@ -137,6 +141,10 @@ class GatewayMetrics:
 
     def guardrail(self, model: str, rule: str, action: str) -> None:
         self._guardrail.labels(model=model, rule=rule, action=action).inc()
+
+    def feedback(self, model: str, version: str, prompt_version: int | None, negative: bool) -> None:
+        self._feedback.labels(model=model, version=version, prompt_version=str(prompt_version or ""),
+                              rating="negative" if negative else "positive").inc()
 
     def upstream_error(self, model: str, reason: str) -> None:
         self._upstream_errors.labels(model=model, reason=reason).inc()

@@ -141,6 +141,8 @@ class StreamRelay(Response):
                 out.append(self._fail(GatewayError(502, "the upstream sent an event that is not a JSON object",
                                                    "upstream_error", "upstream_malformed")))
                 break
+            if self._call.answer_id is None and isinstance(event.get("id"), str):
+                self._call.answer_id = event["id"]
             choices = event.get("choices")
             usage = event.get("usage")
             if usage:

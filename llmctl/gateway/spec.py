@@ -99,6 +99,16 @@ class SloThresholds(BaseModel):
     itl_seconds: list[float] = Field(default_factory=list, description="From itl_p95_ms.")
 
 
+class FeedbackSpec(BaseModel):
+    """How the gateway takes ratings: `thumbs` (up/down) or a numeric range, and for how long after an answer."""
+
+    scale: Literal["thumbs", "range"] = "thumbs"
+    min: float = -1.0
+    max: float = 1.0
+    negative_below: float = 0.0  # a score below this is negative (thumbs: down, -1)
+    window_s: PositiveFloat = 7 * 86_400.0
+
+
 class GatewaySpec(BaseModel):
     routes: dict[str, RouteSpec]
     keys: list[KeySpec] = Field(default_factory=list, description="Empty: no key is required (said at plan).")
@@ -109,6 +119,7 @@ class GatewaySpec(BaseModel):
     slo_thresholds: SloThresholds = Field(default_factory=SloThresholds)
     db_path: str = Field(description="SQLite ledger of metered spend; survives restarts.")
     audit_path: str = Field(description="JSON-lines audit log.")
+    feedback: FeedbackSpec = Field(default_factory=FeedbackSpec)
 
     def reloadable_to(self, other: "GatewaySpec") -> bool:
         """Whether a running gateway can take `other` in place (SIGHUP) rather than restart: what it opened or

@@ -31,12 +31,15 @@ def figures(earlier: Scrape, later: Scrape, model: str, version: str, driven: in
     judged = _sum(s for s in grown if s.name == metrics.SLO_REQUESTS)
     # A spend series that did not grow in the window priced none of its requests: no figure, not $0.
     spend = _sum(s for s in grown if s.name == metrics.SPEND)
+    ratings = _sum(s for s in grown if s.name == metrics.FEEDBACK)
+    negative = _sum(s for s in grown if s.name == metrics.FEEDBACK and s.labels.get("rating") == "negative")
     return VersionFigures(
         requests=round(requests), errors=round(errors), refused=round(refused), driven=driven,
         error_rate=errors / counted if counted else None,
         latency_p95_ms=_p95_ms(grown, metrics.REQUEST_SECONDS), ttft_p95_ms=_p95_ms(grown, metrics.TTFT_SECONDS),
         itl_p95_ms=_p95_ms(grown, metrics.ITL_SECONDS), goodput=good / judged if judged else None,
-        cost_per_request_usd=spend / counted if spend > 0 and counted else None)
+        cost_per_request_usd=spend / counted if spend > 0 and counted else None,
+        ratings=round(ratings) or None, negative_feedback_share=negative / ratings if ratings else None)
 
 
 def short(found: VersionFigures, slo: Slo | None, analysis: RolloutAnalysis) -> int:
@@ -75,9 +78,21 @@ def compare(canary: VersionFigures, stable: VersionFigures | None, slo: Slo | No
     if analysis.max_cost_increase is not None:
         found.append(_cost(canary, stable, analysis.max_cost_increase))
     if analysis.max_negative_feedback_increase is not None:
-        found.append(Comparison(name="negative_feedback_share", canary=None, passed=True, note=(
-            "not compared: the gateway takes no user feedback yet, so there is no share to hold")))
+        found.append(_feedback(canary, stable, analysis.max_negative_feedback_increase))
     return found
+
+
+def _feedback(canary: VersionFigures, stable: VersionFigures | None, increase_allowed: float) -> Comparison:
+    """Ratings come from users, so llmctl cannot send a version more of them: with none on either side the share
+    is shown as not compared, rather than the step waiting on users who may never rate."""
+    new, old = canary.negative_feedback_share, stable.negative_feedback_share if stable else None
+    if new is None or old is None:
+        return Comparison(name="negative_feedback_share", canary=new, stable=old, passed=True, note=(
+            f"not compared: no ratings of the {'new' if new is None else 'stable'} version in the window"))
+    limit = old + increase_allowed
+    return Comparison(name="negative_feedback_share", canary=new, stable=old, limit=limit, passed=new <= limit,
+                      note=f"stable's + {increase_allowed:g} ({canary.ratings} and {stable.ratings if stable else 0} "
+                           "ratings)")
 
 
 def _cost(canary: VersionFigures, stable: VersionFigures | None, increase_allowed: float) -> Comparison:

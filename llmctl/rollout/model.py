@@ -28,6 +28,9 @@ class VersionFigures(BaseModel):
     itl_p95_ms: float | None = None
     goodput: float | None = Field(None, description="Share of SLO-counted requests within every target.")
     cost_per_request_usd: float | None = None
+    ratings: int | None = Field(None, description="Users' ratings of its answers in the window (POST /v1/feedback); "
+                                "None: none.")
+    negative_feedback_share: float | None = Field(None, description="Of those ratings, the share negative.")
 
 
 class Comparison(BaseModel):

@@ -11,7 +11,8 @@ Format = Literal["text", "json", "markdown"]
 _FIGURES: list[tuple[str, str]] = [("requests", "{:.0f}"), ("driven", "{:.0f}"), ("error_rate", "{:.2%}"),
                                    ("ttft_p95_ms", "{:.0f} ms"), ("latency_p95_ms", "{:.0f} ms"),
                                    ("itl_p95_ms", "{:.0f} ms"), ("goodput", "{:.1%}"),
-                                   ("cost_per_request_usd", "${:.6f}")]
+                                   ("cost_per_request_usd", "${:.6f}"), ("ratings", "{:.0f}"),
+                                   ("negative_feedback_share", "{:.1%}")]
 
 
 def render(record: RolloutRecord, format: Format) -> str:

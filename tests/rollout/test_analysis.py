@@ -195,12 +195,30 @@ def test_a_version_with_no_priced_request_in_the_window_has_no_cost_per_request(
     assert cost.passed
 
 
-def test_negative_feedback_is_named_as_not_compared() -> None:
+def test_negative_feedback_share_may_rise_by_the_allowed_increase_once_both_versions_were_rated() -> None:
     analysis = RolloutAnalysis(max_negative_feedback_increase=0.05)
-    feedback = by_name(compare(version(), version(), None, analysis))["negative_feedback_share"]
-    assert feedback.passed and feedback.canary is None
-    assert "not compared" in (feedback.note or "")
+    held = by_name(compare(version(negative_feedback_share=0.2, ratings=10),
+                           version(negative_feedback_share=0.1, ratings=40), None, analysis))["negative_feedback_share"]
+    assert not held.passed and held.limit == pytest.approx(0.15)
+    held = by_name(compare(version(negative_feedback_share=0.12, ratings=10),
+                           version(negative_feedback_share=0.1, ratings=40), None, analysis))["negative_feedback_share"]
+    assert held.passed
+    # No ratings on a side: users cannot be made to rate, so it is shown as not compared, not failed.
+    unrated = by_name(compare(version(), version(negative_feedback_share=0.1, ratings=4), None, analysis))
+    assert unrated["negative_feedback_share"].passed and "not compared" in (unrated["negative_feedback_share"].note or "")
     assert "negative_feedback_share" not in by_name(compare(version(), version(), None, RolloutAnalysis()))
+
+
+def test_ratings_are_read_per_version_from_the_feedback_counter() -> None:
+    metrics = GatewayMetrics(slo_models=[MODEL])
+    before = scrape(metrics)
+    for negative in (True, False, False, False):
+        metrics.feedback(MODEL, "canary", None, negative)
+    metrics.feedback(MODEL, "stable", 2, True)
+    after = scrape(metrics)
+    canary, stable = figures(before, after, MODEL, "canary"), figures(before, after, MODEL, "stable")
+    assert (canary.ratings, canary.negative_feedback_share) == (4, 0.25)
+    assert (stable.ratings, stable.negative_feedback_share) == (1, 1.0)
 
 
 def test_a_figure_an_slo_target_needs_that_was_not_measured_fails() -> None:
