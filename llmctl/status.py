@@ -18,7 +18,7 @@ from llmctl.gateway.usage import ledger_usage
 from llmctl.monitor.live import FiringAlerts, firing_alerts
 from llmctl.provider import Provider
 from llmctl.state import State
-from llmctl.textfmt import clean
+from llmctl.textfmt import clean, plural
 from llmctl.verify.model import ModelVerification
 
 
@@ -115,7 +115,7 @@ def _gateway_lines(gateway: GatewayStatus) -> list[str]:
     if spend.get("unpriced_tokens"):
         lines.append(f"  {spend['unpriced_tokens']} tokens this month could not be priced (no price for their model)")
     for model, rated in sorted(spend.get("feedback_24h", {}).items()):
-        lines.append(f"  {model}: feedback last 24 h: {rated['ratings']} ratings, "
+        lines.append(f"  {model}: feedback last 24 h: {plural(rated['ratings'], 'rating')}, "
                      f"{rated['negative'] / rated['ratings']:.0%} negative")
     return lines
 

@@ -125,3 +125,35 @@ def test_a_prompt_change_reaches_the_running_gateway_without_a_restart(llmctl: R
         assert refused.status_code == 400 and "'product'" in refused.json()["error"]["message"]
     finally:
         llmctl("destroy", "-f", str(quickstart), "--auto-approve")
+
+
+def test_an_answer_is_rated_by_the_key_that_asked_and_status_shows_the_share(llmctl: Run, quickstart: Path) -> None:
+    other = "other-team-key-0123456789"
+    edit(quickstart, "      requests_per_minute: 120\n",
+         "      requests_per_minute: 120\n    - name: other\n      env: OTHER_API_KEY\n")
+    applied = llmctl("apply", "-f", str(quickstart), "--auto-approve", "--skip-verify", env={"OTHER_API_KEY": other})
+    assert applied.returncode == 0, applied.stderr
+    try:
+        endpoint = _gateway(llmctl, quickstart)["endpoint"]
+        client = openai.OpenAI(base_url=endpoint, api_key=QUICKSTART_KEY, timeout=120, max_retries=0)
+        raw = client.chat.completions.with_raw_response.create(
+            model="assistant", max_tokens=4, extra_body={"min_tokens": 1},
+            messages=[{"role": "user", "content": "Name a colour."}])
+        completion = raw.parse()
+
+        def rate(key: str, answer: str, score: str) -> httpx.Response:
+            return httpx.post(f"{endpoint}/feedback", headers={"authorization": f"Bearer {key}"}, timeout=30,
+                              json={"id": answer, "score": score})
+
+        # By the id in the body the openai client returns, and by the x-request-id header: the same answer.
+        assert rate(QUICKSTART_KEY, completion.id, "down").json()["id"] == raw.headers["x-request-id"]
+        assert rate(other, completion.id, "up").status_code == 404
+        assert rate(other, raw.headers["x-request-id"], "up").status_code == 404
+        metrics = httpx.get(endpoint.removesuffix("/v1") + "/metrics", timeout=30).text
+        counted = {(s.labels["model"], s.labels["rating"]): s.value for f in text_string_to_metric_families(metrics)
+                   for s in f.samples if s.name == "llmctl_gateway_feedback_total"}
+        assert counted == {("assistant", "negative"): 1}
+        status = llmctl("status", "-f", str(quickstart), env={"OTHER_API_KEY": other})
+        assert "assistant: feedback last 24 h: 1 rating, 100% negative" in status.stdout
+    finally:
+        llmctl("destroy", "-f", str(quickstart), "--auto-approve")
