@@ -44,6 +44,7 @@ def check_references(data: dict[str, Any]) -> list[Problem]:
                 problems.append((("gateway", "keys", index, "models", position), message))
     key_names = [key["name"] for key in keys if isinstance(key, dict) and isinstance(key.get("name"), str)] \
         if isinstance(keys, list) else []
+    problems += _team_problems(gateway if isinstance(gateway, dict) else {}, names)
     for index, evaluation in _items(data, "evals"):
         problems += _eval_problems(evaluation, ("evals", index), names["models"])
         message = _dangling(evaluation.get("key"), "gateway key", key_names, f"eval '{evaluation.get('name', index)}'")
@@ -63,6 +64,23 @@ def check_references(data: dict[str, Any]) -> list[Problem]:
             if message:
                 problems.append((("budgets", index, "scope", position), message))
     return problems
+
+
+def _team_problems(gateway: dict[str, Any], names: dict[str, list[str]]) -> list[Problem]:
+    """Each team's budget is declared, and once teams are listed, every key's team is one of them (a team named
+    only on a key would have no budget, silently)."""
+    problems: list[Problem] = list(_duplicates(gateway, "teams", "team"))
+    teams = list(_items(gateway, "teams"))
+    for index, team in teams:
+        message = _dangling(team.get("budget"), "budget", names["budgets"], f"team '{team.get('name', index)}'")
+        if message:
+            problems.append((("gateway", "teams", index, "budget"), message))
+    declared = sorted({team["name"] for _, team in teams if isinstance(team.get("name"), str)})
+    for index, key in _items(gateway, "keys") if teams else ():
+        message = _dangling(key.get("team"), "team", declared, f"gateway key '{key.get('name', index)}'")
+        if message:
+            problems.append((("gateway", "keys", index, "team"), f"{message}: add it to gateway.teams"))
+    return [(("gateway", *at) if at[0] == "teams" else at, message) for at, message in problems]
 
 
 def _items(data: dict[str, Any], section: str) -> Iterator[tuple[int, dict[str, Any]]]:

@@ -419,6 +419,14 @@ class GatewayKey(Strict):
         return self
 
 
+class Team(Strict):
+    """A team: the keys whose `team` names it, and the budget their spend counts against, whatever model."""
+
+    name: Name
+    budget: Name | None = Field(None, description="A budget the team's requests count against, enforced by the "
+                                "gateway request by request (on_exceed: block refuses the team's keys only).")
+
+
 class FeedbackRange(Strict):
     """A numeric score, e.g. 1..5 stars."""
 
@@ -443,8 +451,11 @@ class FeedbackRange(Strict):
 class Feedback(Strict):
     """Users' ratings of answers: POST /v1/feedback with the answer's id, by the key that asked."""
 
-    scale: Literal["thumbs"] | FeedbackRange = Field("thumbs", description="thumbs: score `up` or `down` (or 1 "
-                                                     "/ -1); a range: a number from min to max.")
+    # Told apart by shape, so a range with a mistake reports that mistake alone, not also "expected 'thumbs'".
+    scale: Annotated[Annotated[Literal["thumbs"], Tag("thumbs")] | Annotated[FeedbackRange, Tag("range")],
+                     Discriminator(lambda value: "range" if isinstance(value, (dict, FeedbackRange)) else "thumbs")
+                     ] = Field("thumbs", description="thumbs: score `up` or `down` (or 1 / -1); a range: a number "
+                               "from min to max.")
     window: Duration = Field("7d", description="How long after an answer it can be rated; older ids are 404.")
 
 
@@ -457,6 +468,8 @@ class Gateway(Strict):
                                    description="Keys clients must send; when empty, no key is required.")
     max_request_bytes: PositiveInt = Field(1_048_576, description="Larger request bodies are refused (413).")
     upstream_timeout: Duration = Field("120s", description="A model slower than this to answer gets a 504.")
+    teams: list[Team] = Field(default_factory=list, description="Teams that keys belong to (`keys[].team`), with "
+                              "the budget each one's spend counts against.")
     feedback: Feedback = Field(default_factory=Feedback, description="How answers are rated (on by default: "
                                "thumbs, for 7 days).")
 

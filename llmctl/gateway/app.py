@@ -122,6 +122,10 @@ def _routes(spec: GatewaySpec) -> dict[str, Route]:
             raise ValueError(f"model '{route.model}' counts against budgets not in the spec: {unknown}")
         if not route.upstreams:
             raise ValueError(f"model '{route.model}' has no upstream")
+    for key in spec.keys:
+        unknown = [name for name in key.budgets if name not in spec.budgets]
+        if unknown:
+            raise ValueError(f"key '{key.id}' counts against budgets not in the spec: {unknown}")
     return {route.model: _route(route) for route in spec.routes.values()}
 
 
@@ -359,8 +363,8 @@ class Gateway:
                 raise GatewayError(429, f"key '{key.id}' is over its per-minute limit; retry in {retry_after} s",
                                    "rate_limit_error", "rate_limit_exceeded",
                                    headers={"retry-after": str(retry_after)})
-        if route.spec.budgets:
-            self.spending.check(route.spec.budgets)
+        if call.budgets:
+            self.spending.check(call.budgets)
         prompt, versions = route.prompt_of(call.version)
         rendered = apply_prompt(client, prompt, lambda _: self._variants.pick(versions, caller))
         call.prompt_version = rendered.version if rendered is not None else None
@@ -500,16 +504,17 @@ class Gateway:
                                               output_tokens * price.usd_per_1m_output) / 1_000_000
             answered = _answered_by(call, key_id or ANONYMOUS) if status == 200 else None
             try:
-                self.ledger.record(model=route.spec.model, key_id=key_id or ANONYMOUS, budgets=route.spec.budgets,
+                self.ledger.record(model=route.spec.model, key_id=key_id or ANONYMOUS, budgets=call.budgets,
                                    input_tokens=input_tokens, output_tokens=output_tokens, usd=usd,
+                                   team=call.key.team if call.key else None,
                                    answered=answered, forget_before=time.time() - self.spec.feedback.window_s)
             except sqlite3.Error:  # the rest (metrics, the audit line) still says what happened
                 log.exception("the ledger %s could not record a request to %s", self.spec.db_path, model)
             self.metrics.tokens(label, key_label, team, input_tokens, output_tokens, call.version)
             if usd:
-                self.metrics.spend(label, key_label, team, usd, route.spec.budgets, call.version)
-                if route.spec.budgets:
-                    self.spending.recorded(route.spec.budgets, usd)
+                self.metrics.spend(label, key_label, team, usd, call.budgets, call.version)
+                if call.budgets:
+                    self.spending.recorded(call.budgets, usd)
             if call.key is not None:
                 self.limiter.add_tokens(call.key, input_tokens + output_tokens)
         self.metrics.request(label, key_label, team, status, seconds, call.version)

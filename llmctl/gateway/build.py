@@ -92,7 +92,9 @@ def build_spec(resolved: Resolved, upstreams: dict[str, Upstream], directory: Pa
                                      tokenizer=upstream.tokenizer, canary=_canary(desired, name, upstream,
                                                                                   (canaries or {}).get(name)),
                                      **common)
-    keys = [_key_spec(key, desired.config_dir, keys_from_env) for key in gateway.keys]
+    team_budgets = {team.name: [team.budget] for team in gateway.teams if team.budget}
+    keys = [_key_spec(key, desired.config_dir, keys_from_env, team_budgets.get(key.team or "", []))
+            for key in gateway.keys]
     if verify_key_sha and keys:
         keys.append(KeySpec(id=VERIFY_KEY_ID, sha256=verify_key_sha))
     budgets = {name: BudgetSpec(name=name, limit_usd=b.limit_usd, period=b.period, alert_at=b.alert_at,
@@ -204,10 +206,10 @@ def _declared(thresholds: Iterable[float | None]) -> list[float]:
     return sorted({threshold for threshold in thresholds if threshold is not None})
 
 
-def _key_spec(key: GatewayKey, config_dir: Path, from_env: bool) -> KeySpec:
+def _key_spec(key: GatewayKey, config_dir: Path, from_env: bool, budgets: list[str]) -> KeySpec:
     secret = {"env": cluster_key_env(key)} if from_env else {"sha256": hash_key(read_key(key, config_dir))}
     return KeySpec(id=key.name, models=key.models, team=key.team, requests_per_minute=key.requests_per_minute,
-                   tokens_per_minute=key.tokens_per_minute, **secret)
+                   tokens_per_minute=key.tokens_per_minute, budgets=budgets, **secret)
 
 
 def read_key(key: GatewayKey, config_dir: Path) -> str:

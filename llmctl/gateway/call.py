@@ -68,6 +68,12 @@ class Call:
     last_text_at: float = 0.0  # time.perf_counter() when the last streamed text arrived
     upstream_failures: list[str] = field(default_factory=list)  # why upstream calls failed: connect, timeout, ...
 
+    @property
+    def budgets(self) -> list[str]:
+        """What its spend counts against: the model's budgets, then its key's team's."""
+        found = list(self.route.spec.budgets) if self.route else []
+        return found + [b for b in (self.key.budgets if self.key else []) if b not in found]
+
     def note(self, verdict: Verdict) -> None:
         for action in verdict.actions:
             self.actions[action] = None

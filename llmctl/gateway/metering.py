@@ -50,6 +50,17 @@ CREATE TABLE IF NOT EXISTS daily (
     unpriced_tokens INTEGER NOT NULL,
     PRIMARY KEY (scope, name, day)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS callers_daily (
+    scope TEXT NOT NULL CHECK (scope IN ('key', 'team')),
+    name TEXT NOT NULL,
+    day INTEGER NOT NULL,            -- UTC midnight, epoch seconds
+    usd REAL NOT NULL,
+    input_tokens INTEGER NOT NULL,
+    output_tokens INTEGER NOT NULL,
+    requests INTEGER NOT NULL,
+    unpriced_tokens INTEGER NOT NULL,
+    PRIMARY KEY (scope, name, day)
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS assignments (
     prompt TEXT NOT NULL,
     caller TEXT NOT NULL,            -- sha256 of the request's `user`, else of its key's name: never the value itself
@@ -103,9 +114,13 @@ ON CONFLICT (scope, name, day) DO UPDATE SET
     unpriced_tokens = unpriced_tokens + excluded.unpriced_tokens
 """
 
+# Per key and team: their own table, since `daily`'s scopes are fixed by a CHECK that ledgers on disk already have.
+_ADD_CALLERS_DAILY = _ADD_DAILY.replace("INSERT INTO daily", "INSERT INTO callers_daily")
+
 _SUMS = """COALESCE(SUM(usd), 0.0), COALESCE(SUM(input_tokens), 0), COALESCE(SUM(output_tokens), 0),
     COALESCE(SUM(requests), 0), COALESCE(SUM(unpriced_tokens), 0)"""
 _MODEL_TOTALS = f"SELECT name, {_SUMS} FROM daily WHERE scope = 'model' AND day >= ? AND day < ? GROUP BY name"
+_CALLER_TOTALS = (f"SELECT scope, name, {_SUMS} FROM callers_daily WHERE day >= ? AND day < ? GROUP BY scope, name")
 _BUDGET_TOTALS = f"SELECT {_SUMS} FROM daily WHERE scope = 'budget' AND name = ? AND day >= ? AND day < ?"
 
 
@@ -209,8 +224,9 @@ class Ledger:
 
     def record(self, *, model: str, key_id: str, budgets: list[str], input_tokens: int, output_tokens: int,
                usd: float | None, at: datetime | None = None, answered: Answered | None = None,
-               forget_before: float | None = None) -> None:
-        """Meter one request; `answered`: keep it for feedback (until `forget_before`, epoch seconds)."""
+               forget_before: float | None = None, team: str | None = None) -> None:
+        """Meter one request, by model, budget, key and team; `answered`: keep it for feedback (until
+        `forget_before`, epoch seconds)."""
         when = _utc(at)
         day = _epoch(period_start("day", when))
         unique_budgets = list(dict.fromkeys(budgets))
@@ -225,6 +241,8 @@ class Ledger:
             self._db.executemany(_ADD_DAILY, [
                 ("model", model, *added), *(("budget", budget, *added) for budget in unique_budgets)
             ])
+            self._db.executemany(_ADD_CALLERS_DAILY, [
+                ("key", key_id, *added), *((("team", team, *added),) if team else ())])
             if answered is not None:
                 self._db.execute("INSERT OR REPLACE INTO requests VALUES (?, ?, ?, ?, ?, ?, ?)", (
                     answered.request_id, answered.answer_id, when.timestamp(), answered.model, answered.version,
@@ -301,11 +319,17 @@ class Ledger:
         month = period_start("month", when)
         models = self._db.execute(_MODEL_TOTALS, (_epoch(month), _epoch(period_end("month", month))))
         per_model = {name: _totals(sums) for name, *sums in models}
+        callers: dict[str, dict[str, Any]] = {"key": {}, "team": {}}
+        for scope, name, *sums in self._db.execute(_CALLER_TOTALS, (_epoch(month),
+                                                                     _epoch(period_end("month", month)))):
+            callers[scope][name] = _totals(sums)
         return {
             "at": when.isoformat(),
             "budgets": {spec.name: self._budget_usage(spec, when) for spec in budgets},
             "models_period_start": month.isoformat(),
             "models": per_model,
+            "keys": callers["key"],
+            "teams": callers["team"],
             "unpriced_tokens": sum(totals["unpriced_tokens"] for totals in per_model.values()),
             "feedback_24h": self.ratings(when - timedelta(days=1)),
         }

@@ -23,6 +23,8 @@ class KeySpec(BaseModel):
                             "the environment variable holding the key, hashed once when the gateway starts.")
     models: list[str] | None = Field(None, description="Models this key may call; None: every model.")
     team: str | None = Field(None, description="The team its requests, tokens and spend are labelled with.")
+    budgets: list[str] = Field(default_factory=list, description="Budgets its requests count against whatever the "
+                               "model: its team's.")
     requests_per_minute: PositiveInt | None = None
     tokens_per_minute: PositiveInt | None = None
 

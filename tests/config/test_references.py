@@ -481,3 +481,37 @@ def test_a_gateway_key_needs_exactly_one_source(tmp_path) -> None:  # type: igno
     with pytest.raises(ConfigError) as caught:
         load(path)
     assert "exactly one of `env`" in caught.value.diagnostics[0].message
+
+
+def test_teams_name_declared_budgets_and_keys_name_declared_teams(tmp_path: Path) -> None:
+    check(diagnostics(tmp_path, """\
+        version: 1
+        project: p
+        budgets:
+          - {name: support-team, limit_usd: 300}
+        gateway:
+          keys:
+            - {name: app, env: APP_KEY, team: support}
+            - {name: batch, env: BATCH_KEY, team: suport}
+          teams:
+            - {name: support, budget: support-teem}
+            - {name: support}
+        """), [(8, 37, ["gateway key 'batch' names team 'suport'", "did you mean 'support'", "gateway.teams"]),
+               (10, 23, ["team 'support' names budget 'support-teem'", "did you mean 'support-team'"]),
+               (11, 8, ["duplicate team name 'support'"])])
+
+
+def test_a_team_on_a_key_needs_no_declaration_while_no_teams_are_listed(tmp_path: Path) -> None:
+    path = tmp_path / "llmops.yaml"
+    path.write_text("version: 1\nproject: p\ngateway:\n  keys:\n    - {name: app, env: APP_KEY, team: search}\n")
+    assert load(path).config.gateway.keys[0].team == "search"  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize(("scale", "words"), [
+    ("{min: 5, max: 1}", ["min (5) must be below max (1)"]),
+    ("{min: 1, max: 5, negative_below: 1}", ["negative_below (1) must be above min"]),
+    ("stars", ["thumbs"]),
+])
+def test_a_feedback_scale_that_cannot_work_is_refused(tmp_path: Path, scale: str, words: list[str]) -> None:
+    [diagnostic] = diagnostics(tmp_path, f"version: 1\nproject: p\ngateway:\n  feedback:\n    scale: {scale}\n")
+    assert diagnostic.line == 5 and all(word in diagnostic.message for word in words), diagnostic
