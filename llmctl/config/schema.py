@@ -459,6 +459,14 @@ class Feedback(Strict):
     window: Duration = Field("7d", description="How long after an answer it can be rated; older ids are 404.")
 
 
+class Cache(Strict):
+    """Answers to deterministic requests (temperature 0, or a seed), replayed for the same request from the same
+    team (or key): at $0, marked `x-llmctl-cache: hit`."""
+
+    ttl: Duration = Field("1h", description="How long an answer is replayed.")
+    max_entries: PositiveInt = Field(10_000, description="Beyond this, the least recently used answers go.")
+
+
 class Gateway(Strict):
     """The OpenAI-compatible endpoint in front of every model: guardrails, keys, rate limits, budgets, metrics."""
 
@@ -468,6 +476,7 @@ class Gateway(Strict):
                                    description="Keys clients must send; when empty, no key is required.")
     max_request_bytes: PositiveInt = Field(1_048_576, description="Larger request bodies are refused (413).")
     upstream_timeout: Duration = Field("120s", description="A model slower than this to answer gets a 504.")
+    cache: Cache | None = Field(None, description="A response cache; none when omitted.")
     teams: list[Team] = Field(default_factory=list, description="Teams that keys belong to (`keys[].team`), with "
                               "the budget each one's spend counts against.")
     feedback: Feedback = Field(default_factory=Feedback, description="How answers are rated (on by default: "

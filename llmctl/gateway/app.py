@@ -11,6 +11,7 @@ for the ledger, and a stream's tokens are metered however it ended (finished, bl
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import logging
 import os
@@ -34,6 +35,7 @@ from starlette.routing import Route as HttpRoute
 from llmctl.gateway.answers import answer_texts, blocked, check_answer
 from llmctl.gateway.audit import AuditLog, prompt_sha256
 from llmctl.gateway.auth import KeyRing, RateLimiter, allowed
+from llmctl.gateway.cache import ResponseCache, answer_output, cache_key, cacheable, replay
 from llmctl.gateway.call import Call, Route, metered_tokens, slo_outcome
 from llmctl.gateway.errors import GatewayError
 from llmctl.gateway.feedback import not_found, parse_rating
@@ -129,6 +131,13 @@ def _routes(spec: GatewaySpec) -> dict[str, Route]:
     return {route.model: _route(route) for route in spec.routes.values()}
 
 
+def _generation(spec: RouteSpec) -> str:
+    served = spec.model_dump(mode="json", include={"identity", "prompt", "guardrails"})
+    if spec.canary is not None:
+        served["canary"] = spec.canary.model_dump(mode="json", include={"identity", "prompt"})
+    return hashlib.sha256(json.dumps(served, sort_keys=True).encode()).hexdigest()
+
+
 def _route(spec: RouteSpec) -> Route:
     caps = [guard.output.max_tokens for guard in spec.guardrails if guard.output.max_tokens is not None]
     return Route(
@@ -137,6 +146,7 @@ def _route(spec: RouteSpec) -> Route:
         canary=Rotation([Upstream(url, CANARY) for url in spec.canary.upstreams]) if spec.canary else None,
         prompt_versions=spec.prompt.versions() if spec.prompt else [],
         canary_prompt_versions=spec.canary.prompt.versions() if spec.canary and spec.canary.prompt else [],
+        generation=_generation(spec),
         counter=counter_for(spec.tokenizer),
         input_guards=[g for g in spec.guardrails if g.input.max_tokens is not None or g.input.pii != "off"
                       or g.input.prompt_injection != "off" or g.input.deny_patterns],
@@ -180,6 +190,7 @@ class Gateway:
         # Answers sent whose metering (which keeps them for feedback) has not run yet, by request id and body id:
         # a client may rate an answer the moment it has it.
         self._unmetered: dict[str, Call] = {}
+        self._cache: ResponseCache | None = None
         # One client for every upstream request: pooled HTTP/1.1 keep-alive connections, no per-request setup.
         limits = httpx.Limits(max_connections=MAX_CONNECTIONS, max_keepalive_connections=MAX_CONNECTIONS,
                               keepalive_expiry=KEEPALIVE_EXPIRY_S)
@@ -194,19 +205,30 @@ class Gateway:
         """Serve `spec` from now on, in place: requests under way finish as they began, counters and the rate
         limiter's windows carry on. Raises ValueError (serving the old spec still) for a spec it cannot take."""
         if not self.spec.reloadable_to(spec):
-            raise ValueError("the ledger, audit log, SLO thresholds, upstream timeout or probe interval changed: "
-                             "restart the gateway to take them")
+            raise ValueError("the ledger, audit log, SLO thresholds, upstream timeout, probe interval or cache settings "
+                             "changed: restart the gateway to take them")
         routes = _routes(spec)
         self.spec, self.spec_sha256, self.routes = spec, spec_sha256, routes
         self.keys, self.keys_required = KeyRing(spec.keys), bool(spec.keys)
         self.metrics.declare(slo_models=[r.model for r in spec.routes.values() if r.slo], budgets=spec.budgets)
         if self._ledger is not None:
             self._spending = Spending(self._ledger, spec.budgets)
+        self._forget_unserved()
 
     def open(self) -> None:
         if self._ledger is None:
             self._ledger = Ledger(Path(self.spec.db_path))
             self._spending = Spending(self._ledger, self.spec.budgets)
+        if self.spec.cache is not None and self._cache is None:
+            self._cache = ResponseCache(Path(self.spec.cache.path), self.spec.cache.ttl_s, self.spec.cache.max_entries)
+            self._forget_unserved()
+
+    def _forget_unserved(self) -> None:
+        """Answers of a model version, prompt or guardrail policy no longer served are never replayed again."""
+        if self._cache is not None:
+            gone = self._cache.keep_only((name, route.generation) for name, route in self.routes.items())
+            if gone:
+                log.warning("dropped %d cached answers of what is no longer served", gone)
 
     @property
     def ledger(self) -> Ledger:
@@ -237,6 +259,9 @@ class Gateway:
         if self._ledger is not None:
             self._ledger.close()
             self._ledger = self._spending = None
+        if self._cache is not None:
+            self._cache.close()
+            self._cache = None
         self.audit.close()
 
     # --- endpoints ---------------------------------------------------------------------------------------------------
@@ -265,6 +290,8 @@ class Gateway:
             if answered is None:
                 raise not_found(rating.answer)
             self.ledger.rate(answered, rating.score, rating.negative, rating.comment)
+            if rating.negative and answered.cache_key is not None and self._cache is not None:
+                self._cache.evict(answered.cache_key)  # a cached answer users dislike is not handed out again
         except GatewayError as error:
             return error.response()
         except sqlite3.Error:
@@ -372,6 +399,10 @@ class Gateway:
         call.prompt_sha256 = prompt_sha256(found.text())
         if route.input_guards and found.places:
             self._guard_input(call, route, found)
+        if self._cache is not None:
+            cached = self._look_up(request, call, route)
+            if cached is not None:
+                return cached
         body = self._upstream_body(call, route)
         response = await send(self.client, call, body, self._upstream_headers(route), client.stream)
         if response.status_code != 200:
@@ -390,6 +421,32 @@ class Gateway:
         call.forwarded = True
         self._unmetered[call.request_id] = call
         return self._whole(call, route, response)
+
+    def _look_up(self, request: Request, call: Call, route: Route) -> Response | None:
+        """The cached answer to this request, replayed; None (and the call told whether to store its answer)
+        when there is none."""
+        assert self._cache is not None and call.request is not None
+        directives = {part.strip().lower() for part in request.headers.get("cache-control", "").split(",")}
+        if not cacheable(call.request.body):
+            call.cache = "bypass"
+            return None
+        key = call.key
+        tenant = f"team:{key.team}" if key and key.team else f"key:{key.id if key else ANONYMOUS}"
+        call.cache_key = cache_key(tenant, route.generation, call.version, call.kind, call.request.body)
+        call.cache_store = "no-store" not in directives
+        answer = None if "no-cache" in directives else self._cache.get(call.cache_key)
+        if answer is None:
+            call.cache = "miss"
+            return None
+        call.cache, call.answer = "hit", answer
+        self._unmetered[call.request_id] = call
+        replayed = replay(answer, call.request_id, call.request.stream, call.request.include_usage)
+        headers = {name.decode(): value.decode() for name, value in call.headers()}
+        output = answer_output(answer, call.kind)
+        task = BackgroundTask(self._finish_after, call, 200, answer.get("usage"), output)
+        if call.request.stream:
+            return Response(replayed, 200, media_type="text/event-stream", headers=headers, background=task)
+        return Response(replayed, 200, media_type="application/json", headers=headers, background=task)
 
     def _guard_input(self, call: Call, route: Route, found: Texts) -> None:
         text = found.text()
@@ -464,6 +521,8 @@ class Gateway:
             except GatewayError as error:  # blocked: the tokens were spent all the same
                 self.finish(call, error.status, usage, output, f"{error.type}: {error.reason}")
                 return error.response()
+        if call.cache_store:
+            call.answer = data
         return Response(raw, 200, media_type="application/json",
                         headers={name.decode(): value.decode() for name, value in call.headers()},
                         background=BackgroundTask(self._finish_after, call, 200, usage, output))
@@ -497,11 +556,13 @@ class Gateway:
         team = call.key.team if call.key and call.key.team else NO_TEAM
         seconds = time.perf_counter() - call.started
         input_tokens = output_tokens = 0
-        if route is not None and call.forwarded and output is not None:
-            input_tokens, output_tokens = metered_tokens(call, usage, output)
-            price = route.spec.price
-            usd = None if price is None else (input_tokens * price.usd_per_1m_input +
-                                              output_tokens * price.usd_per_1m_output) / 1_000_000
+        if route is not None and output is not None and (call.forwarded or call.cache == "hit"):
+            usd: float | None = 0.0  # a replayed answer asked nothing of the upstream
+            if call.forwarded:
+                input_tokens, output_tokens = metered_tokens(call, usage, output)
+                price = route.spec.price
+                usd = None if price is None else (input_tokens * price.usd_per_1m_input +
+                                                  output_tokens * price.usd_per_1m_output) / 1_000_000
             answered = _answered_by(call, key_id or ANONYMOUS) if status == 200 else None
             try:
                 self.ledger.record(model=route.spec.model, key_id=key_id or ANONYMOUS, budgets=call.budgets,
@@ -518,6 +579,14 @@ class Gateway:
             if call.key is not None:
                 self.limiter.add_tokens(call.key, input_tokens + output_tokens)
         self.metrics.request(label, key_label, team, status, seconds, call.version)
+        if call.cache is not None:
+            self.metrics.cache(label, call.cache)
+            if call.cache == "miss" and call.cache_store and status == 200 and call.answer is not None \
+                    and route is not None and call.cache_key is not None and self._cache is not None:
+                try:
+                    self._cache.put(call.cache_key, label, route.generation, call.answer)
+                except sqlite3.Error:  # the answer went out; only its replay is lost
+                    log.exception("the cache %s could not store an answer", self._cache)
         prompt = route.prompt_of(call.version)[0] if route is not None else None
         if call.prompt_version is not None and prompt is not None:
             self.metrics.prompt_request(label, prompt.name, call.prompt_version, status)
@@ -534,9 +603,10 @@ class Gateway:
             self.metrics.upstream_error(label, failure)
         self.audit.write(key_id=key_id, model=model, prompt_sha256=call.prompt_sha256, input_tokens=input_tokens,
                          output_tokens=output_tokens, actions=[f"{a.rule}:{a.action}" for a in call.actions],
-                         status=status, reason=reason)
+                         status=status, reason=reason, cache=call.cache)
 
 
 def _answered_by(call: Call, key_id: str) -> Answered:
     assert call.route is not None
-    return Answered(call.request_id, call.answer_id, call.route.spec.model, call.version, call.prompt_version, key_id)
+    return Answered(call.request_id, call.answer_id, call.route.spec.model, call.version, call.prompt_version, key_id,
+                    call.cache_key if call.cache in ("hit", "miss") else None)

@@ -22,8 +22,10 @@ class AuditLog:
         self._file = path.open("a", encoding="utf-8", buffering=1)
 
     def write(self, *, key_id: str | None, model: str | None, prompt_sha256: str, input_tokens: int,
-              output_tokens: int, actions: list[str], status: int, reason: str | None = None) -> None:
-        """key_id/model are None when the request never got that far (no key, malformed body)."""
+              output_tokens: int, actions: list[str], status: int, reason: str | None = None,
+              cache: str | None = None) -> None:
+        """key_id/model are None when the request never got that far (no key, malformed body); `cache`: hit,
+        miss or bypass, when the gateway has a cache."""
         if not _SHA256_HEX.fullmatch(prompt_sha256):
             # Refuse rather than log: anything but a hash here could be the prompt itself.
             raise ValueError("prompt_sha256 must be a lower-case sha256 hex digest (see prompt_sha256())")
@@ -37,6 +39,7 @@ class AuditLog:
             "actions": actions,
             "status": status,
             "reason": reason,
+            **({"cache": cache} if cache is not None else {}),
         }, ensure_ascii=False)
         self._file.write(line + "\n")
         # Explicit: the record must be in the file (for tail -f, for a crash) when write() returns.

@@ -5,6 +5,8 @@ beside its other run files; the gateway process only ever reads that file.
 """
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -12,12 +14,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from llmctl.checks import Check
-from llmctl.config.schema import Gateway, GatewayKey, Slo, duration_seconds
+from llmctl.config.schema import Gateway, GatewayKey, Model, Slo, duration_seconds
 from llmctl.desired import Desired
 from llmctl.errors import LlmctlError
 from llmctl.gateway.auth import hash_key
 from llmctl.gateway.spec import (
     BudgetSpec,
+    CacheSpec,
     CanarySpec,
     FeedbackSpec,
     GatewaySpec,
@@ -31,6 +34,7 @@ from llmctl.gateway.spec import (
 )
 
 if TYPE_CHECKING:
+    from llmctl.lock import ModelLock
     from llmctl.resolve import Resolved
 
 VERIFY_KEY_FILE = "llmctl.key"
@@ -78,7 +82,8 @@ def build_spec(resolved: Resolved, upstreams: dict[str, Upstream], directory: Pa
     routes = {}
     for name, model in desired.models.items():
         source = model.parsed_source
-        common = dict(model=name, guardrails=[desired.guardrails[g] for g in model.guardrails],
+        common = dict(model=name, identity=identity(resolved, model),
+                      guardrails=[desired.guardrails[g] for g in model.guardrails],
                       prompt=desired.prompts.get(model.prompt or ""), price=priced.get(name),
                       budgets=desired.budgets_of(name), slo=_targets(desired.slos[model.slo]) if model.slo else None)
         if source.hosted and hosted:
@@ -103,15 +108,28 @@ def build_spec(resolved: Resolved, upstreams: dict[str, Upstream], directory: Pa
     thresholds = SloThresholds(request_seconds=_declared(t.latency_s for t in targets),
                                ttft_seconds=_declared(t.ttft_s for t in targets),
                                itl_seconds=_declared(t.itl_s for t in targets))
+    cache = CacheSpec(path=str(directory / "cache.sqlite"), ttl_s=duration_seconds(gateway.cache.ttl),
+                      max_entries=gateway.cache.max_entries) if gateway.cache else None
     scale = gateway.feedback.scale
     feedback = FeedbackSpec(window_s=duration_seconds(gateway.feedback.window)) if scale == "thumbs" else FeedbackSpec(
         scale="range", min=scale.min, max=scale.max, negative_below=scale.threshold,
         window_s=duration_seconds(gateway.feedback.window))
     return GatewaySpec(routes=routes, keys=keys, budgets=budgets, max_body_bytes=gateway.max_request_bytes,
-                       feedback=feedback,
+                       feedback=feedback, cache=cache,
                        slo_thresholds=thresholds,
                        upstream_timeout_s=duration_seconds(gateway.upstream_timeout),
                        db_path=str(directory / "spend.sqlite"), audit_path=str(directory / "audit.jsonl"))
+
+
+def identity(resolved: Resolved, model: Model) -> str:
+    """What a route's upstreams serve, as pinned: a cached answer is replayed only for the same."""
+    return _identity(model, resolved.locked(model.name))
+
+
+def _identity(model: Model, locked: ModelLock | None) -> str:
+    pinned = [model.source, model.engine, model.engine_args, model.context_length, model.api_base,
+              locked.model_dump(mode="json") if locked else None]
+    return hashlib.sha256(json.dumps(pinned, sort_keys=True, default=str).encode()).hexdigest()
 
 
 def _canary(desired: Desired, name: str, stable: Upstream, new: Upstream | None) -> CanarySpec | None:
@@ -121,7 +139,7 @@ def _canary(desired: Desired, name: str, stable: Upstream, new: Upstream | None)
     if canary is None or serving is None:
         return None
     return CanarySpec(upstreams=serving.urls, upstream_model=serving.served_name, weight=canary.weight,
-                      prompt=canary.prompt)
+                      prompt=canary.prompt, identity=_identity(canary.model, canary.lock))
 
 
 def cluster_key_env(key: GatewayKey) -> str:

@@ -26,6 +26,7 @@ class Route:
     canary: Rotation | None  # a rollout's new version, beside `rotation`
     prompt_versions: list[tuple[Prompt, int]]  # the prompt's own and its variants, with weights; built once
     canary_prompt_versions: list[tuple[Prompt, int]]  # ... of a rollout's new prompt; empty: the same as stable's
+    generation: str  # what the route serves (identities, prompts, guardrails): its cached answers are this one's
     counter: TokenCounter
     input_guards: list[Guardrail]  # the route's guardrails whose input part checks something
     output_guards: list[Guardrail]  # ... and whose output part does
@@ -54,6 +55,10 @@ class Call:
     # What the client rates the answer by (x-request-id); 96 random bits, so ids cannot be guessed.
     request_id: str = field(default_factory=lambda: "req-" + secrets.token_hex(12))
     answer_id: str | None = None  # the id in the answer's body, as the upstream set it (also accepted by feedback)
+    cache: str | None = None  # hit | miss | bypass; None: the gateway has no cache
+    cache_key: str | None = None  # where its answer is (hit) or goes (miss, unless the client said no-store)
+    cache_store: bool = False  # miss: store the answer once it is complete
+    answer: dict[str, Any] | None = None  # the whole answer as the client got it, for the cache
     key: KeySpec | None = None
     route: Route | None = None
     request: ClientRequest | None = None
@@ -94,6 +99,8 @@ class Call:
             found.append((b"x-llmctl-prompt-version", str(self.prompt_version).encode()))
         if self.route is not None and self.route.spec.canary is not None:
             found.append((VERSION_HEADER.encode(), self.version.encode()))
+        if self.cache is not None:
+            found.append((b"x-llmctl-cache", self.cache.encode()))
         return found
 
 

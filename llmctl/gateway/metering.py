@@ -75,7 +75,8 @@ CREATE TABLE IF NOT EXISTS requests (
     model TEXT NOT NULL,
     version TEXT NOT NULL,           -- stable | canary
     prompt_version INTEGER,
-    key_id TEXT NOT NULL             -- who may rate it: the key that asked
+    key_id TEXT NOT NULL,            -- who may rate it: the key that asked
+    cache_key TEXT                   -- the cached answer it gave or stored, which a negative rating evicts
 );
 CREATE INDEX IF NOT EXISTS requests_by_answer ON requests (answer_id);
 CREATE TABLE IF NOT EXISTS feedback (
@@ -138,6 +139,7 @@ class Answered:
     version: str
     prompt_version: int | None
     key_id: str
+    cache_key: str | None = None
 
 
 def _utc(at: datetime | None) -> datetime:
@@ -244,9 +246,9 @@ class Ledger:
             self._db.executemany(_ADD_CALLERS_DAILY, [
                 ("key", key_id, *added), *((("team", team, *added),) if team else ())])
             if answered is not None:
-                self._db.execute("INSERT OR REPLACE INTO requests VALUES (?, ?, ?, ?, ?, ?, ?)", (
+                self._db.execute("INSERT OR REPLACE INTO requests VALUES (?, ?, ?, ?, ?, ?, ?, ?)", (
                     answered.request_id, answered.answer_id, when.timestamp(), answered.model, answered.version,
-                    answered.prompt_version, answered.key_id))
+                    answered.prompt_version, answered.key_id, answered.cache_key))
                 self._recorded += 1
                 if forget_before is not None and self._recorded % _FORGET_EVERY == 0:
                     self._db.execute("DELETE FROM requests WHERE at < ?", (forget_before,))
@@ -255,7 +257,8 @@ class Ledger:
         """The request `answer` names (its request id, else the id in its body: the latest such answer) if
         `key_id` asked it after `since` (epoch seconds); None for an unknown, expired or someone else's answer."""
         row = self._db.execute(
-            "SELECT id, answer_id, model, version, prompt_version, key_id FROM requests WHERE (id = ? OR answer_id = ?)"
+            "SELECT id, answer_id, model, version, prompt_version, key_id, cache_key FROM requests "
+            "WHERE (id = ? OR answer_id = ?)"
             " AND key_id = ? AND at >= ? ORDER BY id = ? DESC, at DESC LIMIT 1",
             (answer, answer, key_id, since, answer)).fetchone()
         return Answered(*row) if row is not None else None

@@ -23,6 +23,7 @@ TOKENS = "llmctl_gateway_tokens_total"  # {model, version, key, team, direction}
 SPEND = "llmctl_gateway_spend_usd_total"  # {model, version, key, team}
 GUARDRAIL_ACTIONS = "llmctl_gateway_guardrail_actions_total"  # {model, rule, action}
 UPSTREAM_ERRORS = "llmctl_gateway_upstream_errors_total"  # {model, reason}
+CACHE = "llmctl_gateway_cache_requests_total"  # {model, cache=hit|miss|bypass}
 FEEDBACK = "llmctl_gateway_feedback_total"  # {model, version, prompt_version, rating=positive|negative}
 UPSTREAM_UP = "llmctl_gateway_upstream_up"  # {model, replica}: 1 when the replica answered its last health probe
 BUDGET_SPENT = "llmctl_budget_spent_usd"  # {budget}: spent in the current period
@@ -95,6 +96,9 @@ class GatewayMetrics:
                                      ["budget"], registry=self.registry)
         self._guardrail = Counter(_family(GUARDRAIL_ACTIONS), "Guardrail actions taken, by rule.",
                                   ["model", "rule", "action"], registry=self.registry)
+        self._cache = Counter(_family(CACHE), "Requests the response cache answered (hit), stored or could (miss), "
+                              "or could not cache (bypass: not deterministic).", ["model", "cache"],
+                              registry=self.registry)
         self._feedback = Counter(_family(FEEDBACK), "Ratings of answers (POST /v1/feedback), by the version and "
                                  "prompt version that answered.", ["model", "version", "prompt_version", "rating"],
                                  registry=self.registry)
@@ -141,6 +145,9 @@ class GatewayMetrics:
 
     def guardrail(self, model: str, rule: str, action: str) -> None:
         self._guardrail.labels(model=model, rule=rule, action=action).inc()
+
+    def cache(self, model: str, result: str) -> None:
+        self._cache.labels(model=model, cache=result).inc()
 
     def feedback(self, model: str, version: str, prompt_version: int | None, negative: bool) -> None:
         self._feedback.labels(model=model, version=version, prompt_version=str(prompt_version or ""),

@@ -58,6 +58,10 @@ class StreamRelay(Response):
         self._reason: str | None = None
         self._ended = False  # the client's stream has its [DONE]
         self._abort = False  # ... and the upstream is to be closed, not drained
+        # For the response cache: what the client was sent, per (choice, field), and how each choice finished.
+        self._keep = call.cache_store
+        self._sent: dict[tuple[int, str], list[str]] = {}
+        self._finished: dict[int, Any] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         disconnected = False
@@ -181,6 +185,8 @@ class StreamRelay(Response):
             if not isinstance(index, int):
                 index = 0
             finished = choice.get("finish_reason") is not None
+            if finished and self._keep:
+                self._finished[index] = choice["finish_reason"]
             for key in self._fields:
                 text = holder.get(key)
                 if not isinstance(text, str):
@@ -191,6 +197,8 @@ class StreamRelay(Response):
                         self._call.text_arrived(self._arrived)
                         timed = True
                 if not self._guards:
+                    if text and self._keep:
+                        self._sent.setdefault((index, key), []).append(text)
                     continue
                 chain = self._chains.get((index, key))
                 if chain is None:
@@ -202,6 +210,8 @@ class StreamRelay(Response):
                     safe += chain.close()
                 if chain.error is not None:
                     return True
+                if safe and self._keep:
+                    self._sent.setdefault((index, key), []).append(safe)
                 if safe != text:
                     holder[key] = safe
                     if self._chat and choice.get("delta") is not holder:
@@ -221,6 +231,8 @@ class StreamRelay(Response):
             if rest:
                 out.append(b"data: " + json.dumps(self._tail_event(index, key, rest), ensure_ascii=False).encode()
                            + b"\n\n")
+                if self._keep:
+                    self._sent.setdefault((index, key), []).append(rest)
         if self._held_usage is not None:
             out.append(b"data: " + self._held_usage + b"\n\n")
         elif self._include_usage and self._usage is None:
@@ -232,7 +244,21 @@ class StreamRelay(Response):
             out.append(b"data: " + json.dumps(event).encode() + b"\n\n")
         out.append(_DONE)
         self._ended = True
+        if self._keep:
+            self._call.answer = self._whole_answer()
         return out
+
+    def _whole_answer(self) -> dict[str, Any]:
+        """The stream as one whole answer, as the client got it: what the cache replays."""
+        choices = []
+        for index in sorted({index for index, _ in self._sent} | set(self._finished)):
+            texts = {key: "".join(self._sent.get((index, key), [])) for key in self._fields}
+            fields = {key: text for key, text in texts.items() if text}
+            body: dict[str, Any] = ({"message": {"role": "assistant", "content": fields.pop("content", ""), **fields}}
+                                    if self._chat else {"text": fields.get("text", "")})
+            choices.append({"index": index, **body, "finish_reason": self._finished.get(index, "stop")})
+        return {"object": "chat.completion" if self._chat else "text_completion", "model": self._last.get("model"),
+                "choices": choices, **({"usage": self._usage} if self._usage else {})}
 
     def _tail_event(self, index: int, key: str, text: str) -> dict[str, Any]:
         choice: dict[str, Any] = {"index": index, "finish_reason": None}

@@ -67,6 +67,7 @@ class CanarySpec(BaseModel):
     weight: int = Field(ge=0, le=100, description="Percent of callers sent to it.")
     prompt: Prompt | None = Field(None, description="The new version's prompt, when it differs from the route's (a "
                                   "prompt rollout: then `upstreams` are the route's own).")
+    identity: str = Field("", description="What its upstreams serve, as the lock pins it.")
 
 
 class RouteSpec(BaseModel):
@@ -82,6 +83,8 @@ class RouteSpec(BaseModel):
     tokenizer: TokenizerSpec | None = Field(None, description="None: the documented estimate counts tokens.")
     slo: SloTargets | None = Field(None, description="The targets of the model's SLO; None: it names none.")
     canary: CanarySpec | None = Field(None, description="A rollout's new version; None: the upstreams serve all.")
+    identity: str = Field("", description="What the upstreams serve, as the lock pins it (source, file or commit): "
+                          "a cached answer of another identity is never replayed.")
 
 
 class BudgetSpec(BaseModel):
@@ -99,6 +102,12 @@ class SloThresholds(BaseModel):
     request_seconds: list[float] = Field(default_factory=list, description="From latency_p95_ms.")
     ttft_seconds: list[float] = Field(default_factory=list, description="From ttft_p95_ms.")
     itl_seconds: list[float] = Field(default_factory=list, description="From itl_p95_ms.")
+
+
+class CacheSpec(BaseModel):
+    path: str = Field(description="SQLite file of the cached answers, beside the ledger.")
+    ttl_s: PositiveFloat
+    max_entries: PositiveInt
 
 
 class FeedbackSpec(BaseModel):
@@ -122,11 +131,12 @@ class GatewaySpec(BaseModel):
     db_path: str = Field(description="SQLite ledger of metered spend; survives restarts.")
     audit_path: str = Field(description="JSON-lines audit log.")
     feedback: FeedbackSpec = Field(default_factory=FeedbackSpec)
+    cache: CacheSpec | None = None
 
     def reloadable_to(self, other: "GatewaySpec") -> bool:
         """Whether a running gateway can take `other` in place (SIGHUP) rather than restart: what it opened or
         sized at start is the same."""
-        fixed = {"db_path", "audit_path", "slo_thresholds", "upstream_timeout_s", "probe_interval_s"}
+        fixed = {"db_path", "audit_path", "slo_thresholds", "upstream_timeout_s", "probe_interval_s", "cache"}
         return self.model_dump(include=fixed) == other.model_dump(include=fixed)
 
     def write(self, path: Path) -> None:
