@@ -157,3 +157,38 @@ def test_an_answer_is_rated_by_the_key_that_asked_and_status_shows_the_share(llm
         assert "assistant: feedback last 24 h: 1 rating, 100% negative" in status.stdout
     finally:
         llmctl("destroy", "-f", str(quickstart), "--auto-approve")
+
+
+def test_a_deterministic_request_is_answered_from_the_cache_until_the_prompt_changes(llmctl: Run,
+                                                                                    quickstart: Path) -> None:
+    edit(quickstart, "      requests_per_minute: 120\n", "      requests_per_minute: 120\n  cache: {ttl: 1h}\n")
+    applied = llmctl("apply", "-f", str(quickstart), "--auto-approve", "--skip-verify")
+    assert applied.returncode == 0, applied.stderr
+    try:
+        endpoint = _gateway(llmctl, quickstart)["endpoint"]
+        client = openai.OpenAI(base_url=endpoint, api_key=QUICKSTART_KEY, timeout=120, max_retries=0)
+
+        def ask(stream: bool) -> tuple[str, str]:
+            raw = client.chat.completions.with_raw_response.create(
+                model="assistant", messages=[], max_tokens=8, temperature=0, stream=stream, extra_body={
+                    "min_tokens": 1, "prompt_variables": {"question": "What is a GPU?"}})
+            answer = raw.parse()
+            text = ("".join(chunk.choices[0].delta.content or "" for chunk in answer if chunk.choices) if stream
+                    else answer.choices[0].message.content or "")
+            return raw.headers["x-llmctl-cache"], text
+
+        (first, text), (whole, whole_text), (streamed, streamed_text) = ask(False), ask(False), ask(True)
+        assert (first, whole, streamed) == ("miss", "hit", "hit")
+        assert whole_text == text and streamed_text == text  # the model was asked once
+        metrics = httpx.get(endpoint.removesuffix("/v1") + "/metrics", timeout=30).text
+        counted = {s.labels["cache"]: s.value for f in text_string_to_metric_families(metrics) for s in f.samples
+                   if s.name == "llmctl_gateway_cache_requests_total"}
+        assert counted == {"miss": 1, "hit": 2}
+
+        edit(quickstart, 'template: "Answer the customer question: {{ question }}"',
+             'template: "Customer question: {{ question }}"')
+        changed = llmctl("apply", "-f", str(quickstart), "--auto-approve", "--skip-verify")
+        assert changed.returncode == 0 and "reloaded" in changed.stderr, changed.stderr
+        assert ask(False)[0] == "miss"  # the new prompt's answer is asked for, not the old one replayed
+    finally:
+        llmctl("destroy", "-f", str(quickstart), "--auto-approve")
