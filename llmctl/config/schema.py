@@ -485,7 +485,7 @@ class Gateway(Strict):
 
 # --- monitoring -----------------------------------------------------------------------------------------------
 
-AlertKind = Literal["slo_page", "slo_ticket", "budget", "down", "errors", "guardrails"]
+AlertKind = Literal["slo_page", "slo_ticket", "budget", "down", "errors", "guardrails", "feedback"]
 ALERT_KINDS: tuple[str, ...] = typing.get_args(AlertKind)
 
 

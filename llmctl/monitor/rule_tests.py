@@ -43,6 +43,7 @@ def rule_tests(desired: Desired, groups: list[RuleGroup], rule_file: str) -> dic
         tests += _budget_cases(alerts, budget)
     tests += _down_cases(desired, alerts)
     tests += _spike_cases(alerts)
+    tests += _feedback_cases(alerts)
     return {"rule_files": [rule_file], "evaluation_interval": "1m", "tests": tests}
 
 
@@ -192,6 +193,23 @@ def _spike_cases(alerts: dict) -> list[Case]:
               [("GuardrailBlockSpike", [_expect(blocks, 0.2, {"model": "m", "rule": "pii"})])]),
         _case("a steady 20% of requests blocked all day: not a spike", [requests, _series(blocked, 120, 1440)],
               1440 * 60, [("GuardrailBlockSpike", [])]),
+    ]
+
+
+def _feedback_cases(alerts: dict) -> list[Case]:
+    rule = alerts.get(("NegativeFeedbackHigh", ("", "", "", "ticket", "", "")))
+    if rule is None:
+        return []
+    negative = f'{metrics.FEEDBACK}{{model="m",version="stable",prompt_version="",rating="negative"}}'
+    positive = f'{metrics.FEEDBACK}{{model="m",version="stable",prompt_version="",rating="positive"}}'
+    return [
+        _case("half of 120 ratings an hour are negative for 15m: ticket",
+              [_series(negative, 1, 120), _series(positive, 1, 120)], 90 * 60,
+              [("NegativeFeedbackHigh", [_expect(rule, 0.5, {"model": "m"})])]),
+        _case("every rating negative, but 6 in an hour: no alert", [_series(negative, 0.1, 120)], 90 * 60,
+              [("NegativeFeedbackHigh", [])]),
+        _case("a tenth of the ratings negative: no alert", [_series(negative, 0.2, 120), _series(positive, 1.8, 120)],
+              90 * 60, [("NegativeFeedbackHigh", [])]),
     ]
 
 

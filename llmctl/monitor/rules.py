@@ -39,6 +39,9 @@ SLI_TEXT = {"errors": "requests failed", "ttft": "requests over the {threshold} 
 UPSTREAM_ERROR_SHARE = 0.10
 GUARDRAIL_BLOCK_SHARE = 0.05
 GUARDRAIL_SPIKE_FACTOR = 3.0
+# Users' ratings: a share of negative ones over an hour, once there are enough ratings for a share to mean something.
+NEGATIVE_FEEDBACK_SHARE = 0.3
+MIN_RATINGS_PER_HOUR = 10
 BUDGET_PROJECTION_WINDOW = "6h"
 SHORTEST_S = 300.0  # the 5m ratio, which the window's ratio averages  # the spend rate a projection extrapolates
 RUNBOOK = {
@@ -50,6 +53,8 @@ RUNBOOK = {
     "errors": "the gateway log names the upstream failures; `llmctl status` shows replica health.",
     "guardrails": "the audit log (.llmctl/gateway/audit.jsonl) names the rule and key: an attack or a broken "
                   "client; tune the rule if the blocks are false positives.",
+    "feedback": "the ratings' version and prompt_version labels say whether a rollout or prompt variant brought "
+                "it: `llmctl rollout abort`, or re-apply the previous prompt; `llmctl eval` to see answers.",
 }
 
 
@@ -281,6 +286,16 @@ def _health_rules(desired: Desired) -> Iterator[Rule]:
                                        f"rule over 15m: above {GUARDRAIL_BLOCK_SHARE:.0%} and "
                                        f"{GUARDRAIL_SPIKE_FACTOR:g}x its share over the last day",
                             "runbook": RUNBOOK["guardrails"]})
+    ratings = f"sum by (model) (increase({metrics.FEEDBACK}[1h]))"
+    negative = f'sum by (model) (increase({metrics.FEEDBACK}{{rating="negative"}}[1h]))'
+    yield Rule(alert="NegativeFeedbackHigh", for_="15m",
+               expr=f"(\n{negative}\n/\n{ratings}\n) > {NEGATIVE_FEEDBACK_SHARE:g}\nand\n"
+                    f"{ratings} >= {MIN_RATINGS_PER_HOUR}",
+               labels={**scope, "severity": "ticket", "kind": "feedback"},
+               annotations={"summary": f"{{{{ $value | humanizePercentage }}}} of the answers users rated over the "
+                                       f"last hour were rated down (alerts above {NEGATIVE_FEEDBACK_SHARE:.0%}, from "
+                                       f"{MIN_RATINGS_PER_HOUR} ratings an hour)",
+                            "runbook": RUNBOOK["feedback"]})
 
 
 def _engine_rules(desired: Desired) -> Iterator[Rule]:

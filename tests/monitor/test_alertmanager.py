@@ -209,7 +209,7 @@ def test_secrets_of_receivers_no_longer_declared_are_deleted(tmp_path: Path) -> 
 
 def test_plan_warns_about_kinds_no_route_names(tmp_path: Path) -> None:
     messages = [check.message for check in alertmanager.checks(desired_from(tmp_path))]
-    assert messages == [f"alerts of kind guardrails go to no receiver: Alertmanager lists them under '{UNROUTED}' "
+    assert messages == [f"alerts of kind guardrails, feedback go to no receiver: Alertmanager lists them under '{UNROUTED}' "
                         "but notifies nobody; name them in a monitoring.routes entry"]
 
 
@@ -220,7 +220,7 @@ def test_plan_warns_about_unreached_receivers_and_unused_passwords(tmp_path: Pat
     assert {check.severity for check in checks} == {"warning"}
     assert {check.address for check in checks} == {"monitoring.prod"}
     assert [check.message for check in checks] == [
-        f"alerts of kind errors, guardrails go to no receiver: Alertmanager lists them under '{UNROUTED}' but "
+        f"alerts of kind errors, guardrails, feedback go to no receiver: Alertmanager lists them under '{UNROUTED}' but "
         "notifies nobody; name them in a monitoring.routes entry",
         "receiver 'chat' is named by no route, so nothing reaches it: add a monitoring.routes entry with "
         "`to: chat`, or remove it",
