@@ -3,7 +3,7 @@
 It is a resource like a replica (`local_gateway.ENV`), planned from the config, but its runtime spec also needs the
 replicas' ports, so apply writes that spec once the servers answer. A changed spec reaches the running gateway by
 SIGHUP, in place (no request under way is cut, no counter reset); only what it cannot take so (its port, ledger,
-SLO thresholds, timeouts) restarts it, on the same port.
+SLO thresholds, timeouts, cache settings) restarts it, on the same port.
 """
 from __future__ import annotations
 
