@@ -73,6 +73,9 @@ def test_a_whole_answer_is_replayed_as_a_stream_and_a_streamed_one_as_whole(tmp_
         with http.stream("POST", f"{url}/chat/completions", headers={"authorization": "Bearer sk-a"},
                          json={**other, "stream": True}) as miss:
             streamed_text(sse_events(miss))
+        # A stream's answer is stored once the stream has ended on the gateway's side (after the upstream's body),
+        # which the client, having its [DONE], does not wait for.
+        audited(tmp_path, 3)
         whole_hit = _ask(http, url, body=other)
     assert streamed_hit == "hit" and streamed_text(events).strip() == "cached words here"
     assert events[-1] == "[DONE]" and events[-2]["usage"]["completion_tokens"] == 7

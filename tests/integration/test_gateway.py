@@ -177,13 +177,18 @@ def test_a_deterministic_request_is_answered_from_the_cache_until_the_prompt_cha
                     else answer.choices[0].message.content or "")
             return raw.headers["x-llmctl-cache"], text
 
-        (first, text), (whole, whole_text), (streamed, streamed_text) = ask(False), ask(False), ask(True)
+        def cache_counts() -> dict[str, float]:
+            metrics = httpx.get(endpoint.removesuffix("/v1") + "/metrics", timeout=30).text
+            return {s.labels["cache"]: s.value for f in text_string_to_metric_families(metrics) for s in f.samples
+                    if s.name == "llmctl_gateway_cache_requests_total"}
+
+        first, text = ask(False)
+        # The answer is stored as its request is metered, just after it left (counted in the same step).
+        assert eventually(lambda: cache_counts().get("miss") == 1)
+        (whole, whole_text), (streamed, streamed_text) = ask(False), ask(True)
         assert (first, whole, streamed) == ("miss", "hit", "hit")
         assert whole_text == text and streamed_text == text  # the model was asked once
-        metrics = httpx.get(endpoint.removesuffix("/v1") + "/metrics", timeout=30).text
-        counted = {s.labels["cache"]: s.value for f in text_string_to_metric_families(metrics) for s in f.samples
-                   if s.name == "llmctl_gateway_cache_requests_total"}
-        assert counted == {"miss": 1, "hit": 2}
+        assert cache_counts() == {"miss": 1, "hit": 2}
 
         edit(quickstart, 'template: "Answer the customer question: {{ question }}"',
              'template: "Customer question: {{ question }}"')

@@ -220,7 +220,7 @@ def test_gateway_keys_are_hashed_in_the_pod_not_at_plan(tmp_path, monkeypatch):
     captured = _by_name(_capture(_desired(tmp_path, with_key)))
     [key] = json.loads(captured["gateway.prod/spec"].inputs["data"]["spec.json"])["keys"]
     assert key == {"id": "team", "sha256": None, "env": "TEAM_KEY", "models": None, "requests_per_minute": 60,
-                   "tokens_per_minute": None, "team": None}
+                   "tokens_per_minute": None, "team": None, "budgets": []}
 
 
 def test_the_prometheus_rule_carries_the_generated_rules(resources):
