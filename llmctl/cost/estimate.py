@@ -7,6 +7,7 @@ from llmctl.checks import Check
 from llmctl.config.schema import AwsTarget, KubernetesTarget, LocalTarget, Model
 from llmctl.cost.catalog import Catalog, CatalogError
 from llmctl.cost.fit import Fit, check_fit, kv_cache_bytes, weights_bytes
+from llmctl.cost.hosted import price_of
 from llmctl.cost.model import HOURS, MONTH_HOURS, BudgetStatus, CostReport, ModelCost, PlanCost
 from llmctl.cost.render import money
 from llmctl.desired import Desired
@@ -48,17 +49,14 @@ def _model_cost(model: Model, desired: Desired, catalog: Catalog, lock: Lock | N
 
 
 def _priced(model: Model, desired: Desired, catalog: Catalog, lock: Lock | None, checks: list[Check]) -> ModelCost:
-    source = model.parsed_source
-    if source.hosted:
-        provider, _, name = source.location.partition("/")
-        price = catalog.api_price(provider, name)
+    if model.parsed_source.hosted:
+        price = price_of(model)
         monthly = None
         if model.traffic:
             per_request = (model.traffic.input_tokens * price.input_per_1m
                            + model.traffic.output_tokens * price.output_per_1m) / 1e6
             monthly = round(per_request * model.traffic.requests_per_day * MONTH_HOURS / 24, 2)
-        return ModelCost(model=model.name, kind="api", detail=f"{model.source} (${price.input_per_1m:g} in / "
-                         f"${price.output_per_1m:g} out per 1M tokens)", monthly_min_usd=monthly,
+        return ModelCost(model=model.name, kind="api", detail=model.source, price=price, monthly_min_usd=monthly,
                          monthly_max_usd=monthly,
                          per_1m_output_tokens_usd=price.output_per_1m if model.traffic else None)
 
