@@ -1,4 +1,4 @@
-"""Token prices of hosted (api://) models, from genai-prices.
+"""Token prices of hosted (api://) models: the model's own `price` when it declares one, else genai-prices.
 
 genai-prices (pydantic's maintained library of LLM API prices) ships its table inside the package, so the figures
 are those of the installed version: `library()` names it, the lock pins it beside the GPU catalog, and plans never
@@ -17,7 +17,7 @@ from importlib.metadata import version
 from typing import TYPE_CHECKING, TypeGuard
 
 from llmctl.cost.catalog import close_hint
-from llmctl.cost.model import ApiPrice
+from llmctl.cost.model import DECLARED, ApiPrice
 from llmctl.cost.snapshot import CatalogError
 
 if TYPE_CHECKING:
@@ -36,7 +36,11 @@ def library() -> str:
 
 
 def price_of(model: Model) -> ApiPrice:
-    """A hosted model's price: the one genai-prices lists for it today (UTC). CatalogError when it lists none."""
+    """A hosted model's price: the one it declares, else the one genai-prices lists for it today (UTC).
+    CatalogError when neither knows it."""
+    if model.price is not None:
+        return ApiPrice(input_per_1m=model.price.input_per_1m, output_per_1m=model.price.output_per_1m,
+                        cached_input_per_1m=model.price.cached_input_per_1m, source=DECLARED)
     provider, _, name = model.parsed_source.location.partition("/")
     return listed_price(provider, name, datetime.datetime.now(datetime.UTC).date())
 

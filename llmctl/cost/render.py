@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from llmctl.cost.model import ApiPrice, BudgetStatus, CostReport, ModelCost
+from llmctl.cost.model import DECLARED, ApiPrice, BudgetStatus, CostReport, ModelCost
 from llmctl.textfmt import md_cell
 
 Format = Literal["text", "json", "markdown"]
@@ -38,11 +38,11 @@ def _hourly(cost: ModelCost) -> str:
 
 
 def price_text(price: ApiPrice) -> str:
-    """'$0.15 in / $0.075 cached in / $0.6 out per 1M tokens, from genai-prices 0.2.3 (openai/gpt-4o-mini)'."""
+    """'$0.15 in / $0.6 out per 1M tokens, from genai-prices 0.2.3 (openai/gpt-4o-mini)', or '..., declared'."""
     cached = f" / ${price.cached_input_per_1m:g} cached in" if price.cached_input_per_1m is not None else ""
+    origin = price.source if price.source == DECLARED else f"from {price.source}"
     caveat = f"; {price.caveat}" if price.caveat else ""
-    return (f"${price.input_per_1m:g} in{cached} / ${price.output_per_1m:g} out per 1M tokens, "
-            f"from {price.source}{caveat}")
+    return f"${price.input_per_1m:g} in{cached} / ${price.output_per_1m:g} out per 1M tokens, {origin}{caveat}"
 
 
 def budget_line(budget: BudgetStatus) -> str:

@@ -154,10 +154,10 @@ def checks(resolved: Resolved, local_targets: set[str]) -> list[Check]:
 
 
 def prices(resolved: Resolved) -> dict[str, Price | None]:
-    """USD per 1M tokens, as the cost estimate priced each model: for hosted models genai-prices' price; for
-    self-hosted ones the amortised figure (the replicas' hourly cost over the declared output tokens), charged on
-    output tokens, which it already covers input for. None where the estimate has none, so spend is never a silent
-    $0."""
+    """USD per 1M tokens, as the cost estimate priced each model: for hosted models their declared price, else
+    genai-prices'; for self-hosted ones the amortised figure (the replicas' hourly cost over the declared output
+    tokens), charged on output tokens, which it already covers input for. None where the estimate has none, so
+    spend is never a silent $0."""
     from llmctl.cost.catalog import CatalogError
 
     try:

@@ -1,5 +1,6 @@
-"""Hosted models' token prices: genai-prices' bundled table for any provider it lists, and what a plan says about
-each: the price and where it came from, and the library's version pinned in the lock."""
+"""Hosted models' token prices: genai-prices' bundled table for any provider it lists, a declared price for any
+other (or a negotiated rate), and what a plan says about each: the price and where it came from, and the library's
+version pinned in the lock."""
 from __future__ import annotations
 
 import datetime
@@ -10,12 +11,17 @@ from pathlib import Path
 import genai_prices
 import pytest
 
-from llmctl.cost.hosted import library, listed_price
+from llmctl.config.schema import Model
+from llmctl.cost.hosted import library, listed_price, price_of
 from llmctl.cost.snapshot import CatalogError
 from support import Run, edit
 
 LIBRARY = f"genai-prices {genai_prices.__version__}"
 DAY = datetime.date(2026, 12, 1)
+
+
+def hosted(source: str, **fields: object) -> Model:
+    return Model.model_validate({"name": "m", "source": source, **fields})
 
 
 # --- genai-prices' table --------------------------------------------------------------------------------------------
@@ -80,6 +86,15 @@ def test_what_the_library_cannot_price_is_named(provider: str, model: str, words
         assert word in str(caught.value)
 
 
+def test_a_declared_price_wins_over_the_library() -> None:
+    declared = price_of(hosted("api://openai/gpt-4o-mini", price={"input_per_1m": 0.1, "output_per_1m": 0.4,
+                                                                    "cached_input_per_1m": 0.05}))
+    assert (declared.input_per_1m, declared.output_per_1m, declared.cached_input_per_1m) == (0.1, 0.4, 0.05)
+    assert declared.source == "declared"
+    assert price_of(hosted("api://openai/gpt-4o-mini")).source == f"{LIBRARY} (openai/gpt-4o-mini)"
+    assert price_of(hosted("api://my-vllm/llama", price={"input_per_1m": 0, "output_per_1m": 0})).source == "declared"
+
+
 # --- plans, as a user meets them -------------------------------------------------------------------------------------
 
 CONFIG = """\
@@ -92,9 +107,16 @@ CONFIG = """\
         api_key_env: GROQ_API_KEY
         budget: team
         traffic: {requests_per_day: 1000, input_tokens: 1000, output_tokens: 500}
+      - name: partner
+        source: api://partner/chat-large
+        api_base: https://llm.partner.example/v1
+        api_key_env: PARTNER_API_KEY
+        price: {input_per_1m: 0.5, output_per_1m: 1.5}
+        traffic: {requests_per_day: 1000, input_tokens: 1000, output_tokens: 500}
     budgets:
-      - {name: team, limit_usd: 100, on_exceed: block}
+      - {name: team, limit_usd: 100, on_exceed: block, scope: [partner]}
     """
+DECLARED = "    price: {input_per_1m: 0.5, output_per_1m: 1.5}\n"
 
 
 @pytest.fixture
@@ -109,19 +131,31 @@ def test_the_plan_shows_each_hosted_models_price_and_where_it_came_from(llmctl: 
     assert result.returncode == 0, result.stdout + result.stderr
     assert (f"price: $0.05 in / $0.08 out per 1M tokens, from {LIBRARY} (groq/llama-3.1-8b-instant)"
             in result.stdout), result.stdout
-    # 1,000 requests a day of 1,000 in and 500 out: $0.09/day on groq
-    assert "$2.74/mo" in result.stdout and "budget team: $2.74 of $100.00/month" in result.stdout
+    assert "price: $0.5 in / $1.5 out per 1M tokens, declared" in result.stdout
+    # 1,000 requests a day of 1,000 in and 500 out: $0.09/day on groq, $1.25/day at the declared price
+    assert "$2.74/mo" in result.stdout and "$38.02/mo" in result.stdout
+    assert "budget team: $40.76 of $100.00/month" in result.stdout
 
     plan = json.loads(llmctl("plan", "-f", str(config), "--format", "json").stdout)
-    [fast] = plan["cost"]["after"]["models"]
-    assert fast["price"] == {"input_per_1m": 0.05, "output_per_1m": 0.08, "cached_input_per_1m": None,
-                             "source": f"{LIBRARY} (groq/llama-3.1-8b-instant)", "caveat": None}
+    prices = {cost["model"]: cost["price"] for cost in plan["cost"]["after"]["models"]}
+    assert prices["fast"]["source"] == f"{LIBRARY} (groq/llama-3.1-8b-instant)"
+    assert prices["partner"] == {"input_per_1m": 0.5, "output_per_1m": 1.5, "cached_input_per_1m": None,
+                                 "source": "declared", "caveat": None}
     markdown = llmctl("plan", "-f", str(config), "--format", "markdown").stdout
     assert (f"api://groq/llama-3.1-8b-instant at $0.05 in / $0.08 out per 1M tokens, from {LIBRARY} "
             "(groq/llama-3.1-8b-instant)") in markdown
+    assert "api://partner/chat-large at $0.5 in / $1.5 out per 1M tokens, declared" in markdown
 
     lock = json.loads((config.parent / "llmops.lock").read_text())
     assert lock["api_prices"] == LIBRARY
+
+
+def test_a_bad_price_is_a_validate_error_at_its_line(llmctl: Run, config: Path) -> None:
+    edit(config, "input_per_1m: 0.5", "input_per_1m: -0.5")
+    result = llmctl("validate", "-f", str(config))
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert (f"{config}:14:13: models[partner].price.input_per_1m: input should be greater than or equal to 0, "
+            "got -0.5") in result.stdout + result.stderr
 
 
 def test_a_saved_plan_priced_with_another_version_of_the_library_is_refused(llmctl: Run, config: Path) -> None:
