@@ -35,7 +35,8 @@ def _model_cost(model: Model, desired: Desired, catalog: Catalog, lock: Lock | N
     try:
         cost = _priced(model, desired, catalog, lock, checks)
     except CatalogError as exc:
-        checks.append(Check(severity="error", address=address, message=str(exc)))
+        checks.append(_unpriced_hosted(model, desired, exc) if model.parsed_source.hosted else
+                      Check(severity="error", address=address, message=str(exc)))
         return ModelCost(model=model.name, kind="unknown", target=model.target, detail="no price", notes=[str(exc)])
     if cost.fit is not None and not cost.fit.fits:
         checks.append(Check(severity="error", address=address, message=f"does not fit: {cost.fit.message}"))
@@ -110,6 +111,21 @@ def _priced(model: Model, desired: Desired, catalog: Catalog, lock: Lock | None,
                      fit=fit)
 
 
+def _unpriced_hosted(model: Model, desired: Desired, reason: CatalogError) -> Check:
+    """A hosted model neither the config nor genai-prices prices: an error only where a budget that blocks counts
+    it (the gateway could not stop spend it cannot see); elsewhere its tokens are metered without spend."""
+    blocking = [name for name in desired.budgets_of(model.name) if desired.budgets[name].on_exceed == "block"]
+    declare = ("declare its price on the model, e.g. `price: {input_per_1m: 0.2, output_per_1m: 0.6}` (USD per 1M "
+               "tokens)")
+    if blocking:
+        return Check(severity="error", address=f"model.{model.name}", message=(
+            f"no price for {model.source}: {reason}. Budget {', '.join(blocking)} (on_exceed: block) counts it, so "
+            f"its spend must be known: {declare}"))
+    return Check(severity="warning", address=f"model.{model.name}", message=(
+        f"no price for {model.source}: {reason}. Its spend is not metered (the gateway counts its tokens only): "
+        f"{declare}"))
+
+
 def _bigger(catalog: Catalog, region: str, needs_gib: float, utilisation: float) -> str | None:
     """The cheapest on-demand instance in the region whose GPUs hold what the model needs."""
     roomy = [o for o in catalog.offers if o.provider == "aws" and o.region == region and not o.spot and o.gpu_name
@@ -168,7 +184,8 @@ def plan_cost(resolved: Resolved, applied: Desired | None, applied_lock: Lock | 
                 f"{money(budget.limit_usd)} ({budget.share:.0%}), pushed over by {over}: {action}")))
         if budget.incomplete:
             checks.append(Check(severity="warning", address=f"budget.{budget.name}", message=(
-                f"cannot be complete: no cost known for {', '.join(budget.incomplete)} (declare traffic)")))
+                f"cannot be complete: no cost known for {', '.join(budget.incomplete)} (declare traffic, and a "
+                f"price where a model has none)")))
     return PlanCost(
         before_monthly_usd=before.monthly_min_usd if before else 0.0, after_monthly_usd=after.monthly_min_usd,
         after_monthly_max_usd=after.monthly_max_usd, after=after, blocked_by=blocked,

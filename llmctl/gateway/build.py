@@ -146,7 +146,8 @@ def checks(resolved: Resolved, local_targets: set[str]) -> list[Check]:
                 model.api_base and model.api_key_env):
             found.append(Check(severity="error", address=f"model.{name}", message=(
                 f"{model.source} has no built-in endpoint: set api_base (an OpenAI-compatible URL) and api_key_env")))
-        if desired.budgets_of(name) and priced.get(name) is None:
+        # a hosted model without a price: the cost estimate says so, as an error where a blocking budget counts it
+        if desired.budgets_of(name) and priced.get(name) is None and not source.hosted:
             found.append(Check(severity="warning", address=f"model.{name}", message=(
                 f"counts against budget {', '.join(desired.budgets_of(name))} but has no price, so the gateway "
                 "meters its tokens without spend: declare `traffic` and a price (gpu_hour_usd on its target)")))

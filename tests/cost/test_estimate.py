@@ -63,3 +63,18 @@ def test_a_budget_counts_the_models_in_its_scope_too() -> None:
     assert budget.models == ["named", "scoped"]
     assert budget.projected_max_usd == round(2 * MONTH_HOURS, 2) and budget.exceeded
 
+
+def test_a_hosted_model_without_a_price_is_an_error_only_where_a_blocking_budget_counts_it() -> None:
+    models = [{"name": name, "source": f"api://my-vllm/{name}", "budget": budget}
+              for name, budget in (("blocked", "hard"), ("warned", "soft"))]
+    models.append({"name": "free", "source": "api://my-vllm/free"})
+    plan = desired({}, models, [{"name": "hard", "limit_usd": 10, "on_exceed": "block"},
+                                {"name": "soft", "limit_usd": 10, "on_exceed": "warn"}])
+    report, checks = estimate(plan, load_catalog(), None)
+    assert [(m.model, m.kind, m.price) for m in report.models] == [
+        ("blocked", "unknown", None), ("warned", "unknown", None), ("free", "unknown", None)]
+    assert [(c.address, c.severity) for c in checks] == [
+        ("model.blocked", "error"), ("model.warned", "warning"), ("model.free", "warning")]
+    assert "Budget hard (on_exceed: block) counts it" in checks[0].message
+    assert all("has no provider 'my-vllm'" in c.message and "declare its price" in c.message for c in checks)
+    assert all("Its spend is not metered" in c.message for c in checks[1:])

@@ -1,6 +1,6 @@
 """Hosted models' token prices: genai-prices' bundled table for any provider it lists, a declared price for any
-other (or a negotiated rate), and what a plan says about each: the price and where it came from, and the library's
-version pinned in the lock."""
+other (or a negotiated rate), and what a plan says about each: the price and where it came from, and an error only
+where a blocking budget depends on a price nobody knows; the library's version pinned in the lock."""
 from __future__ import annotations
 
 import datetime
@@ -148,6 +148,30 @@ def test_the_plan_shows_each_hosted_models_price_and_where_it_came_from(llmctl: 
 
     lock = json.loads((config.parent / "llmops.lock").read_text())
     assert lock["api_prices"] == LIBRARY
+
+
+def test_an_unknown_price_a_blocking_budget_depends_on_is_a_plan_error(llmctl: Run, config: Path) -> None:
+    edit(config, DECLARED, "")
+    result = llmctl("plan", "-f", str(config))
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "Traceback" not in result.stderr
+    error = next(line for line in result.stdout.splitlines() if line.startswith("Error: [model.partner]"))
+    assert f"no price for api://partner/chat-large: {LIBRARY} has no provider 'partner'" in error
+    assert "Budget team (on_exceed: block) counts it" in error
+    assert "declare its price on the model" in error and "price: {input_per_1m:" in error
+
+
+@pytest.mark.parametrize(("old", "new"), [("on_exceed: block", "on_exceed: warn"), ("scope: [partner]", "scope: []")],
+                         ids=["a warn budget", "no budget"])
+def test_an_unknown_price_without_a_blocking_budget_is_a_warning(llmctl: Run, config: Path, old: str,
+                                                                 new: str) -> None:
+    edit(config, DECLARED, "")
+    edit(config, old, new)
+    result = llmctl("plan", "-f", str(config))
+    assert result.returncode == 0, result.stdout + result.stderr
+    warning = next(line for line in result.stdout.splitlines() if line.startswith("Warning: [model.partner]"))
+    assert "no price for api://partner/chat-large" in warning and "Its spend is not metered" in warning
+    assert "declare its price on the model" in warning
 
 
 def test_a_bad_price_is_a_validate_error_at_its_line(llmctl: Run, config: Path) -> None:
