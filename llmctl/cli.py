@@ -364,9 +364,10 @@ def lock_command(file: ConfigFile = DEFAULT_FILE, env: Env = None,
 
     loaded = load(file, env)
     resolved = resolve(loaded, update=update)
-    console.note(f"Wrote {lock_path(loaded.path)} ({len(resolved.lock.models) if resolved.lock else 0} models, "
-                 f"prices {resolved.catalog.version}, hosted-API prices "
-                 f"{resolved.lock.api_prices if resolved.lock else None}).")
+    lock = resolved.lock
+    hosted = f", hosted-API prices {lock.api_prices}" if lock and lock.api_prices else ""
+    console.note(f"Wrote {lock_path(loaded.path)} ({len(lock.models) if lock else 0} models, "
+                 f"prices {resolved.catalog.version}{hosted}).")
     for check in resolved.notes:
         console.note(check.message)
 

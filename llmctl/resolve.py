@@ -61,16 +61,17 @@ def resolve(loaded: LoadedConfig, allow_over_budget: bool = False, update: bool 
     """Lock what is missing or stale (never silently re-resolving what is pinned, unless `update`), and say when
     a pinned branch has moved upstream."""
     from llmctl.cost.catalog import load_catalog
-    from llmctl.cost.hosted import library
+    from llmctl.cost.hosted import pinned_library
     from llmctl.lock import lock_path, read_lock, stale, upstream_moved, write_lock
     from llmctl.lock import resolve as resolve_lock
 
     desired = Desired.from_config(loaded)
     catalog = load_catalog()
+    api_prices = pinned_library(desired)
     path = lock_path(loaded.path)
     lock = read_lock(path)
-    if lock is None or update or stale(lock, desired, catalog.version, library()):
-        lock = resolve_lock(desired, catalog.version, previous=lock, update=update, api_prices=library())
+    if lock is None or update or stale(lock, desired, catalog.version, api_prices):
+        lock = resolve_lock(desired, catalog.version, previous=lock, update=update, api_prices=api_prices)
         write_lock(path, lock)
     notes = [Check(severity="info", address=f"model.{line.split(':', 1)[0].removeprefix('model ')}", message=line)
              for line in upstream_moved(lock)]
@@ -91,7 +92,7 @@ def resolve_saved_plan(plan: Plan) -> Resolved:
     something other than what they say."""
     from pathlib import Path
 
-    from llmctl.cost.hosted import library
+    from llmctl.cost.hosted import pinned_library
 
     workspace = Workspace(Path(plan.config_path), plan.project, plan.environment)
     _check_lock_unchanged(workspace, plan.lock)
@@ -99,7 +100,7 @@ def resolve_saved_plan(plan: Plan) -> Resolved:
     resolved = resolve_applied(workspace, desired, plan.lock)
     if plan.lock is not None:
         for what, now, then in (("price catalog", resolved.catalog.version, plan.lock.prices),
-                                ("hosted-API price library", library(), plan.lock.api_prices)):
+                                ("hosted-API price library", pinned_library(desired), plan.lock.api_prices)):
             if now != then:
                 raise LlmctlError(f"the {what} is now {now}, but the plan was priced with {then}: run `llmctl plan` "
                                   "again and apply the new plan")

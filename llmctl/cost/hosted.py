@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from genai_prices.types import ModelInfo, ModelPrice, TieredPrices
 
     from llmctl.config.schema import Model
+    from llmctl.desired import Desired
 
 DISTRIBUTION = "genai-prices"
 
@@ -33,6 +34,14 @@ def library() -> str:
     """'genai-prices 0.2.3': the library whose bundled prices this process uses, read from the installed package's
     metadata (without importing it: the lock names it on every plan)."""
     return f"{DISTRIBUTION} {version(DISTRIBUTION)}"
+
+
+def pinned_library(desired: Desired) -> str | None:
+    """What a config's lock pins as its hosted-API prices: the library's version where it prices one of the models
+    (a hosted one without a declared price), else None, so that a new genai-prices leaves the locks and saved plans
+    of configs it prices nothing in alone."""
+    priced = any(model.parsed_source.hosted and model.price is None for model in desired.models.values())
+    return library() if priced else None
 
 
 def price_of(model: Model) -> ApiPrice:

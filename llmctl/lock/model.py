@@ -35,4 +35,4 @@ class Lock(BaseModel):
     prompts: dict[str, str]  # prompt name -> sha256 of its system text, template and variables
     datasets: dict[str, str] = {}  # eval name -> sha256 of its JSONL dataset file: a plan shows one that changed
     prices: str | None = None  # the price catalog version the plan used
-    api_prices: str | None = None  # the hosted-API price library the plan used: "genai-prices 0.2.3"
+    api_prices: str | None = None  # the hosted-API price library the plan used ("genai-prices 0.2.3"), if any

@@ -11,9 +11,10 @@ from pathlib import Path
 import genai_prices
 import pytest
 
-from llmctl.config.schema import Model
-from llmctl.cost.hosted import library, listed_price, price_of
+from llmctl.config.schema import Config, Model
+from llmctl.cost.hosted import library, listed_price, pinned_library, price_of
 from llmctl.cost.snapshot import CatalogError
+from llmctl.desired import Desired
 from support import Run, edit
 
 LIBRARY = f"genai-prices {genai_prices.__version__}"
@@ -93,6 +94,19 @@ def test_a_declared_price_wins_over_the_library() -> None:
     assert declared.source == "declared"
     assert price_of(hosted("api://openai/gpt-4o-mini")).source == f"{LIBRARY} (openai/gpt-4o-mini)"
     assert price_of(hosted("api://my-vllm/llama", price={"input_per_1m": 0, "output_per_1m": 0})).source == "declared"
+
+
+def test_the_lock_pins_the_library_only_where_it_prices_a_model(tmp_path: Path) -> None:
+    def pinned(*models: dict[str, object]) -> str | None:
+        config = Config.model_validate({"version": 1, "project": "p", "models": list(models)})
+        return pinned_library(Desired.from_parts(config, tmp_path))
+
+    listed = {"name": "listed", "source": "api://groq/llama-3.1-8b-instant"}
+    declared = {"name": "declared", "source": "api://partner/chat", "price": {"input_per_1m": 1, "output_per_1m": 2}}
+    served = {"name": "served", "source": "m.gguf", "engine": "llama-cpp"}
+    assert pinned(listed, declared, served) == LIBRARY
+    # a new genai-prices leaves alone the locks (and saved plans) of configs it prices nothing in
+    assert pinned(declared, served) is None and pinned(served) is None
 
 
 # --- plans, as a user meets them -------------------------------------------------------------------------------------
