@@ -356,15 +356,18 @@ def cost(file: ConfigFile = DEFAULT_FILE, env: Env = None,
 def lock_command(file: ConfigFile = DEFAULT_FILE, env: Env = None,
                  update: Annotated[bool, typer.Option("--update", help="Re-resolve every model, not only new ones.")
                                    ] = False) -> None:
-    """Pin model revisions, sizes, prompt hashes and the price catalog in llmops.lock."""
+    """Pin model revisions, sizes, prompt hashes and the prices (GPU catalog, hosted-API price library) in
+    llmops.lock."""
     from llmctl.config.load import load
     from llmctl.lock import lock_path
     from llmctl.resolve import resolve
 
     loaded = load(file, env)
     resolved = resolve(loaded, update=update)
-    console.note(f"Wrote {lock_path(loaded.path)} ({len(resolved.lock.models) if resolved.lock else 0} models, "
-                 f"prices {resolved.catalog.version}).")
+    lock = resolved.lock
+    hosted = f", hosted-API prices {lock.api_prices}" if lock and lock.api_prices else ""
+    console.note(f"Wrote {lock_path(loaded.path)} ({len(lock.models) if lock else 0} models, "
+                 f"prices {resolved.catalog.version}{hosted}).")
     for check in resolved.notes:
         console.note(check.message)
 

@@ -61,15 +61,17 @@ def resolve(loaded: LoadedConfig, allow_over_budget: bool = False, update: bool 
     """Lock what is missing or stale (never silently re-resolving what is pinned, unless `update`), and say when
     a pinned branch has moved upstream."""
     from llmctl.cost.catalog import load_catalog
+    from llmctl.cost.hosted import pinned_library
     from llmctl.lock import lock_path, read_lock, stale, upstream_moved, write_lock
     from llmctl.lock import resolve as resolve_lock
 
     desired = Desired.from_config(loaded)
     catalog = load_catalog()
+    api_prices = pinned_library(desired)
     path = lock_path(loaded.path)
     lock = read_lock(path)
-    if lock is None or update or stale(lock, desired, catalog.version):
-        lock = resolve_lock(desired, catalog.version, previous=lock, update=update)
+    if lock is None or update or stale(lock, desired, catalog.version, api_prices):
+        lock = resolve_lock(desired, catalog.version, previous=lock, update=update, api_prices=api_prices)
         write_lock(path, lock)
     notes = [Check(severity="info", address=f"model.{line.split(':', 1)[0].removeprefix('model ')}", message=line)
              for line in upstream_moved(lock)]
@@ -86,16 +88,22 @@ def resolve_applied(workspace: Workspace, desired: Desired, lock: Lock | None) -
 
 def resolve_saved_plan(plan: Plan) -> Resolved:
     """The context a saved plan was made with: its config and its lock entries, refused when llmops.lock or the
-    price catalog has changed since, because then the plan would deploy something other than what they say."""
+    prices (the catalog, the hosted-API price library) have changed since, because then the plan would deploy
+    something other than what they say."""
     from pathlib import Path
+
+    from llmctl.cost.hosted import pinned_library
 
     workspace = Workspace(Path(plan.config_path), plan.project, plan.environment)
     _check_lock_unchanged(workspace, plan.lock)
     desired = Desired.from_parts(plan.desired, workspace.config_dir)
     resolved = resolve_applied(workspace, desired, plan.lock)
-    if plan.lock is not None and plan.lock.prices != resolved.catalog.version:
-        raise LlmctlError(f"the price catalog is now {resolved.catalog.version}, but the plan was priced with "
-                          f"{plan.lock.prices}: run `llmctl plan` again and apply the new plan")
+    if plan.lock is not None:
+        for what, now, then in (("price catalog", resolved.catalog.version, plan.lock.prices),
+                                ("hosted-API price library", pinned_library(desired), plan.lock.api_prices)):
+            if now != then:
+                raise LlmctlError(f"the {what} is now {now}, but the plan was priced with {then}: run `llmctl plan` "
+                                  "again and apply the new plan")
     return resolved
 
 
@@ -127,6 +135,8 @@ def _lock_differences(pinned: Lock | None, current: Lock | None) -> list[str]:
               if pinned.datasets.get(name) != current.datasets.get(name)]
     if pinned.prices != current.prices:
         found.append(f"prices {pinned.prices} -> {current.prices}")
+    if pinned.api_prices != current.api_prices:
+        found.append(f"hosted-API prices {pinned.api_prices} -> {current.api_prices}")
     return found or ["its entries differ"]
 
 

@@ -150,6 +150,9 @@ def _model_problems(model: dict[str, Any], at: DataPath, names: dict[str, list[s
         problems.append((at + ("instance_type",), f"{label}: set gpu or instance_type, not both"))
     if "autoscale" in model and not isinstance(model.get("replicas"), dict):
         problems.append((at + ("autoscale",), f"{label}: autoscale needs replicas as {{min, max}}"))
+    if "price" in model:
+        problems.append((at + ("price",), f"{label}: `price` is for hosted (api://) models: remove it; a model llmctl "
+                                          "serves is priced by its target (the GPU catalog, or gpu_hour_usd)"))
     return problems
 
 

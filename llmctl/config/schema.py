@@ -132,6 +132,19 @@ Engine = Literal["llama-cpp", "vllm", "tgi"]
 EngineArg = Union[bool, int, float, str]
 
 
+class TokenPrice(Strict):
+    """A hosted model's own price in USD per million tokens; it wins over the price genai-prices lists.
+
+    For a provider or model genai-prices does not list (a self-hosted OpenAI-compatible endpoint), or a negotiated
+    rate."""
+
+    input_per_1m: float = Field(ge=0, description="USD per 1M input (prompt) tokens.")
+    output_per_1m: float = Field(ge=0, description="USD per 1M output (completion) tokens.")
+    cached_input_per_1m: float | None = Field(None, ge=0, description="USD per 1M cached input tokens, where the "
+                                              "provider discounts them. Shown in the plan; the gateway meters "
+                                              "every input token at input_per_1m.")
+
+
 class Model(Strict):
     name: Name
     source: str = Field(
@@ -159,6 +172,8 @@ class Model(Strict):
                                  "(openai: https://api.openai.com/v1 when omitted).")
     api_key_env: str | None = Field(None, description="api:// models: the environment variable holding the "
                                     "provider's key, read by the gateway per request (openai: OPENAI_API_KEY).")
+    price: TokenPrice | None = Field(None, description="api:// models: the price the plan and the gateway use; "
+                                     "genai-prices' listed price when omitted.")
 
     # The source as written stays what plans, state and the lock show; parsed once here, every part of llmctl
     # reads its scheme, location and revision from `parsed_source`.

@@ -1,8 +1,8 @@
-"""The price catalog: lookups of GPU instance offers, hosted-API token prices and GPU facts in a loaded snapshot.
+"""The price catalog: lookups of GPU instance offers and GPU facts in a loaded snapshot.
 
-What a snapshot holds and how it is read and written is `llmctl.cost.snapshot`. Loading one reads only its metadata
-and API prices; its offers and gpuhunt's GPU tables are read on the first lookup that needs them, so a command that
-prices no GPU never imports gpuhunt.
+What a snapshot holds and how it is read and written is `llmctl.cost.snapshot`. Loading one reads only its metadata;
+its offers and gpuhunt's GPU tables are read on the first lookup that needs them, so a command that prices no GPU
+never imports gpuhunt. Hosted models' token prices are `llmctl.cost.hosted`.
 """
 from __future__ import annotations
 
@@ -16,7 +16,6 @@ from pathlib import Path
 from llmctl.cost.snapshot import (
     DATA_DIR,
     REFRESH_TIMEOUT_S,
-    ApiPrice,
     CatalogError,
     Offer,
     Snapshot,
@@ -43,16 +42,6 @@ class Catalog:
         self.as_of = snapshot.as_of
         self.source = snapshot.source
         self.providers = snapshot.providers
-        self.api_prices_as_of = snapshot.api_prices_as_of
-        self.api_prices_source = snapshot.api_prices_source
-        # provider -> name or alias (lower case) -> price; and provider -> canonical names, for suggestions
-        self._api: dict[str, dict[str, ApiPrice]] = {}
-        self._api_models: dict[str, list[str]] = {}
-        for price, aliases in snapshot.api_prices:
-            names = self._api.setdefault(price.provider, {})
-            self._api_models.setdefault(price.provider, []).append(price.model)
-            for name in (price.model, *aliases):
-                names[name.lower()] = price
 
     def __repr__(self) -> str:  # without the offers: a repr must not be what loads them
         return f"Catalog(version={self.version!r}, as_of={self.as_of!r}, directory={str(self.directory)!r})"
@@ -82,7 +71,7 @@ class Catalog:
         if not variants:
             offered = self._offered_gpus()
             known = sorted({same[0].name for same in _known_gpus().values()})
-            hint = _hint(base.strip(), offered) or _hint(base.strip(), known)
+            hint = close_hint(base.strip(), offered) or close_hint(base.strip(), known)
             raise CatalogError(f"unknown GPU '{name}'{hint} (GPUs with prices in this catalog: "
                                f"{', '.join(offered) or 'none'}; sizes are written like 'A100-80GB')")
         if memory is None:
@@ -106,7 +95,7 @@ class Catalog:
         types = self._index.types[provider]
         if wanted not in types:
             families = sorted({t.split(".", 1)[0] for t in types})
-            raise CatalogError(f"unknown {provider} instance type '{instance_type}'{_hint(wanted, types)} "
+            raise CatalogError(f"unknown {provider} instance type '{instance_type}'{close_hint(wanted, types)} "
                                f"(this catalog prices the {', '.join(families)} families)")
         offer = self._index.by_key.get((provider, wanted, region, spot))
         if offer is not None:
@@ -156,33 +145,16 @@ class Catalog:
     def _provider(self, provider: str) -> str:
         name = provider.strip().lower()
         if name not in self.providers:
-            raise CatalogError(f"no instance prices for provider '{provider}'{_hint(name, self.providers)} "
+            raise CatalogError(f"no instance prices for provider '{provider}'{close_hint(name, self.providers)} "
                                f"(this catalog has: {', '.join(sorted(self.providers))})")
         return name
 
     def _region_hint(self, provider: str, region: str) -> str:
         if region in self._index.regions[provider]:
             return ""
-        hint = _hint(region, self._index.regions[provider])
+        hint = close_hint(region, self._index.regions[provider])
         regions = ", ".join(sorted(self._index.regions[provider]))
         return f" ('{region}' is not a region of this catalog{hint}{' Its' if hint else '; its'} regions: {regions})"
-
-    # --- hosted APIs --------------------------------------------------------------------------------------------
-
-    def api_price(self, provider: str, model: str) -> ApiPrice:
-        """$ per 1M input and output tokens of a hosted model, by its name or a dated alias."""
-        provider_name, model_name = provider.strip().lower(), model.strip().lower()
-        models = self._api.get(provider_name)
-        if models is None:
-            raise CatalogError(f"no API prices for provider '{provider}'{_hint(provider_name, self._api)} "
-                               f"(providers with API prices: {', '.join(sorted(self._api))})")
-        price = models.get(model_name)
-        if price is not None:
-            return price
-        elsewhere = sorted(p for p, names in self._api.items() if model_name in names)
-        also = f" ('{model}' is priced under {elsewhere[0]})" if elsewhere else ""
-        raise CatalogError(f"no API price for {provider_name} model '{model}'{_hint(model_name, models)}{also} "
-                           f"({provider_name} models with prices: {', '.join(self._api_models[provider_name])})")
 
 
 class _OfferIndex:
@@ -235,8 +207,8 @@ def _mode(spot: bool) -> str:
     return "spot" if spot else "on-demand"
 
 
-def _hint(word: str, options: Iterable[str]) -> str:
-    """did_you_mean, case-insensitive, answering with the option spelled as the catalog spells it."""
+def close_hint(word: str, options: Iterable[str]) -> str:
+    """did_you_mean, case-insensitive, answering with the option spelled as its source spells it."""
     spelled = {option.lower(): option for option in options}
     hint = did_you_mean(word.lower(), spelled)
     if not hint:

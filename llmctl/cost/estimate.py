@@ -7,6 +7,7 @@ from llmctl.checks import Check
 from llmctl.config.schema import AwsTarget, KubernetesTarget, LocalTarget, Model
 from llmctl.cost.catalog import Catalog, CatalogError
 from llmctl.cost.fit import Fit, check_fit, kv_cache_bytes, weights_bytes
+from llmctl.cost.hosted import price_of
 from llmctl.cost.model import HOURS, MONTH_HOURS, BudgetStatus, CostReport, ModelCost, PlanCost
 from llmctl.cost.render import money
 from llmctl.desired import Desired
@@ -34,7 +35,8 @@ def _model_cost(model: Model, desired: Desired, catalog: Catalog, lock: Lock | N
     try:
         cost = _priced(model, desired, catalog, lock, checks)
     except CatalogError as exc:
-        checks.append(Check(severity="error", address=address, message=str(exc)))
+        checks.append(_unpriced_hosted(model, desired, exc) if model.parsed_source.hosted else
+                      Check(severity="error", address=address, message=str(exc)))
         return ModelCost(model=model.name, kind="unknown", target=model.target, detail="no price", notes=[str(exc)])
     if cost.fit is not None and not cost.fit.fits:
         checks.append(Check(severity="error", address=address, message=f"does not fit: {cost.fit.message}"))
@@ -48,17 +50,14 @@ def _model_cost(model: Model, desired: Desired, catalog: Catalog, lock: Lock | N
 
 
 def _priced(model: Model, desired: Desired, catalog: Catalog, lock: Lock | None, checks: list[Check]) -> ModelCost:
-    source = model.parsed_source
-    if source.hosted:
-        provider, _, name = source.location.partition("/")
-        price = catalog.api_price(provider, name)
+    if model.parsed_source.hosted:
+        price = price_of(model)
         monthly = None
         if model.traffic:
             per_request = (model.traffic.input_tokens * price.input_per_1m
                            + model.traffic.output_tokens * price.output_per_1m) / 1e6
             monthly = round(per_request * model.traffic.requests_per_day * MONTH_HOURS / 24, 2)
-        return ModelCost(model=model.name, kind="api", detail=f"{model.source} (${price.input_per_1m:g} in / "
-                         f"${price.output_per_1m:g} out per 1M tokens)", monthly_min_usd=monthly,
+        return ModelCost(model=model.name, kind="api", detail=model.source, price=price, monthly_min_usd=monthly,
                          monthly_max_usd=monthly,
                          per_1m_output_tokens_usd=price.output_per_1m if model.traffic else None)
 
@@ -110,6 +109,21 @@ def _priced(model: Model, desired: Desired, catalog: Catalog, lock: Lock | None,
                      on_demand_hourly_usd=on_demand_hourly, replicas_min=low, replicas_max=high,
                      monthly_min_usd=monthly_min, monthly_max_usd=monthly_max, per_1m_output_tokens_usd=per_1m,
                      fit=fit)
+
+
+def _unpriced_hosted(model: Model, desired: Desired, reason: CatalogError) -> Check:
+    """A hosted model neither the config nor genai-prices prices: an error only where a budget that blocks counts
+    it (the gateway could not stop spend it cannot see); elsewhere its tokens are metered without spend."""
+    blocking = [name for name in desired.budgets_of(model.name) if desired.budgets[name].on_exceed == "block"]
+    declare = ("declare its price on the model, e.g. `price: {input_per_1m: 0.2, output_per_1m: 0.6}` (USD per 1M "
+               "tokens)")
+    if blocking:
+        return Check(severity="error", address=f"model.{model.name}", message=(
+            f"no price for {model.source}: {reason}. Budget {', '.join(blocking)} (on_exceed: block) counts it, so "
+            f"its spend must be known: {declare}"))
+    return Check(severity="warning", address=f"model.{model.name}", message=(
+        f"no price for {model.source}: {reason}. Its spend is not metered (the gateway counts its tokens only): "
+        f"{declare}"))
 
 
 def _bigger(catalog: Catalog, region: str, needs_gib: float, utilisation: float) -> str | None:
@@ -170,7 +184,8 @@ def plan_cost(resolved: Resolved, applied: Desired | None, applied_lock: Lock | 
                 f"{money(budget.limit_usd)} ({budget.share:.0%}), pushed over by {over}: {action}")))
         if budget.incomplete:
             checks.append(Check(severity="warning", address=f"budget.{budget.name}", message=(
-                f"cannot be complete: no cost known for {', '.join(budget.incomplete)} (declare traffic)")))
+                f"cannot be complete: no cost known for {', '.join(budget.incomplete)} (declare traffic, and a "
+                f"price where a model has none)")))
     return PlanCost(
         before_monthly_usd=before.monthly_min_usd if before else 0.0, after_monthly_usd=after.monthly_min_usd,
         after_monthly_max_usd=after.monthly_max_usd, after=after, blocked_by=blocked,

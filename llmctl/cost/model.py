@@ -10,6 +10,19 @@ from llmctl.cost.fit import Fit
 # AWS bills a month as 730 hours; budgets of other periods scale from it.
 HOURS = {"day": 24.0, "week": 168.0, "month": 730.0}
 MONTH_HOURS = HOURS["month"]
+DECLARED = "declared"  # the source of a price the config declares
+
+
+class ApiPrice(BaseModel):
+    """What a hosted (api://) model's tokens cost, and where the figures came from."""
+
+    input_per_1m: float = Field(description="USD per 1M input tokens.")
+    output_per_1m: float = Field(description="USD per 1M output tokens.")
+    cached_input_per_1m: float | None = Field(None, description="USD per 1M cached input tokens, where known.")
+    source: str = Field(description="'declared' (the model's `price`), or 'genai-prices X.Y.Z (provider/model)': "
+                        "the library's version and the entry the model matched.")
+    caveat: str | None = Field(None, description="Where the library lists other rates than the one used (above a "
+                               "number of input tokens, at other times of day).")
 
 
 class ModelCost(BaseModel):
@@ -26,6 +39,7 @@ class ModelCost(BaseModel):
     per_1m_output_tokens_usd: float | None = None
     traffic_known: bool = True
     fit: Fit | None = None
+    price: ApiPrice | None = Field(None, description="api:// models: the token price used; None when unknown.")
     notes: list[str] = Field(default_factory=list)
 
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from llmctl.cost.model import BudgetStatus, CostReport, ModelCost
+from llmctl.cost.model import DECLARED, ApiPrice, BudgetStatus, CostReport, ModelCost
 from llmctl.textfmt import md_cell
 
 Format = Literal["text", "json", "markdown"]
@@ -37,6 +37,14 @@ def _hourly(cost: ModelCost) -> str:
     return f"{money(cost.hourly_usd)}/h{spot} × {replicas}"
 
 
+def price_text(price: ApiPrice) -> str:
+    """'$0.15 in / $0.6 out per 1M tokens, from genai-prices 0.2.3 (openai/gpt-4o-mini)', or '..., declared'."""
+    cached = f" / ${price.cached_input_per_1m:g} cached in" if price.cached_input_per_1m is not None else ""
+    origin = price.source if price.source == DECLARED else f"from {price.source}"
+    caveat = f"; {price.caveat}" if price.caveat else ""
+    return f"${price.input_per_1m:g} in{cached} / ${price.output_per_1m:g} out per 1M tokens, {origin}{caveat}"
+
+
 def budget_line(budget: BudgetStatus) -> str:
     state = "EXCEEDED" if budget.exceeded else f"{budget.share:.0%}"
     line = (f"budget {budget.name}: {_range(budget.projected_min_usd, budget.projected_max_usd)} of "
@@ -61,6 +69,8 @@ def cost_lines(report: CostReport, with_source: bool = False) -> list[str]:
         if cost.per_1m_output_tokens_usd:
             parts.append(f"{money(cost.per_1m_output_tokens_usd)}/1M output tokens")
         lines.append(f"  {f'model.{cost.model}':<{width}}  " + "   ".join(part for part in parts if part))
+        if cost.price is not None:
+            lines.append(f"  {'':<{width}}  price: {price_text(cost.price)}")
         if cost.fit is not None:
             lines.append(f"  {'':<{width}}  fit: {cost.fit.message}")
         lines += [f"  {'':<{width}}  note: {note}" for note in cost.notes]
@@ -78,8 +88,9 @@ def render_cost(report: CostReport, fmt: Format) -> str:
     for cost in report.models:
         fit = "" if cost.fit is None else (f"✅ {cost.fit.share:.0%}" if cost.fit.fits else "❌ does not fit")
         per_1m = money(cost.per_1m_output_tokens_usd) if cost.per_1m_output_tokens_usd else ""
+        priced_as = f"{cost.detail} at {price_text(cost.price)}" if cost.price is not None else cost.detail
         rows.append("| " + " | ".join(md_cell(cell) for cell in (
-            f"`{cost.model}`", cost.detail, _hourly(cost), _monthly(cost), per_1m, fit)) + " |")
+            f"`{cost.model}`", priced_as, _hourly(cost), _monthly(cost), per_1m, fit)) + " |")
     budgets = [f"- {md_cell(budget_line(budget))}" for budget in report.budgets]
     return "\n".join([f"**Cost:** {_range(report.monthly_min_usd, report.monthly_max_usd)}/mo "
                       f"(prices as of {report.prices_as_of})", "", *rows, "", *budgets])

@@ -3,12 +3,12 @@
 Offers are kept in gpuhunt's own offline layout (one `<provider>.csv` per provider, gpuhunt's v2 columns) and read
 *through* gpuhunt (`GPUHUNT_CATALOG_DIR`), so llmctl never parses that CSV itself and a snapshot refreshed from
 gpuhunt's live catalog needs no conversion. Beside it, `catalog.json` says which snapshot this is (version, as_of,
-source) and `api_prices.json` holds the $/1M-token prices of hosted APIs, which gpuhunt does not cover. The pinned
-snapshot in `llmctl/cost/data` is what plans use by default, so that a plan never depends on the network and two
-machines price the same config the same way.
+source). The pinned snapshot in `llmctl/cost/data` is what plans use by default, so that a plan never depends on
+the network and two machines price the same config the same way. (Hosted APIs' token prices, which gpuhunt does not
+cover, are `llmctl.cost.hosted`.)
 
 gpuhunt is imported inside the functions that read offers or download, not here: it brings requests and urllib3
-with it, and a plan that prices no GPU needs only the two JSON files.
+with it, and a plan that prices no GPU needs only the JSON metadata.
 """
 from __future__ import annotations
 
@@ -36,7 +36,6 @@ if TYPE_CHECKING:
 
 DATA_DIR = Path(__file__).parent / "data"  # the pinned snapshot
 METADATA_FILE = "catalog.json"
-API_PRICES_FILE = "api_prices.json"
 CATALOG_DIR_ENV = "GPUHUNT_CATALOG_DIR"  # gpuhunt reads `<dir>/<provider>.csv` instead of its S3 catalog
 CATALOG_URL_ENV = "GPUHUNT_CATALOG_URL"  # gpuhunt's override of where the live catalog is published
 # Per connect and per read of a download: a network that drops packets must not hang a refresh.
@@ -63,25 +62,14 @@ class Offer:
 
 
 @dataclass(frozen=True)
-class ApiPrice:
-    provider: str
-    model: str  # the canonical name, also when looked up by an alias
-    input_per_1m: float  # USD per 1M input tokens
-    output_per_1m: float  # USD per 1M output tokens
-
-
-@dataclass(frozen=True)
 class Snapshot:
-    """A snapshot's metadata and API prices (plain JSON); its offers are read through gpuhunt only when asked."""
+    """A snapshot's metadata (plain JSON); its offers are read through gpuhunt only when asked."""
 
     directory: Path
     version: str
     as_of: str
     source: str
     providers: tuple[str, ...]
-    api_prices_as_of: str
-    api_prices_source: str
-    api_prices: tuple[tuple[ApiPrice, tuple[str, ...]], ...]  # each price with the aliases its model is known by
 
     def read_offers(self) -> list[Offer]:
         """Every offer of the snapshot, as gpuhunt reads it."""
@@ -107,10 +95,8 @@ def read_snapshot(directory: Path) -> Snapshot:
     for provider in providers:
         if not (directory / f"{provider}.csv").is_file():
             raise CatalogError(f"{directory}: the snapshot lists provider '{provider}' but has no {provider}.csv")
-    api_metadata, api_prices = _read_api_prices(directory / API_PRICES_FILE)
     return Snapshot(directory=directory, version=metadata["version"], as_of=metadata["as_of"],
-                    source=metadata["source"], providers=tuple(providers), api_prices_as_of=api_metadata["as_of"],
-                    api_prices_source=api_metadata["source"], api_prices=api_prices)
+                    source=metadata["source"], providers=tuple(providers))
 
 
 # os.environ is process-wide: reads take turns so that two never see each other's GPUHUNT_CATALOG_DIR.
@@ -160,24 +146,6 @@ def _read_json(path: Path) -> dict[str, Any]:
 def _check_as_of(path: Path, as_of: object) -> None:
     if not isinstance(as_of, str) or not _AS_OF.match(as_of):
         raise CatalogError(f"{path}: 'as_of' must be a date like 2025-06-01 (or 2025-06), not {as_of!r}")
-
-
-def _read_api_prices(path: Path) -> tuple[dict[str, Any], tuple[tuple[ApiPrice, tuple[str, ...]], ...]]:
-    data = _read_json(path)
-    for field in ("as_of", "source", "prices"):
-        if not data.get(field):
-            raise CatalogError(f"{path}: missing '{field}'")
-    _check_as_of(path, data["as_of"])
-    prices: list[tuple[ApiPrice, tuple[str, ...]]] = []
-    for index, entry in enumerate(data["prices"]):
-        try:
-            price = ApiPrice(provider=str(entry["provider"]).lower(), model=str(entry["model"]),
-                             input_per_1m=float(entry["input_per_1m"]), output_per_1m=float(entry["output_per_1m"]))
-        except (KeyError, TypeError, ValueError) as exc:
-            raise CatalogError(f"{path}: prices[{index}] needs provider, model, input_per_1m and output_per_1m "
-                               f"({exc!r})") from None
-        prices.append((price, tuple(str(alias) for alias in entry.get("aliases", []))))
-    return data, tuple(prices)
 
 
 @contextmanager
@@ -278,9 +246,6 @@ def _write_snapshot(directory: Path, items: dict[str, list[CatalogItem]], metada
         for provider, provider_items in items.items():
             gpuhunt_storage.dump(provider_items, str(staging / f"{provider}.csv"))  # gpuhunt's own writer
         (staging / METADATA_FILE).write_text(json.dumps(metadata, indent=2) + "\n")
-        if not (directory / API_PRICES_FILE).exists():
-            # gpuhunt has no hosted-API prices: a new snapshot starts from the pinned table, with its own sources
-            shutil.copyfile(DATA_DIR / API_PRICES_FILE, staging / API_PRICES_FILE)
         for path in staging.iterdir():
             os.replace(path, directory / path.name)
     finally:

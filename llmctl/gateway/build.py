@@ -172,7 +172,8 @@ def checks(resolved: Resolved, local_targets: set[str]) -> list[Check]:
                 model.api_base and model.api_key_env):
             found.append(Check(severity="error", address=f"model.{name}", message=(
                 f"{model.source} has no built-in endpoint: set api_base (an OpenAI-compatible URL) and api_key_env")))
-        if desired.budgets_of(name) and priced.get(name) is None:
+        # a hosted model without a price: the cost estimate says so, as an error where a blocking budget counts it
+        if desired.budgets_of(name) and priced.get(name) is None and not source.hosted:
             found.append(Check(severity="warning", address=f"model.{name}", message=(
                 f"counts against budget {', '.join(desired.budgets_of(name))} but has no price, so the gateway "
                 "meters its tokens without spend: declare `traffic` and a price (gpu_hour_usd on its target)")))
@@ -180,29 +181,22 @@ def checks(resolved: Resolved, local_targets: set[str]) -> list[Check]:
 
 
 def prices(resolved: Resolved) -> dict[str, Price | None]:
-    """USD per 1M tokens: catalog prices for hosted models; for self-hosted ones the amortised figure of the cost
-    estimate (the replicas' hourly cost over the declared output tokens), charged on output tokens, which it
-    already covers input for. None where the estimate has none, so spend is never a silent $0."""
+    """USD per 1M tokens, as the cost estimate priced each model: for hosted models their declared price, else
+    genai-prices'; for self-hosted ones the amortised figure (the replicas' hourly cost over the declared output
+    tokens), charged on output tokens, which it already covers input for. None where the estimate has none, so
+    spend is never a silent $0."""
     from llmctl.cost.catalog import CatalogError
 
-    desired, catalog = resolved.desired, resolved.catalog
     try:
         report, _ = resolved.cost
     except CatalogError:
         return {}
     prices: dict[str, Price | None] = {}
     for cost in report.models:
-        model = desired.models[cost.model]
-        source = model.parsed_source
-        if cost.kind == "api":
-            provider, _, remote = source.location.partition("/")
-            try:
-                price = catalog.api_price(provider, remote)
-            except CatalogError:  # the plan already says the model has no price
-                prices[cost.model] = None
-                continue
-            prices[cost.model] = Price(usd_per_1m_input=price.input_per_1m, usd_per_1m_output=price.output_per_1m,
-                                       basis=f"catalog: {model.source}")
+        if cost.price is not None:
+            prices[cost.model] = Price(usd_per_1m_input=cost.price.input_per_1m,
+                                       usd_per_1m_output=cost.price.output_per_1m,
+                                       basis=f"{cost.price.source}: {cost.detail}")
         elif cost.per_1m_output_tokens_usd:
             prices[cost.model] = Price(usd_per_1m_input=0.0, usd_per_1m_output=cost.per_1m_output_tokens_usd,
                                        basis=f"amortised: {cost.detail} × {cost.replicas_min} over the declared "

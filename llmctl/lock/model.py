@@ -1,4 +1,5 @@
-"""The lock's document: what each model source, prompt and eval dataset resolved to, and the price catalog version."""
+"""The lock's document: what each model source, prompt and eval dataset resolved to, and the versions of the prices
+(the GPU catalog, the hosted-API price library)."""
 from __future__ import annotations
 
 from typing import Any, Literal
@@ -34,3 +35,4 @@ class Lock(BaseModel):
     prompts: dict[str, str]  # prompt name -> sha256 of its system text, template and variables
     datasets: dict[str, str] = {}  # eval name -> sha256 of its JSONL dataset file: a plan shows one that changed
     prices: str | None = None  # the price catalog version the plan used
+    api_prices: str | None = None  # the hosted-API price library the plan used ("genai-prices 0.2.3"), if any

@@ -30,10 +30,11 @@ def prompt_digest(prompt: Prompt) -> str:
 
 
 def resolve(desired: Desired, prices: str | None, api: HfApi | None = None, previous: Lock | None = None,
-            update: bool = False) -> Lock:
-    """The lock for `desired`. Entries of `previous` whose source is unchanged are kept as they are (no network
-    call) unless `update`; every other model is resolved: hf:// on the hub through `api` (by default HfApi() for
-    HF_ENDPOINT, with HF_TOKEN), files by size and sha256."""
+            update: bool = False, api_prices: str | None = None) -> Lock:
+    """The lock for `desired`, pinning the price catalog version `prices` and the hosted-API price library
+    `api_prices`. Entries of `previous` whose source is unchanged are kept as they are (no network call) unless
+    `update`; every other model is resolved: hf:// on the hub through `api` (by default HfApi() for HF_ENDPOINT,
+    with HF_TOKEN), files by size and sha256."""
     old_models = previous.models if previous is not None else {}
     hub = Hub(api)
     models: dict[str, ModelLock] = {}
@@ -44,7 +45,8 @@ def resolve(desired: Desired, prices: str | None, api: HfApi | None = None, prev
             continue
         models[name] = _resolve_model(name, model, desired, hub, old, update)
     prompts = {name: prompt_digest(prompt) for name, prompt in sorted(desired.prompts.items())}
-    return Lock(models=models, prompts=prompts, datasets=dataset_digests(desired), prices=prices)
+    return Lock(models=models, prompts=prompts, datasets=dataset_digests(desired), prices=prices,
+                api_prices=api_prices)
 
 
 def dataset_digests(desired: Desired) -> dict[str, str]:

@@ -12,8 +12,9 @@ if TYPE_CHECKING:
     from llmctl.desired import Desired
 
 
-def stale(lock: Lock, desired: Desired, prices: str | None) -> list[str]:
-    """Why `lock` no longer matches the config: [] when it does. A plan re-locks when this is not empty."""
+def stale(lock: Lock, desired: Desired, prices: str | None, api_prices: str | None = None) -> list[str]:
+    """Why `lock` no longer matches the config and the prices this llmctl has (the catalog version `prices`, the
+    hosted-API price library `api_prices`): [] when it does. A plan re-locks when this is not empty."""
     reasons: list[str] = []
     for name in sorted(desired.models.keys() | lock.models.keys()):
         model, entry = desired.models.get(name), lock.models.get(name)
@@ -39,6 +40,8 @@ def stale(lock: Lock, desired: Desired, prices: str | None) -> list[str]:
                            lock.datasets else _one_sided("dataset of eval", name, in_lock=name in lock.datasets))
     if lock.prices != prices:
         reasons.append(f"the price catalog changed from {lock.prices or 'none'} to {prices or 'none'}")
+    if lock.api_prices != api_prices:
+        reasons.append(f"the hosted-API prices changed from {lock.api_prices or 'none'} to {api_prices or 'none'}")
     return reasons
 
 

@@ -604,6 +604,22 @@ COUNTS = [
         (7, 15, ["models[a].traffic.requests_per_day", "greater than or equal to 0", "got -1"]),
         id="traffic-negative",
     ),
+    case(
+        """\
+        version: 1
+        project: x
+        models:
+          - name: partner
+            source: api://together/some-model
+            price:
+              input_per_1m: -0.2
+              output_per_1m: 0.6
+              cached_input_per_1m: -1
+        """,
+        (7, 7, ["models[partner].price.input_per_1m", "greater than or equal to 0", "got -0.2"]),
+        (9, 7, ["models[partner].price.cached_input_per_1m", "greater than or equal to 0", "got -1"]),
+        id="price-negative",
+    ),
 ]
 
 

@@ -324,6 +324,19 @@ COMBINATIONS = [
         """\
         version: 1
         project: x
+        models:
+          - name: a
+            source: hf://a/b
+            engine: vllm
+            price: {input_per_1m: 0.2, output_per_1m: 0.6}
+        """,
+        (7, 5, ["model 'a'", "`price` is for hosted (api://) models", "remove it", "gpu_hour_usd"]),
+        id="price-on-a-served-model",
+    ),
+    case(
+        """\
+        version: 1
+        project: x
         prompts:
           - name: p
             template: "Hi {{ name }}, about {{question}}: {{ question }}"

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import genai_prices
 import gpuhunt
 import pytest
 
@@ -132,26 +133,6 @@ def test_an_unknown_provider_is_named(catalog) -> None:
         catalog.instance("awss", "us-east-1", "g5.xlarge", False)
 
 
-# --- hosted APIs ----------------------------------------------------------------------------------------------------
-
-def test_api_prices(catalog) -> None:
-    mini = catalog.api_price("openai", "gpt-4o-mini")
-    assert (mini.provider, mini.model, mini.input_per_1m, mini.output_per_1m) == ("openai", "gpt-4o-mini", 0.15, 0.6)
-    assert catalog.api_price("openai", "gpt-4o-mini-2024-07-18") == mini
-    assert catalog.api_price("OpenAI", "GPT-4o").input_per_1m == 2.5
-    assert catalog.api_price("anthropic", "claude-3-5-haiku").output_per_1m == 4.0
-    assert catalog.api_price("anthropic", "claude-3-5-sonnet-20241022").model == "claude-3-5-sonnet"
-
-
-def test_an_unknown_api_model_or_provider_suggests_close_names(catalog) -> None:
-    with pytest.raises(CatalogError, match="did you mean 'gpt-4o-mini'"):
-        catalog.api_price("openai", "gpt-4o-mni")
-    with pytest.raises(CatalogError, match="priced under anthropic"):
-        catalog.api_price("openai", "claude-3-5-haiku")
-    with pytest.raises(CatalogError, match="did you mean 'openai'"):
-        catalog.api_price("opnai", "gpt-4o")
-
-
 # --- metadata and provenance ----------------------------------------------------------------------------------------
 
 def test_the_snapshot_says_when_and_where_its_prices_are_from(catalog) -> None:
@@ -160,10 +141,6 @@ def test_the_snapshot_says_when_and_where_its_prices_are_from(catalog) -> None:
     assert (catalog.as_of, catalog.source, catalog.version) == (
         metadata["as_of"], metadata["source"], metadata["version"])
     assert "skypilot-catalog" in catalog.source and "001367d2" in catalog.source
-    api = json.loads((DATA_DIR / "api_prices.json").read_text())
-    assert (catalog.api_prices_as_of, catalog.api_prices_source) == (api["as_of"], api["source"])
-    for entry in api["prices"]:
-        assert entry["sources"], entry["model"]  # every API figure names where it came from
 
 
 def test_loads_are_cached_per_directory(snapshot_copy: Path) -> None:
@@ -174,18 +151,21 @@ def test_loads_are_cached_per_directory(snapshot_copy: Path) -> None:
 
 # --- lazy offers: what a command that prices no GPU imports ----------------------------------------------------------
 
-# Run in a fresh interpreter (this one imported gpuhunt long ago): which of gpuhunt and what it brings with it are
-# imported after each step, and what the lookups answered.
+# Run in a fresh interpreter (this one imported gpuhunt long ago): which of gpuhunt (and what it brings with it) and
+# genai-prices are imported after each step, and what the lookups answered.
 _PROBE = """
-import json, sys
+import datetime, json, sys
 from llmctl.cost.catalog import load_catalog
+from llmctl.cost.hosted import library, listed_price
 
 def imported():
-    return sorted(name for name in ("gpuhunt", "requests", "urllib3") if name in sys.modules)
+    return sorted(name for name in ("genai_prices", "gpuhunt", "requests", "urllib3") if name in sys.modules)
 
 seen = {"import": imported()}
 catalog = load_catalog()
-answers = {"version": catalog.version, "gpt-4o-mini": catalog.api_price("openai", "gpt-4o-mini").input_per_1m}
+answers = {"version": catalog.version, "library": library()}
+seen["versions"] = imported()
+answers["gpt-4o-mini"] = listed_price("openai", "gpt-4o-mini", datetime.date(2026, 12, 1)).input_per_1m
 seen["version and API price"] = imported()
 answers["A10G GiB"] = catalog.gpu("A10G").memory_gib
 answers["g5.xlarge"] = catalog.for_gpu("aws", "us-east-1", "A10G", 1, False).instance_type
@@ -203,9 +183,11 @@ def probe() -> dict[str, Any]:
 
 def test_reading_the_version_and_an_api_price_does_not_import_gpuhunt(probe: dict[str, Any]) -> None:
     assert probe["answers"]["version"] == load_catalog().version
+    assert probe["answers"]["library"] == f"genai-prices {genai_prices.__version__}"
     assert probe["answers"]["gpt-4o-mini"] == 0.15
     assert probe["seen"]["import"] == []
-    assert probe["seen"]["version and API price"] == []
+    assert probe["seen"]["versions"] == []  # the lock names both on every plan, with neither library imported
+    assert probe["seen"]["version and API price"] == ["genai_prices"]
 
 
 def test_gpu_lookups_after_the_lazy_load_read_the_offers_through_gpuhunt(probe: dict[str, Any]) -> None:

@@ -6,6 +6,7 @@ from pathlib import Path
 from llmctl.config.schema import Config
 from llmctl.cost.catalog import load_catalog
 from llmctl.cost.estimate import estimate
+from llmctl.cost.hosted import price_of
 from llmctl.cost.model import MONTH_HOURS
 from llmctl.desired import Desired
 
@@ -43,10 +44,10 @@ def test_hosted_api_spend_follows_traffic_and_prices_and_feeds_the_budget() -> N
                          "traffic": {"requests_per_day": 10000, "input_tokens": 400, "output_tokens": 150}}],
                    [{"name": "b", "limit_usd": 40, "period": "month", "alert_at": [0.5, 1.0], "on_exceed": "warn"}])
     report, _ = estimate(plan, load_catalog(), None)
-    price = load_catalog().api_price("openai", "gpt-4o-mini")
+    price = price_of(plan.models["api"])
     monthly = round((400 * price.input_per_1m + 150 * price.output_per_1m) / 1e6 * 10000 * MONTH_HOURS / 24, 2)
     [api] = report.models
-    assert api.monthly_min_usd == monthly
+    assert api.monthly_min_usd == monthly and api.price == price
     [budget] = report.budgets
     assert budget.projected_max_usd == monthly and budget.exceeded == (monthly > 40)
     assert budget.alerts_crossed == [a for a in (0.5, 1.0) if monthly >= a * 40]
@@ -61,3 +62,19 @@ def test_a_budget_counts_the_models_in_its_scope_too() -> None:
     [budget] = estimate(plan, load_catalog(), None)[0].budgets
     assert budget.models == ["named", "scoped"]
     assert budget.projected_max_usd == round(2 * MONTH_HOURS, 2) and budget.exceeded
+
+
+def test_a_hosted_model_without_a_price_is_an_error_only_where_a_blocking_budget_counts_it() -> None:
+    models = [{"name": name, "source": f"api://my-vllm/{name}", "budget": budget}
+              for name, budget in (("blocked", "hard"), ("warned", "soft"))]
+    models.append({"name": "free", "source": "api://my-vllm/free"})
+    plan = desired({}, models, [{"name": "hard", "limit_usd": 10, "on_exceed": "block"},
+                                {"name": "soft", "limit_usd": 10, "on_exceed": "warn"}])
+    report, checks = estimate(plan, load_catalog(), None)
+    assert [(m.model, m.kind, m.price) for m in report.models] == [
+        ("blocked", "unknown", None), ("warned", "unknown", None), ("free", "unknown", None)]
+    assert [(c.address, c.severity) for c in checks] == [
+        ("model.blocked", "error"), ("model.warned", "warning"), ("model.free", "warning")]
+    assert "Budget hard (on_exceed: block) counts it" in checks[0].message
+    assert all("has no provider 'my-vllm'" in c.message and "declare its price" in c.message for c in checks)
+    assert all("Its spend is not metered" in c.message for c in checks[1:])

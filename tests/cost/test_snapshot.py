@@ -186,7 +186,7 @@ def test_refresh_writes_the_live_catalog_in_the_snapshot_layout(tmp_path: Path, 
     pinned = _digest(DATA_DIR)
     out = tmp_path / "fresh"
     fresh = refresh_snapshot(out)
-    assert sorted(p.name for p in out.iterdir()) == ["api_prices.json", "aws.csv", "catalog.json"]
+    assert sorted(p.name for p in out.iterdir()) == ["aws.csv", "catalog.json"]
     assert fresh.instance("aws", "us-east-1", "g5.xlarge", False).price_per_hour == 0.9876
     with pytest.raises(CatalogError, match="did you mean 'g5.xlarge'"):
         fresh.instance("aws", "us-east-1", "g6.xlarge", False)  # only what was published
@@ -194,7 +194,6 @@ def test_refresh_writes_the_live_catalog_in_the_snapshot_layout(tmp_path: Path, 
     assert fresh.as_of == metadata["as_of"] and len(metadata["as_of"]) == 10
     assert fresh.version == "gpuhunt-aws-20991231"
     assert live_catalog.url in fresh.source and "20991231" in fresh.source and GPUHUNT_VERSION in fresh.source
-    assert fresh.api_price("openai", "gpt-4o-mini").input_per_1m == 0.15  # API prices carried over
     assert _digest(DATA_DIR) == pinned
     assert load_catalog(out) is fresh
 

@@ -1,16 +1,21 @@
 """The gateway's spec as apply builds it from the config: what it carries for the metrics that watch the SLOs and
-attribute spend."""
+attribute spend, and the prices it meters with."""
 from __future__ import annotations
 
 from itertools import product
 from pathlib import Path
 
+import genai_prices
+import httpx
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from gateway.upstream import RecordingUpstream, eventually, running_gateway
 from llmctl.config.load import load
 from llmctl.config.schema import Slo
 from llmctl.desired import Desired
 from llmctl.gateway.build import Upstream, build_spec
+from llmctl.gateway.metering import Ledger
 from llmctl.gateway.metrics import GatewayMetrics
 from llmctl.gateway.spec import SloTargets
 from llmctl.verify.model import Sample
@@ -100,3 +105,48 @@ def test_a_key_carries_its_team(tmp_path: Path) -> None:
     assert [key.team for key in _spec_of(config).keys] == [None]  # labelled team="none"
     edit(config, "      requests_per_minute: 120", "      team: support\n      requests_per_minute: 120")
     assert [(key.id, key.team) for key in _spec_of(config).keys] == [("quickstart", "support")]
+
+
+# --- prices ---------------------------------------------------------------------------------------------------------
+
+HOSTED = """\
+version: 1
+project: hosted
+models:
+  - name: partner
+    source: api://partner/chat-large
+    api_base: {url}
+    api_key_env: PARTNER_API_KEY
+    price: {{input_per_1m: 1000000, output_per_1m: 2000000}}
+    budget: team
+  - name: fast
+    source: api://groq/llama-3.1-8b-instant
+    api_base: {url}
+    api_key_env: PARTNER_API_KEY
+budgets:
+  - {{name: team, limit_usd: 1000, on_exceed: block}}
+"""
+
+
+def test_the_gateway_meters_a_hosted_model_at_its_declared_price(tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PARTNER_API_KEY", "sk-partner")
+    config = tmp_path / "llmops.yaml"
+    with RecordingUpstream() as upstream:  # answers with 11 input and 7 output tokens of usage
+        config.write_text(HOSTED.format(url=upstream.base_url))
+        spec = build_spec(context(Desired.from_config(load(config))), {}, tmp_path)
+        partner, fast = spec.routes["partner"].price, spec.routes["fast"].price
+        assert partner is not None and (partner.usd_per_1m_input, partner.usd_per_1m_output) == (1e6, 2e6)
+        assert partner.basis == "declared: api://partner/chat-large"
+        # a model without a declared price is priced from genai-prices, and its basis says so
+        assert fast is not None and (fast.usd_per_1m_input, fast.usd_per_1m_output) == (0.05, 0.08)
+        assert fast.basis.startswith(f"genai-prices {genai_prices.__version__} (groq/llama-3.1-8b-instant)")
+        with running_gateway(spec) as url:
+            answer = httpx.post(f"{url}/chat/completions", json={
+                "model": "partner", "messages": [{"role": "user", "content": "Hi"}]})
+            assert answer.status_code == 200, answer.text
+            ledger = Ledger(Path(spec.db_path))
+            # $1 per input token and $2 per output token, as declared: 11 × 1 + 7 × 2
+            assert eventually(lambda: ledger.spent("team", "month") == 25.0)
+            ledger.close()
+    assert upstream.headers[-1]["authorization"] == "Bearer sk-partner"

@@ -62,3 +62,15 @@ def test_prompt_variants_are_part_of_what_the_lock_pins(tmp_path: Path, api: HfA
     reweighted = desired(tmp_path, {"hosted": "api://openai/gpt-4o"},
                          prompts=[{**PROMPT, "variants": [{**variant, "weight": 50}]}])
     assert stale(resolve(with_variant, "v1", api), reweighted, "v1") != []
+
+
+def test_the_hosted_api_price_library_is_pinned_beside_the_catalog(tmp_path: Path, api: HfApi) -> None:
+    d = desired(tmp_path, {"hosted": "api://groq/llama-3.1-8b-instant"})
+    lock = resolve(d, "v1", api, api_prices="genai-prices 0.2.2")
+    assert '"api_prices": "genai-prices 0.2.2"' in dumps(lock)
+    assert stale(lock, d, "v1", "genai-prices 0.2.2") == []
+    assert stale(lock, d, "v1", "genai-prices 0.2.3") == [
+        "the hosted-API prices changed from genai-prices 0.2.2 to genai-prices 0.2.3"]
+    # a lock written before the library was pinned is re-locked once
+    assert stale(resolve(d, "v1", api), d, "v1", "genai-prices 0.2.3") == [
+        "the hosted-API prices changed from none to genai-prices 0.2.3"]
