@@ -141,8 +141,8 @@ class TokenPrice(Strict):
     input_per_1m: float = Field(ge=0, description="USD per 1M input (prompt) tokens.")
     output_per_1m: float = Field(ge=0, description="USD per 1M output (completion) tokens.")
     cached_input_per_1m: float | None = Field(None, ge=0, description="USD per 1M cached input tokens, where the "
-                                              "provider discounts them. Shown in the plan; the gateway meters "
-                                              "every input token at input_per_1m.")
+                                              "provider discounts them: the gateway meters the input tokens the "
+                                              "provider reports cached at this rate.")
 
 
 class Model(Strict):

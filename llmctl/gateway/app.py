@@ -36,7 +36,7 @@ from llmctl.gateway.answers import answer_texts, blocked, check_answer
 from llmctl.gateway.audit import AuditLog, prompt_sha256
 from llmctl.gateway.auth import KeyRing, RateLimiter, allowed
 from llmctl.gateway.cache import ResponseCache, answer_output, cache_key, cacheable, replay
-from llmctl.gateway.call import Call, Route, metered_tokens, slo_outcome
+from llmctl.gateway.call import Call, Route, cached_input_tokens, metered_tokens, slo_outcome
 from llmctl.gateway.errors import GatewayError
 from llmctl.gateway.feedback import not_found, parse_rating
 from llmctl.gateway.forward import refusal, send
@@ -47,7 +47,7 @@ from llmctl.gateway.metrics import NO_TEAM, GatewayMetrics, ReplicaState
 from llmctl.gateway.probes import PROBE_TIMEOUT_S, probe_all, probe_forever, replicas
 from llmctl.gateway.relay import StreamRelay
 from llmctl.gateway.routing import CANARY, Rotation, Upstream
-from llmctl.gateway.spec import GatewaySpec, KeySpec, RouteSpec
+from llmctl.gateway.spec import GatewaySpec, KeySpec, RouteSpec, priced_usd
 from llmctl.gateway.spend import BudgetState, Spending
 from llmctl.gateway.tokens import counter_for
 from llmctl.gateway.transport import UpstreamTransport
@@ -561,8 +561,8 @@ class Gateway:
             if call.forwarded:
                 input_tokens, output_tokens = metered_tokens(call, usage, output)
                 price = route.spec.price
-                usd = None if price is None else (input_tokens * price.usd_per_1m_input +
-                                                  output_tokens * price.usd_per_1m_output) / 1_000_000
+                usd = None if price is None else priced_usd(price, input_tokens, output_tokens,
+                                                            cached_input_tokens(usage))
             answered = _answered_by(call, key_id or ANONYMOUS) if status == 200 else None
             try:
                 self.ledger.record(model=route.spec.model, key_id=key_id or ANONYMOUS, budgets=call.budgets,

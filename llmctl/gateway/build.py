@@ -196,6 +196,7 @@ def prices(resolved: Resolved) -> dict[str, Price | None]:
         if cost.price is not None:
             prices[cost.model] = Price(usd_per_1m_input=cost.price.input_per_1m,
                                        usd_per_1m_output=cost.price.output_per_1m,
+                                       usd_per_1m_cached_input=cost.price.cached_input_per_1m,
                                        basis=f"{cost.price.source}: {cost.detail}")
         elif cost.per_1m_output_tokens_usd:
             prices[cost.model] = Price(usd_per_1m_input=0.0, usd_per_1m_output=cost.per_1m_output_tokens_usd,

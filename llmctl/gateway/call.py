@@ -118,6 +118,13 @@ def slo_outcome(call: Call, status: int, seconds: float) -> bool | None:
     return slo.met(call.ttft if streamed else seconds, seconds, call.itl)
 
 
+def cached_input_tokens(usage: Any) -> int:
+    """The input tokens the provider says it served from its prompt cache (OpenAI's usage shape), else 0."""
+    details = usage.get("prompt_tokens_details") if isinstance(usage, dict) else None
+    cached = details.get("cached_tokens") if isinstance(details, dict) else None
+    return cached if isinstance(cached, int) and cached > 0 else 0
+
+
 def metered_tokens(call: Call, usage: Any, output: list[str]) -> tuple[int, int]:
     """(input, output) tokens: the upstream's usage where it gave one, else the route's counter on the texts sent
     and received (llama-cpp-python's server sends no usage in streams). The counter sees the texts, not the chat

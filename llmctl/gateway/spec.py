@@ -34,7 +34,16 @@ class Price(BaseModel):
 
     usd_per_1m_input: float
     usd_per_1m_output: float
+    usd_per_1m_cached_input: float | None = Field(None, description="Input tokens the provider served from its "
+                                                  "prompt cache (usage.prompt_tokens_details.cached_tokens), where "
+                                                  "it bills them otherwise; None: at the input rate.")
     basis: str = Field(description="Where the figure comes from, e.g. 'catalog: openai gpt-4o-mini'.")
+
+
+def priced_usd(price: Price, input_tokens: int, output_tokens: int, cached_input_tokens: int = 0) -> float:
+    cached = min(cached_input_tokens, input_tokens) if price.usd_per_1m_cached_input is not None else 0
+    return ((input_tokens - cached) * price.usd_per_1m_input + cached * (price.usd_per_1m_cached_input or 0.0)
+            + output_tokens * price.usd_per_1m_output) / 1_000_000
 
 
 class SloTargets(BaseModel):

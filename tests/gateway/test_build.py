@@ -150,3 +150,22 @@ def test_the_gateway_meters_a_hosted_model_at_its_declared_price(tmp_path: Path,
             assert eventually(lambda: ledger.spent("team", "month") == 25.0)
             ledger.close()
     assert upstream.headers[-1]["authorization"] == "Bearer sk-partner"
+
+
+def test_input_tokens_the_provider_served_from_its_cache_are_metered_at_the_cached_rate(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PARTNER_API_KEY", "sk-partner")
+    config = tmp_path / "llmops.yaml"
+    with RecordingUpstream(cached_tokens=5) as upstream:  # 11 input tokens, 5 of them cached; 7 output
+        config.write_text(HOSTED.format(url=upstream.base_url).replace(
+            "price: {input_per_1m: 1000000, output_per_1m: 2000000}",
+            "price: {input_per_1m: 1000000, output_per_1m: 2000000, cached_input_per_1m: 500000}"))
+        spec = build_spec(context(Desired.from_config(load(config))), {}, tmp_path)
+        with running_gateway(spec) as url:
+            answer = httpx.post(f"{url}/chat/completions", json={
+                "model": "partner", "messages": [{"role": "user", "content": "Hi"}]})
+            assert answer.status_code == 200, answer.text
+            ledger = Ledger(Path(spec.db_path))
+            # 6 uncached × $1 + 5 cached × $0.50 + 7 output × $2
+            assert eventually(lambda: ledger.spent("team", "month") == 22.5)
+            ledger.close()

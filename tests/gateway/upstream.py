@@ -42,6 +42,7 @@ class RecordingUpstream(DoubleServer):
     reply: str = "hello there"
     deltas: list[str] | None = None  # the streamed pieces; default: the reply word by word
     usage: bool = True  # usage in whole answers, and at the end of a stream when include_usage was asked for
+    cached_tokens: int = 0  # of the 11 input tokens, those it says it served from its prompt cache
     finish_reason: bool = True  # the last streamed piece carries finish_reason "stop"
     status: int = 200
     itl_s: float = 0.0  # pause before each streamed piece
@@ -75,7 +76,9 @@ class RecordingUpstream(DoubleServer):
                             {"error": {"message": f"scripted {self.status}", "type": "server_error"}})
             return
         chat = handler.path.endswith("/chat/completions")
-        usage = {"prompt_tokens": 11, "completion_tokens": 7, "total_tokens": 18}
+        usage: dict[str, Any] = {"prompt_tokens": 11, "completion_tokens": 7, "total_tokens": 18}
+        if self.cached_tokens:
+            usage["prompt_tokens_details"] = {"cached_tokens": self.cached_tokens}
         if not body.get("stream"):
             message = {"role": "assistant", "content": self.reply,
                        **({"reasoning_content": self.reasoning} if self.reasoning is not None else {})}
