@@ -58,6 +58,18 @@ class BudgetStatus(BaseModel):
     spent_usd: float | None = Field(None, description="Actual spend this period, as the deployed gateway metered it.")
 
 
+class CallerSpend(BaseModel):
+    """What one team or key has spent this month, as the deployed gateways metered it."""
+
+    scope: Literal["team", "key"]
+    name: str
+    spent_usd: float
+    requests: int
+    input_tokens: int
+    output_tokens: int
+    unpriced_tokens: int = 0
+
+
 class CostReport(BaseModel):
     catalog_version: str
     prices_as_of: str
@@ -66,6 +78,8 @@ class CostReport(BaseModel):
     monthly_min_usd: float
     monthly_max_usd: float
     budgets: list[BudgetStatus]
+    callers: list[CallerSpend] = Field(default_factory=list, description="Spend this month per team and per key, "
+                                       "as metered (`llmctl cost` against a deployment).")
 
     def budget(self, name: str) -> BudgetStatus | None:
         return next((b for b in self.budgets if b.name == name), None)

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 from typing import Literal
 
-from llmctl.cost.model import DECLARED, ApiPrice, BudgetStatus, CostReport, ModelCost
-from llmctl.textfmt import md_cell
+from llmctl.cost.model import DECLARED, ApiPrice, BudgetStatus, CallerSpend, CostReport, ModelCost
+from llmctl.textfmt import md_cell, plural
 
 Format = Literal["text", "json", "markdown"]
 
@@ -76,7 +76,15 @@ def cost_lines(report: CostReport, with_source: bool = False) -> list[str]:
         lines += [f"  {'':<{width}}  note: {note}" for note in cost.notes]
     lines.append(f"  {'total':<{width}}  {_range(report.monthly_min_usd, report.monthly_max_usd)}/mo")
     lines += [f"  {budget_line(budget)}" for budget in report.budgets]
+    lines += [f"  {caller_line(caller)}" for caller in report.callers]
     return lines
+
+
+def caller_line(caller: CallerSpend) -> str:
+    unpriced = f" ({caller.unpriced_tokens} tokens unpriced)" if caller.unpriced_tokens else ""
+    return (f"{caller.scope} {caller.name}: {money(caller.spent_usd)} spent this month{unpriced}, "
+            f"{plural(caller.requests, 'request')}, {caller.input_tokens} input / {caller.output_tokens} output "
+            "tokens (metered by the gateway)")
 
 
 def render_cost(report: CostReport, fmt: Format) -> str:
@@ -92,5 +100,6 @@ def render_cost(report: CostReport, fmt: Format) -> str:
         rows.append("| " + " | ".join(md_cell(cell) for cell in (
             f"`{cost.model}`", priced_as, _hourly(cost), _monthly(cost), per_1m, fit)) + " |")
     budgets = [f"- {md_cell(budget_line(budget))}" for budget in report.budgets]
+    budgets += [f"- {md_cell(caller_line(caller))}" for caller in report.callers]
     return "\n".join([f"**Cost:** {_range(report.monthly_min_usd, report.monthly_max_usd)}/mo "
                       f"(prices as of {report.prices_as_of})", "", *rows, "", *budgets])

@@ -4,7 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from llmctl.cost.model import CostReport
+from llmctl.cost.model import CallerSpend, CostReport
 from llmctl.gateway.metering import Ledger
 from llmctl.gateway.spec import GatewaySpec
 from llmctl.state import State
@@ -26,17 +26,21 @@ def ledger_usage(spec_path: Path) -> dict[str, Any] | None:
 
 
 def with_actual_spend(report: CostReport, state: State) -> CostReport:
-    """The estimate with each budget's spend so far beside it (what the state's gateways metered)."""
-    spent = _spent_by_budget(state)
-    budgets = [budget.model_copy(update={"spent_usd": spent.get(budget.name)}) for budget in report.budgets]
-    return report.model_copy(update={"budgets": budgets})
-
-
-def _spent_by_budget(state: State) -> dict[str, float]:
-    """USD each budget has spent this period, over every gateway in the state."""
+    """The estimate with each budget's spend so far beside it, and each team's and key's spend this month (what
+    the state's gateways metered)."""
+    usages = [usage for resource in state.resources if "spec_path" in resource.attrs
+              if (usage := ledger_usage(Path(resource.attrs["spec_path"]))) is not None]
     spent: dict[str, float] = {}
-    for resource in state.resources:
-        usage = ledger_usage(Path(resource.attrs["spec_path"])) if "spec_path" in resource.attrs else None
-        for name, budget in (usage or {}).get("budgets", {}).items():
+    callers: dict[tuple[str, str], dict[str, float]] = {}
+    for usage in usages:  # several gateways serve disjoint traffic: their figures add up
+        for name, budget in usage.get("budgets", {}).items():
             spent[name] = spent.get(name, 0.0) + budget["spent_usd"]
-    return spent
+        for scope in ("team", "key"):
+            for name, used in usage.get(f"{scope}s", {}).items():
+                total = callers.setdefault((scope, name), {})
+                for field in ("spent_usd", "requests", "input_tokens", "output_tokens", "unpriced_tokens"):
+                    total[field] = total.get(field, 0) + used[field]
+    budgets = [budget.model_copy(update={"spent_usd": spent.get(budget.name)}) for budget in report.budgets]
+    return report.model_copy(update={"budgets": budgets, "callers": [
+        CallerSpend(scope=scope, name=name, **total)  # type: ignore[arg-type]
+        for (scope, name), total in sorted(callers.items())]})
