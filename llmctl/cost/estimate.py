@@ -157,6 +157,7 @@ def _budget(name: str, desired: Desired, models: list[ModelCost]) -> BudgetStatu
         exceeded=high > budget.limit_usd,
         alerts_crossed=[a for a in budget.alert_at if high >= a * budget.limit_usd],
         models=[m.model for m in members],
+        teams=sorted(team.name for team in (desired.gateway.teams if desired.gateway else []) if team.budget == name),
         incomplete=[m.model for m in members if m.monthly_max_usd is None or not (m.traffic_known or m.kind != "api")],
     )
 

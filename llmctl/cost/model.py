@@ -54,6 +54,8 @@ class BudgetStatus(BaseModel):
     exceeded: bool
     alerts_crossed: list[float]
     models: list[str]
+    teams: list[str] = Field(default_factory=list, description="Teams whose keys' requests count against it, on "
+                             "any model: enforced by the gateway request by request, not projected.")
     incomplete: list[str] = Field(default_factory=list, description="Models whose cost is unknown.")
     spent_usd: float | None = Field(None, description="Actual spend this period, as the deployed gateway metered it.")
 

@@ -55,6 +55,10 @@ def budget_line(budget: BudgetStatus) -> str:
         line += f"; spent so far this {budget.period}: {money(budget.spent_usd)} (metered by the gateway)"
     if budget.incomplete:
         line += f"; cannot be complete: no cost for {', '.join(budget.incomplete)}"
+    if budget.teams:
+        # A team's requests are not part of the declared traffic: the gateway holds them to the limit instead.
+        line += (f"; also counts team {', '.join(budget.teams)}'s requests, enforced per request by the gateway and "
+                 "not in this projection")
     return line
 
 

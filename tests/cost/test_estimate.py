@@ -8,6 +8,7 @@ from llmctl.cost.catalog import load_catalog
 from llmctl.cost.estimate import estimate
 from llmctl.cost.hosted import price_of
 from llmctl.cost.model import MONTH_HOURS
+from llmctl.cost.render import budget_line
 from llmctl.desired import Desired
 
 
@@ -62,6 +63,16 @@ def test_a_budget_counts_the_models_in_its_scope_too() -> None:
     [budget] = estimate(plan, load_catalog(), None)[0].budgets
     assert budget.models == ["named", "scoped"]
     assert budget.projected_max_usd == round(2 * MONTH_HOURS, 2) and budget.exceeded
+
+
+def test_a_team_budget_names_its_teams_and_says_their_requests_are_not_projected() -> None:
+    config = Config.model_validate({
+        "version": 1, "project": "p", "budgets": [{"name": "support-team", "limit_usd": 300, "on_exceed": "block"}],
+        "gateway": {"keys": [{"name": "app", "env": "APP_KEY", "team": "support"}],
+                    "teams": [{"name": "support", "budget": "support-team"}, {"name": "data"}]}})
+    [budget] = estimate(Desired.from_parts(config, Path(".")), load_catalog(), None)[0].budgets
+    assert (budget.teams, budget.models, budget.projected_max_usd) == (["support"], [], 0.0)
+    assert "also counts team support's requests, enforced per request by the gateway" in budget_line(budget)
 
 
 def test_a_hosted_model_without_a_price_is_an_error_only_where_a_blocking_budget_counts_it() -> None:
