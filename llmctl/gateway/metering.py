@@ -28,6 +28,20 @@ Period = Literal["day", "week", "month"]
 # at which something is wrong (a process holding a transaction open), not a wait anyone should see.
 BUSY_TIMEOUT_S = 10.0
 
+# Totals per UTC day. Per key and team in a table of their own: `daily`'s scopes are fixed by a CHECK that ledgers
+# on disk already have.
+_DAILY = """CREATE TABLE IF NOT EXISTS {table} (
+    scope TEXT NOT NULL CHECK (scope IN ({scopes})),
+    name TEXT NOT NULL,
+    day INTEGER NOT NULL,            -- UTC midnight, epoch seconds
+    usd REAL NOT NULL,
+    input_tokens INTEGER NOT NULL,
+    output_tokens INTEGER NOT NULL,
+    requests INTEGER NOT NULL,
+    unpriced_tokens INTEGER NOT NULL,
+    PRIMARY KEY (scope, name, day)
+) WITHOUT ROWID;"""
+
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS spend (
     id INTEGER PRIMARY KEY,
@@ -39,28 +53,8 @@ CREATE TABLE IF NOT EXISTS spend (
     output_tokens INTEGER NOT NULL,
     usd REAL                         -- NULL: the model has no price, the tokens are metered but not priced
 );
-CREATE TABLE IF NOT EXISTS daily (
-    scope TEXT NOT NULL CHECK (scope IN ('budget', 'model')),
-    name TEXT NOT NULL,
-    day INTEGER NOT NULL,            -- UTC midnight, epoch seconds
-    usd REAL NOT NULL,
-    input_tokens INTEGER NOT NULL,
-    output_tokens INTEGER NOT NULL,
-    requests INTEGER NOT NULL,
-    unpriced_tokens INTEGER NOT NULL,
-    PRIMARY KEY (scope, name, day)
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS callers_daily (
-    scope TEXT NOT NULL CHECK (scope IN ('key', 'team')),
-    name TEXT NOT NULL,
-    day INTEGER NOT NULL,            -- UTC midnight, epoch seconds
-    usd REAL NOT NULL,
-    input_tokens INTEGER NOT NULL,
-    output_tokens INTEGER NOT NULL,
-    requests INTEGER NOT NULL,
-    unpriced_tokens INTEGER NOT NULL,
-    PRIMARY KEY (scope, name, day)
-) WITHOUT ROWID;
+{daily}
+{callers_daily}
 CREATE TABLE IF NOT EXISTS assignments (
     prompt TEXT NOT NULL,
     caller TEXT NOT NULL,            -- sha256 of the request's `user`, else of its key's name: never the value itself
@@ -98,7 +92,8 @@ CREATE TABLE IF NOT EXISTS alerts (
     at REAL NOT NULL,
     UNIQUE (budget, period_start, threshold)
 );
-"""
+""".format(daily=_DAILY.format(table="daily", scopes="'budget', 'model'"),
+                             callers_daily=_DAILY.format(table="callers_daily", scopes="'key', 'team'"))
 
 _INSERT_SPEND = """
 INSERT INTO spend (at, model, key_id, budget, input_tokens, output_tokens, usd) VALUES (?, ?, ?, ?, ?, ?, ?)
@@ -115,7 +110,6 @@ ON CONFLICT (scope, name, day) DO UPDATE SET
     unpriced_tokens = unpriced_tokens + excluded.unpriced_tokens
 """
 
-# Per key and team: their own table, since `daily`'s scopes are fixed by a CHECK that ledgers on disk already have.
 _ADD_CALLERS_DAILY = _ADD_DAILY.replace("INSERT INTO daily", "INSERT INTO callers_daily")
 
 _SUMS = """COALESCE(SUM(usd), 0.0), COALESCE(SUM(input_tokens), 0), COALESCE(SUM(output_tokens), 0),
