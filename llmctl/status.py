@@ -6,7 +6,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_serializer
 from rich.console import Console
 from rich.table import Table
 
@@ -71,6 +71,11 @@ class StatusReport(BaseModel):
     alerts: FiringAlerts | None = Field(None, description="What the environment's Prometheus has firing; None: no "
                                         "Prometheus in state.")
     rollout: RolloutRecord | None = Field(None, description="The last rollout, with the weights it left.")
+
+    @field_serializer("rollout")
+    def _decision_record(self, rollout: RolloutRecord | None) -> dict[str, Any] | None:
+        # The config it rolls out rides in state for `rollout promote`; a status report has no use for it.
+        return None if rollout is None else rollout.model_dump(mode="json", exclude={"target", "target_lock"})
 
     @property
     def healthy(self) -> bool:

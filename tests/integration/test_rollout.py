@@ -129,6 +129,8 @@ def test_a_canary_that_passes_serves_beside_stable_then_is_promoted(llmctl: Run,
     assert [(s["weight"], s["verdict"]) for s in record["steps"]] == [(50, "passed"), (100, "passed")]
     assert record["steps"][0]["canary"]["requests"] >= 4 and record["steps"][1]["stable"] is None
     assert "target" not in record  # the config rides in state, not in the report
+    status = json.loads(llmctl("status", "-f", str(config), "--format", "json").stdout)["rollout"]
+    assert (status["status"], status["weight"]) == ("promoted", 100) and "target" not in status
 
 
 def test_a_canary_that_misses_its_slo_is_aborted_with_exit_4(llmctl: Run, rolled) -> None:
