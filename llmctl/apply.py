@@ -211,8 +211,10 @@ def carry_on(new: State, target: Resolved, get_provider: Callable[[str], Provide
         new.rollout = updated
         backend.write(new)
 
-    def grade(resolved: Resolved, runs: list[str]) -> EvalReport:
+    def grade(_step: Resolved, runs: list[str]) -> EvalReport:
         assert evaluate is not None
+        # Asked as the target config: its model identity keys the answer cache, so the new version's answers are
+        # never mistaken for the stable one's.
         report = evaluate(target, new.endpoints, runs, new.eval_baseline, versions={record.model: CANARY})
         new.evals = {**new.evals, **report.for_state()}
         return report
@@ -237,6 +239,10 @@ def carry_on(new: State, target: Resolved, get_provider: Callable[[str], Provide
                               f"{again}\n`llmctl rollout abort` tries again") from None
         raise LlmctlError(f"rollout of model {record.model} aborted, only the stable version serves (state serial "
                           f"{new.serial}):\n{exc}") from None
+    except LlmctlError as exc:  # the analysis could not be made (the load worker died, an eval could not run)
+        raise LlmctlError(f"{exc}\nThe rollout of model {record.model} stays at step {record.step + 1} "
+                          f"({record.weight}%): `llmctl rollout promote` tries the step again, `llmctl rollout "
+                          "abort` goes back to the stable version") from None
     if outcome == "paused":
         return ApplyOutcome(new, rollout=record)
     if outcome == "failed":
