@@ -121,7 +121,8 @@ def _gateway_lines(gateway: GatewayStatus) -> list[str]:
         lines.append(f"  {spend['unpriced_tokens']} tokens this month could not be priced (no price for their model)")
     for scope in ("team", "key"):
         for name, used in sorted(spend.get(f"{scope}s", {}).items()):
-            priced = f"${used['spent_usd']:.4f}" + (" (part unpriced)" if used["unpriced_tokens"] else "")
+            unpriced = used["unpriced_tokens"]
+            priced = f"${used['spent_usd']:.4f}" + (f" ({unpriced} tokens unpriced)" if unpriced else "")
             lines.append(f"  {scope} {name}: {priced} this month, {plural(used['requests'], 'request')}, "
                          f"{used['input_tokens']} input / {used['output_tokens']} output tokens")
     for model, rated in sorted(spend.get("feedback_24h", {}).items()):
