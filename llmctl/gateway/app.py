@@ -50,7 +50,7 @@ from llmctl.gateway.routing import CANARY, Rotation, Upstream
 from llmctl.gateway.spec import GatewaySpec, KeySpec, RouteSpec, priced_usd
 from llmctl.gateway.spend import BudgetState, Spending
 from llmctl.gateway.tokens import counter_for
-from llmctl.gateway.transport import UpstreamTransport
+from llmctl.gateway.transport import UpstreamClient, UpstreamTransport
 from llmctl.gateway.variants import Variants, caller_of, pinned_version, version_of
 
 log = logging.getLogger("llmctl.gateway")
@@ -194,8 +194,9 @@ class Gateway:
         # One client for every upstream request: pooled HTTP/1.1 keep-alive connections, no per-request setup.
         limits = httpx.Limits(max_connections=MAX_CONNECTIONS, max_keepalive_connections=MAX_CONNECTIONS,
                               keepalive_expiry=KEEPALIVE_EXPIRY_S)
-        self.client = _client(
-            httpx.Timeout(spec.upstream_timeout_s, connect=min(CONNECT_TIMEOUT_S, spec.upstream_timeout_s)), limits)
+        self.client = UpstreamClient(
+            httpx.Timeout(spec.upstream_timeout_s, connect=min(CONNECT_TIMEOUT_S, spec.upstream_timeout_s)), limits,
+            UpstreamTransport(limits))
         # The probes have their own, unpooled: a probe never holds (or, answered with `Connection: close`, ends) a
         # connection a request could have reused, and it finds out whether a new connection is accepted.
         self.probe_client = _client(PROBE_TIMEOUT_S, httpx.Limits(max_keepalive_connections=0))

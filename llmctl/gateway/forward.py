@@ -9,9 +9,10 @@ import httpx
 
 from llmctl.gateway.call import Call
 from llmctl.gateway.errors import GatewayError
+from llmctl.gateway.transport import UpstreamClient
 
 
-async def send(client: httpx.AsyncClient, call: Call, body: bytes, headers: dict[str, str],
+async def send(client: UpstreamClient, call: Call, body: bytes, headers: dict[str, str],
                stream: bool) -> httpx.Response:
     """POST to the route's upstreams in turn until one answers. Only a refused (or timed-out) connection moves on to
     the next replica, and marks the one that refused down for a while: nothing was sent, so nothing is repeated."""
@@ -24,9 +25,8 @@ async def send(client: httpx.AsyncClient, call: Call, body: bytes, headers: dict
     while index < len(upstreams):
         upstream = upstreams[index]
         url = upstream.chat_url if call.kind == "chat" else upstream.completions_url
-        request = client.build_request("POST", url, content=body, headers=headers)
         try:
-            response = await client.send(request, stream=stream)
+            response = await client.post(url, body, headers, stream)
         except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
             reason = error_text(exc)
             upstream.mark_down(reason)
@@ -56,7 +56,7 @@ async def send(client: httpx.AsyncClient, call: Call, body: bytes, headers: dict
                        "upstream_error", "upstream_unreachable")
 
 
-def _timeout(client: httpx.AsyncClient) -> GatewayError:
+def _timeout(client: UpstreamClient) -> GatewayError:
     return GatewayError(504, f"the upstream did not answer within {client.timeout.read:g} s", "upstream_timeout",
                         "upstream_timeout")
 

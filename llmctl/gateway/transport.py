@@ -1,234 +1,326 @@
-"""A lean httpx transport for plain-HTTP upstreams (the replicas beside the gateway).
+"""How the gateway calls its upstreams: a lean HTTP/1.1 client for plain-http replicas, httpx for hosted APIs.
 
-httpx's default transport runs httpcore's connection pool over anyio streams; per request that is a few hundred
-microseconds of checkpoints and cancel scopes, a large part of what a gateway adds to a fast local model server.
-This one runs the same httpcore pool (same HTTP/1.1 keep-alive, limits and timeouts) over asyncio protocols
-directly, and sends a request's headers and body in one write (they leave together when the response is first
-read), which also spares the upstream a second read. Hosted APIs (https, possibly through a proxy) keep httpx's own
-transport: the app mounts this one for http:// only. What it saves against httpx's own transport is measured by
-`benchmarks/gateway_overhead.py --compare-transports` (figures in benchmarks/README.md): re-measure before
-changing it or upgrading httpx/httpcore.
+httpx's client and its default transport (httpcore's pool over anyio streams, h11 parsing in pure Python) spend,
+per request, more CPU than everything else the gateway does for a fast local model server, and again for every
+streamed chunk. `UpstreamTransport` is an httpx transport that keeps idle HTTP/1.1 connections per upstream, writes a
+request's head and body in one send, and parses the answer with httptools (llhttp, the parser uvicorn runs)
+straight from asyncio's protocol callbacks. `UpstreamClient` posts to a replica through it without
+httpx.AsyncClient's per-request work (cookie jar, auth and redirect flows, event hooks), which a gateway never uses;
+hosted APIs (https, perhaps through HTTPS_PROXY) keep httpx's own client. Errors are httpx's (ConnectError,
+ReadTimeout, RemoteProtocolError, ...), so callers cannot tell the two apart. What this saves is measured by
+`benchmarks/gateway_overhead.py` (and `--compare-transports` against httpx's own transport): re-measure before
+changing it.
 """
 from __future__ import annotations
 
 import asyncio
 import socket
-from collections.abc import AsyncIterator, Iterable
+import time
+from collections.abc import AsyncIterator
 from typing import Any
 
-import httpcore
+import httptools
 import httpx
 
-# Buffered request bytes beyond this are written out (and backpressure honoured) without waiting for the first read.
-_FLUSH_AT = 256 * 1024
-# Received bytes not yet read beyond this pause reading from the socket (a slow client slows the upstream down).
+# Received body bytes not yet read beyond this pause reading from the socket (a slow client slows the upstream).
 _READ_HIGH = 4 * 1024 * 1024
+# What httpcore said, which callers match on: the pooled connection was closed by the server as it was reused.
+NO_RESPONSE = "Server disconnected without sending a response."
 
 
-class _Protocol(asyncio.Protocol):
+class _Connection(asyncio.Protocol):
+    """One kept-alive HTTP/1.1 connection, one exchange at a time. The parser's callbacks fill in the response;
+    `_wake` tells the task waiting for more."""
+
     def __init__(self) -> None:
         self.transport: asyncio.Transport | None = None
-        self.buffer = bytearray()
-        self.eof = False
-        self.error: BaseException | None = None
-        self.waiter: asyncio.Future[None] | None = None
-        self.drained: asyncio.Future[None] | None = None
-        self.paused = False
+        self.parser = httptools.HttpResponseParser(self)
+        self.busy = False  # an exchange is under way: bytes now are its response's
+        self.broken: BaseException | None = None  # unusable from now on (closed, spoke out of turn, bad bytes)
+        self.closed = False
+        self.idle_since = 0.0
+        self._reset()
+        self._waiter: asyncio.Future[None] | None = None
+        self._drained: asyncio.Future[None] | None = None
+
+    def _reset(self) -> None:
+        self.status = 0
+        self.headers: list[tuple[bytes, bytes]] = []
+        self.head_done = False
+        self.until_eof = False  # a body with neither length nor chunks ends when the server closes
+        self.keep_alive = True
+        self.complete = False
+        self.received = False  # any byte of this exchange's response
+        self.body: list[bytes] = []
+        self.queued = 0
+
+    # --- asyncio.Protocol ---
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]  # uvloop's transports are not asyncio.Transport
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
     def data_received(self, data: bytes) -> None:
-        self.buffer += data
-        if len(self.buffer) > _READ_HIGH and self.transport is not None:
+        if not self.busy or self.complete:
+            self.broken = httpx.RemoteProtocolError("the upstream sent bytes outside an exchange")
+            self._close()
+            return
+        self.received = True
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserError as exc:
+            self.broken = httpx.RemoteProtocolError(f"the upstream's answer is not valid HTTP/1.1: {exc}")
+            self._close()
+        if self.queued > _READ_HIGH and self.transport is not None and not self.transport.is_closing():
             self.transport.pause_reading()
         self._wake()
 
     def eof_received(self) -> bool:
-        self.eof = True
-        self._wake()
-        return False  # close the transport: HTTP/1.1 has nothing to send after the server's EOF
+        self._ended(None)
+        return False
 
-    def connection_lost(self, exc: BaseException | None) -> None:
-        self.eof = True
-        self.error = exc
-        self._wake()
-        self.resume_writing()
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._ended(exc)
+        if self._drained is not None and not self._drained.done():
+            self._drained.set_result(None)
 
     def pause_writing(self) -> None:
-        self.paused = True
+        self._drained = asyncio.get_running_loop().create_future()
 
     def resume_writing(self) -> None:
-        self.paused = False
-        if self.drained is not None and not self.drained.done():
-            self.drained.set_result(None)
+        if self._drained is not None and not self._drained.done():
+            self._drained.set_result(None)
+        self._drained = None
+
+    # --- httptools callbacks ---
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self.headers.append((name, value))
+
+    def on_headers_complete(self) -> None:
+        self.status = self.parser.get_status_code()
+        self.keep_alive = self.parser.should_keep_alive()
+        names = {name.lower() for name, _ in self.headers}
+        chunked = any(n == b"transfer-encoding" and b"chunked" in v.lower() for n, v in self.headers)
+        self.until_eof = (b"content-length" not in names and not chunked and self.status not in (204, 304)
+                          and self.status >= 200)
+        self.head_done = True
+
+    def on_body(self, body: bytes) -> None:
+        self.body.append(body)
+        self.queued += len(body)
+
+    def on_message_complete(self) -> None:
+        self.complete = True
+
+    # --- for the exchange ---
+
+    def _ended(self, exc: BaseException | None) -> None:
+        self.closed = True
+        if self.busy and not self.complete:
+            if self.until_eof and self.head_done:
+                self.complete, self.keep_alive = True, False
+            elif self.broken is None:
+                reason = str(exc) if exc else ""
+                self.broken = httpx.RemoteProtocolError(
+                    NO_RESPONSE if not self.received else
+                    f"the upstream closed the connection in the middle of its answer{': ' + reason if reason else ''}")
+        self._wake()
+
+    def _close(self) -> None:
+        self.closed = True
+        if self.transport is not None:
+            self.transport.close()
 
     def _wake(self) -> None:
-        if self.waiter is not None and not self.waiter.done():
-            self.waiter.set_result(None)
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
 
-
-class _Stream(httpcore.AsyncNetworkStream):
-    def __init__(self, transport: asyncio.Transport, protocol: _Protocol) -> None:
-        self._transport = transport
-        self._protocol = protocol
-        self._pending: list[bytes] = []
-        self._pending_size = 0
-
-    def _flush(self) -> None:
-        pending = self._pending
-        if self._transport.is_closing():
-            pending.clear()
-            raise httpcore.WriteError("the connection is closed")
-        self._transport.write(pending[0] if len(pending) == 1 else b"".join(pending))
-        pending.clear()
-        self._pending_size = 0
-
-    async def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
-        if self._pending:
-            self._flush()
-        protocol = self._protocol
-        if not protocol.buffer and not protocol.eof:
-            protocol.waiter = asyncio.get_running_loop().create_future()
-            try:
-                async with asyncio.timeout(timeout):  # None: no limit
-                    await protocol.waiter
-            except TimeoutError:
-                raise httpcore.ReadTimeout(f"no data for {timeout:g} s") from None
-            finally:
-                protocol.waiter = None
-        buffer = protocol.buffer
-        if buffer:
-            if len(buffer) <= max_bytes:
-                data = bytes(buffer)
-                buffer.clear()
-            else:
-                data = bytes(buffer[:max_bytes])
-                del buffer[:max_bytes]
-            if not self._transport.is_reading() and not self._transport.is_closing():
-                self._transport.resume_reading()
-            return data
-        if protocol.error is not None:
-            raise httpcore.ReadError(str(protocol.error) or type(protocol.error).__name__)
-        return b""  # EOF
-
-    async def write(self, buffer: bytes, timeout: float | None = None) -> None:
-        if not buffer:
-            return
-        self._pending.append(buffer)
-        self._pending_size += len(buffer)
-        if self._pending_size < _FLUSH_AT:
-            return
-        self._flush()
-        protocol = self._protocol
-        if protocol.paused:
-            protocol.drained = asyncio.get_running_loop().create_future()
-            try:
-                async with asyncio.timeout(timeout):
-                    await protocol.drained
-            except TimeoutError:
-                raise httpcore.WriteTimeout(f"the upstream took no data for {timeout:g} s") from None
-            finally:
-                protocol.drained = None
-        if protocol.error is not None:
-            raise httpcore.WriteError(str(protocol.error))
-
-    async def aclose(self) -> None:
-        self._pending.clear()
-        self._transport.close()
-
-    async def start_tls(self, ssl_context: Any, server_hostname: str | None = None,
-                        timeout: float | None = None) -> httpcore.AsyncNetworkStream:
-        raise httpcore.UnsupportedProtocol("this transport serves plain http:// upstreams only")
-
-    def get_extra_info(self, info: str) -> Any:
-        if info == "is_readable":
-            # A pooled connection the server closed (or wrote to) while idle must not be reused.
-            protocol = self._protocol
-            return protocol.eof or bool(protocol.buffer) or self._transport.is_closing()
-        if info == "socket":
-            return self._transport.get_extra_info("socket")
-        if info == "server_addr":
-            return self._transport.get_extra_info("peername")
-        if info == "client_addr":
-            return self._transport.get_extra_info("sockname")
-        return None
-
-
-class _Backend(httpcore.AsyncNetworkBackend):
-    async def connect_tcp(self, host: str, port: int, timeout: float | None = None,
-                          local_address: str | None = None,
-                          socket_options: Iterable[Any] | None = None) -> httpcore.AsyncNetworkStream:
-        loop = asyncio.get_running_loop()
+    async def wait(self, timeout: float | None) -> None:
+        """Until the parser or the socket has news, at most `timeout` seconds (ReadTimeout)."""
+        self._waiter = asyncio.get_running_loop().create_future()
         try:
             async with asyncio.timeout(timeout):
-                transport, protocol = await loop.create_connection(
-                    _Protocol, host, port, local_addr=(local_address, 0) if local_address else None)
+                await self._waiter
         except TimeoutError:
-            raise httpcore.ConnectTimeout(f"no connection within {timeout:g} s") from None
-        except OSError as exc:
-            raise httpcore.ConnectError(str(exc) or type(exc).__name__) from None
-        sock = transport.get_extra_info("socket")
-        if sock is not None:
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            for option in socket_options or ():
-                sock.setsockopt(*option)
-        return _Stream(transport, protocol)  # type: ignore[arg-type]
+            raise httpx.ReadTimeout(f"no data from the upstream for {timeout:g} s") from None
+        finally:
+            self._waiter = None
 
-    async def connect_unix_socket(self, path: str, timeout: float | None = None,
-                                  socket_options: Iterable[Any] | None = None) -> httpcore.AsyncNetworkStream:
-        raise httpcore.UnsupportedProtocol("unix sockets are not supported by this transport")
+    @property
+    def alive(self) -> bool:
+        return not self.closed and self.broken is None
 
-    async def sleep(self, seconds: float) -> None:
-        await asyncio.sleep(seconds)
+    async def send(self, data: bytes, timeout: float | None) -> None:
+        assert self.transport is not None
+        self._reset()
+        self.busy = True
+        self.transport.write(data)
+        if self._drained is not None:
+            try:
+                async with asyncio.timeout(timeout):
+                    await self._drained
+            except TimeoutError:
+                raise httpx.WriteTimeout(f"the upstream took no data for {timeout:g} s") from None
+        if self.closed and not self.received:
+            raise self.broken or httpx.RemoteProtocolError(NO_RESPONSE)
+
+    def take_body(self) -> bytes:
+        data = b"".join(self.body) if len(self.body) != 1 else self.body[0]
+        self.body.clear()
+        self.queued = 0
+        if self.transport is not None and not self.transport.is_reading() and not self.transport.is_closing():
+            self.transport.resume_reading()
+        return data
 
 
-def _mapped(exc: httpcore.TimeoutException | Exception, request: httpx.Request) -> httpx.HTTPError:
-    # httpx's exceptions carry httpcore's names (ConnectError, ReadTimeout, RemoteProtocolError, ...).
-    cls = getattr(httpx, type(exc).__name__, None)
-    if not (isinstance(cls, type) and issubclass(cls, httpx.TransportError)):
-        cls = httpx.TransportError
-    return cls(str(exc), request=request)
+class _Body(httpx.AsyncByteStream):
+    """A response's body as it arrives; the connection goes back to the pool once the body was read whole."""
 
-
-class _ResponseStream(httpx.AsyncByteStream):
-    def __init__(self, stream: Any, request: httpx.Request) -> None:
-        self._stream = stream
-        self._request = request
+    def __init__(self, pool: UpstreamTransport, key: tuple[str, int], connection: _Connection,
+                 timeout: float | None) -> None:
+        self._pool, self._key, self._connection, self._timeout = pool, key, connection, timeout
+        self._done = False
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
-        try:
-            async for part in self._stream:
-                yield part
-        except httpcore.TimeoutException as exc:
-            raise _mapped(exc, self._request) from exc
-        except (httpcore.NetworkError, httpcore.ProtocolError) as exc:
-            raise _mapped(exc, self._request) from exc
+        connection = self._connection
+        while True:
+            if connection.body:
+                yield connection.take_body()
+                continue
+            if connection.complete:
+                break
+            if connection.broken is not None:
+                self._finish(reuse=False)
+                raise connection.broken
+            await connection.wait(self._timeout)
+        self._finish(reuse=connection.keep_alive)
 
     async def aclose(self) -> None:
-        if hasattr(self._stream, "aclose"):
-            await self._stream.aclose()
+        self._finish(reuse=False)  # an answer not read to its end leaves bytes on the connection
+
+    def _finish(self, reuse: bool) -> None:
+        if not self._done:
+            self._done = True
+            self._pool.release(self._key, self._connection, reuse)
 
 
 class UpstreamTransport(httpx.AsyncBaseTransport):
+    """httpx transport for plain http:// upstreams: idle connections kept per host and port (at most
+    `max_keepalive_connections` in all, for `keepalive_expiry` seconds), at most `max_connections` open at once."""
+
     def __init__(self, limits: httpx.Limits) -> None:
-        self._pool = httpcore.AsyncConnectionPool(
-            max_connections=limits.max_connections, max_keepalive_connections=limits.max_keepalive_connections,
-            keepalive_expiry=limits.keepalive_expiry, network_backend=_Backend())
+        self._idle: dict[tuple[str, int], list[_Connection]] = {}
+        self._idle_count = 0
+        self._max_idle = limits.max_keepalive_connections if limits.max_keepalive_connections is not None else 1 << 30
+        self._expiry = limits.keepalive_expiry if limits.keepalive_expiry is not None else float("inf")
+        self._slots = asyncio.Semaphore(limits.max_connections) if limits.max_connections else None
+        self._open: set[_Connection] = set()
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         url = request.url
-        core_request = httpcore.Request(
-            method=request.method,
-            url=httpcore.URL(scheme=url.raw_scheme, host=url.raw_host, port=url.port, target=url.raw_path),
-            headers=request.headers.raw, content=request.stream, extensions=request.extensions)
+        if url.scheme != "http":
+            raise httpx.UnsupportedProtocol(f"this transport serves plain http:// upstreams only, not {url.scheme}")
+        timeouts = request.extensions.get("timeout", {})
+        key = (url.host, url.port or 80)
+        head = [b"%s %s HTTP/1.1\r\n" % (request.method.encode(), url.raw_path)]
+        head.extend(b"%s: %s\r\n" % (name, value) for name, value in request.headers.raw)
+        head.append(b"\r\n")
+        data = b"".join([*head, await request.aread()])
+        connection = await self._connection(key, timeouts.get("connect"), timeouts.get("pool"))
         try:
-            response = await self._pool.handle_async_request(core_request)
-        except (httpcore.TimeoutException, httpcore.NetworkError, httpcore.ProtocolError,
-                httpcore.UnsupportedProtocol) as exc:
-            raise _mapped(exc, request) from exc
-        return httpx.Response(status_code=response.status, headers=response.headers,
-                              stream=_ResponseStream(response.stream, request), extensions=response.extensions)
+            await connection.send(data, timeouts.get("write"))
+            while not connection.head_done:
+                if connection.broken is not None:
+                    raise connection.broken
+                await connection.wait(timeouts.get("read"))
+        except BaseException:
+            self.release(key, connection, reuse=False)
+            raise
+        return httpx.Response(connection.status, headers=connection.headers, request=request,
+                              stream=_Body(self, key, connection, timeouts.get("read")),
+                              extensions={"http_version": b"HTTP/1.1"})
+
+    async def _connection(self, key: tuple[str, int], connect: float | None, pool: float | None) -> _Connection:
+        idle = self._idle.get(key)
+        now = time.monotonic()
+        while idle:
+            connection = idle.pop()
+            self._idle_count -= 1
+            if connection.alive and now - connection.idle_since < self._expiry:
+                return connection
+            self._drop(connection)
+        if self._slots is not None:
+            try:
+                async with asyncio.timeout(pool):
+                    await self._slots.acquire()
+            except TimeoutError:
+                raise httpx.PoolTimeout(f"no free connection within {pool:g} s") from None
+        loop = asyncio.get_running_loop()
+        try:
+            async with asyncio.timeout(connect):
+                _, connection = await loop.create_connection(_Connection, *key)
+        except BaseException as exc:
+            if self._slots is not None:
+                self._slots.release()
+            if isinstance(exc, TimeoutError):
+                raise httpx.ConnectTimeout(f"no connection within {connect:g} s") from None
+            if isinstance(exc, OSError):
+                raise httpx.ConnectError(str(exc) or type(exc).__name__) from None
+            raise
+        self._open.add(connection)
+        return connection
+
+    def release(self, key: tuple[str, int], connection: _Connection, reuse: bool) -> None:
+        connection.busy = False
+        if reuse and connection.alive and self._idle_count < self._max_idle:
+            connection.idle_since = time.monotonic()
+            self._idle.setdefault(key, []).append(connection)
+            self._idle_count += 1
+            return
+        self._drop(connection)
+
+    def _drop(self, connection: _Connection) -> None:
+        connection._close()
+        if connection in self._open:
+            self._open.discard(connection)
+            if self._slots is not None:
+                self._slots.release()
 
     async def aclose(self) -> None:
-        await self._pool.aclose()
+        for connection in list(self._open):
+            self._drop(connection)
+        self._idle.clear()
+        self._idle_count = 0
+
+
+class UpstreamClient:
+    """The gateway's calls to its upstreams: a replica's through `plain` (an UpstreamTransport) directly, a hosted
+    API's through httpx's client."""
+
+    def __init__(self, timeout: httpx.Timeout, limits: httpx.Limits, plain: httpx.AsyncBaseTransport) -> None:
+        self.timeout = timeout
+        self._plain = plain
+        self._extensions: dict[str, Any] = {"timeout": timeout.as_dict()}
+        self._hosted = httpx.AsyncClient(timeout=timeout, limits=limits)
+
+    async def post(self, url: httpx.URL, body: bytes, headers: dict[str, str], stream: bool) -> httpx.Response:
+        """The upstream's response, its body read unless `stream`. Raises httpx's transport errors."""
+        if url.scheme != "http":
+            return await self._hosted.send(self._hosted.build_request("POST", url, content=body, headers=headers),
+                                           stream=stream)
+        request = httpx.Request("POST", url, content=body, headers=headers, extensions=self._extensions)
+        response = await self._plain.handle_async_request(request)
+        if not stream:
+            try:
+                await response.aread()
+            except BaseException:
+                await response.aclose()
+                raise
+        return response
+
+    async def aclose(self) -> None:
+        await self._hosted.aclose()
+        await self._plain.aclose()
