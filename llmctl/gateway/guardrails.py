@@ -275,20 +275,49 @@ def _credit_cards(text: str) -> Iterator[_Hit]:
 
 
 def _luhn_windows(groups: list[tuple[int, int, str]]) -> Iterator[_Hit]:
-    """Card numbers among consecutive digit groups: 13 to 19 digits that pass Luhn, longest first, left to right
-    (an order number may precede a card in the same run of groups).
-
-    One random number in ten passes Luhn, so the first digit must also be a card issuer's: ISO/IEC 7812's major
-    industry identifiers 2 to 6 (Mastercard, Amex, Diners, JCB, Visa, Discover, Maestro, UnionPay)."""
+    """Card numbers among consecutive digit groups, longest first, left to right (an order number may precede a card
+    in the same run of groups): written as cards are (see `_card_grouping`), passing Luhn, and with an issuer's
+    leading digits and length (data/card_issuers.yaml)."""
     i = 0
     while i < len(groups):
         for j in range(len(groups) - 1, i - 1, -1):
             digits = "".join(group for _, _, group in groups[i:j + 1])
-            if 13 <= len(digits) <= 19 and digits[0] in "23456" and luhn.is_valid(digits):
+            if (13 <= len(digits) <= 19 and _card_grouping([len(group) for _, _, group in groups[i:j + 1]])
+                    and _issued(digits) and luhn.is_valid(digits)):
                 yield _Hit(groups[i][0], groups[j][1], "credit_card")
                 i = j
                 break
         i += 1
+
+
+def _card_grouping(sizes: list[int]) -> bool:
+    """All digits together, in fours (the last group may be shorter), or a grouping of its own some issuer uses."""
+    return (len(sizes) == 1 or all(size == 4 for size in sizes[:-1]) and 1 <= sizes[-1] <= 4
+            or sizes in _CARDS.groupings)
+
+
+@dataclass(frozen=True)
+class _Issuers:
+    ranges: list[tuple[int, int, int, frozenset[int]]]  # (leading digits compared, low, high, lengths)
+    groupings: list[list[int]]
+
+
+def _load_card_issuers() -> _Issuers:
+    data = yaml.safe_load(files("llmctl.gateway").joinpath("data/card_issuers.yaml").read_text("utf-8"))
+    ranges = []
+    for issuer in data["issuers"]:
+        for prefix in issuer["prefixes"]:
+            low, _, high = prefix.partition("-")
+            ranges.append((len(low), int(low), int(high or low), frozenset(issuer["lengths"])))
+    return _Issuers(ranges, data["groupings"])
+
+
+_CARDS = _load_card_issuers()
+
+
+def _issued(digits: str) -> bool:
+    return any(len(digits) in lengths and low <= int(digits[:width]) <= high
+               for width, low, high, lengths in _CARDS.ranges)
 
 
 # Country code, check digits, then 11 to 30 letters or digits, optionally in space-separated groups.
@@ -329,8 +358,11 @@ def _ips(text: str) -> Iterator[_Hit]:
     if text.count(":") < 2:
         return
     for match in _IPV6.finditer(text):
-        # At least two groups written out: "::1"-like strings are more often Python slices ("a[::2]") than addresses.
-        if sum(1 for group in match.group().split(":") if group) >= 2 and _is_ip(match.group(), ipaddress.IPv6Address):
+        # Real addresses write out three groups or more, or at least one of three or four hex digits ("fe80::1");
+        # "1::2" and "a::b" are far more often slices and scopes in code than addresses.
+        written = [group for group in match.group().split(":") if group]
+        if (len(written) >= 3 or any(len(group) >= 3 for group in written)) \
+                and _is_ip(match.group(), ipaddress.IPv6Address):
             yield _Hit(match.start(), match.end(), "ip")
 
 
