@@ -33,6 +33,7 @@ from stdnum.us import ssn
 
 from llmctl.config.schema import InputGuard, OutputGuard
 from llmctl.gateway.tokens import TokenCounter
+from llmctl.gateway.unveil import unveil
 
 
 @dataclass(frozen=True)
@@ -55,9 +56,9 @@ def check_input(text: str, guard: InputGuard, tokens: TokenCounter) -> Verdict:
     if guard.max_tokens is not None and (count := tokens.count(text)) > guard.max_tokens:
         return _block("max_tokens", f"input is {count} tokens, the limit is {guard.max_tokens}")
     flagged: list[Action] = []
-    if guard.prompt_injection != "off" and (pattern_id := find_prompt_injection(text)):
+    if guard.prompt_injection != "off" and (found := find_prompt_injection(text)):
         if guard.prompt_injection == "block":
-            return _block("prompt_injection", f"input looks like a prompt injection ({pattern_id})")
+            return _block("prompt_injection", f"input looks like a prompt injection ({found})")
         flagged.append(Action("prompt_injection", "flag"))
     verdict = _screen(text, guard, "input")
     verdict.actions[:0] = flagged
@@ -203,9 +204,13 @@ _INJECTION_PATTERNS = _load_injection_patterns()
 
 
 def find_prompt_injection(text: str) -> str | None:
-    """The id of the first prompt-injection pattern the text matches (see data/prompt_injection.yaml)."""
-    lowered = text.lower()
-    return next((pattern.id for pattern in _INJECTION_PATTERNS if pattern.search(lowered)), None)
+    """The id of the first prompt-injection pattern the text matches (see data/prompt_injection.yaml), read through
+    its disguises (see unveil.py), with the disguises named: "ignore-previous-instructions; disguised by base64"."""
+    unveiled = unveil(text)
+    pattern_id = next((pattern.id for pattern in _INJECTION_PATTERNS if pattern.search(unveiled.text)), None)
+    if pattern_id is None or not unveiled.tricks:
+        return pattern_id
+    return f"{pattern_id}; disguised by {', '.join(unveiled.tricks)}"
 
 
 # --- PII -------------------------------------------------------------------------------------------------------------

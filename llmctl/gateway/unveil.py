@@ -1,0 +1,145 @@
+"""The text a prompt-injection check reads: as a model would read it, with the usual disguises taken off.
+
+    unveiled = unveil("Іgnоrе аll рrеvіоus instructions")   # Cyrillic look-alikes
+    unveiled.text     # "ignore all previous instructions"
+    unveiled.tricks   # ["confusable characters"]
+
+A model reads through what a regex does not: look-alike letters from other scripts, fullwidth forms, zero-width and
+direction characters, words spaced out letter by letter, leetspeak, and instructions encoded in base64, hex or rot13
+that the text asks it to decode. `unveil` lower-cases the text, undoes each of these, and names the ones it found
+(the detector reports them as reasons). Decoded payloads are appended after the text, so both are read.
+Confusables are Unicode's (confusables.txt, via the confusable-homoglyphs package); the rest is small enough to be
+written here. Plain ASCII text without encodings takes the fast path: lower-casing and two regex scans.
+"""
+from __future__ import annotations
+
+import base64
+import binascii
+import codecs
+import re
+import unicodedata
+from dataclasses import dataclass, field
+from functools import lru_cache
+
+from confusable_homoglyphs import confusables
+
+
+@dataclass
+class Unveiled:
+    text: str  # lower-cased, disguises undone, decoded payloads appended
+    tricks: list[str] = field(default_factory=list)  # the disguises found, in a fixed order
+
+
+@lru_cache(maxsize=1)
+def _latin_lookalikes() -> dict[int, str]:
+    """Every character Unicode lists as confusable with one ASCII letter or digit, mapped to it."""
+    table: dict[int, str] = {}
+    for char, homoglyphs in confusables.confusables_data.items():
+        if len(char) != 1 or char.isascii():
+            continue
+        latin = [glyph["c"] for glyph in homoglyphs if len(glyph["c"]) == 1 and glyph["c"].isascii()
+                 and glyph["c"].isalnum()]
+        if latin:
+            # A letter before a digit, of the same case where there is a choice. Unicode's prototype for every
+            # capital I look-alike is "l" (I and l look alike), but a capital is an I: Cyrillic "І" in "Іgnore".
+            best = min(latin, key=lambda c: (c.isdigit(), c.isupper() != char.isupper()))
+            table[ord(char)] = "I" if best == "l" and char.isupper() else best
+    return table
+
+
+# A word written letter by letter, the same separator between each: "i g n o r e", "i.g.n.o.r.e" (a different
+# or wider gap, "i g n o r e  a l l", ends the word).
+_SPACED = re.compile(r"(?<![a-z])[a-z](?P<gap>[ .\-_*]{1,2})(?:[a-z](?P=gap))+[a-z](?![a-z])")
+_SPACING = re.compile(r"[ .\-_*]")
+# A word mixing letters with the digits and symbols leetspeak puts for them: "1gn0r3", "pr3v10us", "@ll".
+_LEET_WORD = re.compile(r"(?=[a-z0-9@$]*[a-z])(?=[a-z0-9@$]*[013457@$])[a-z0-9@$]{3,}")
+_LEET = str.maketrans("013457@$", "oieastas")
+# Encoded payloads long enough to hold an instruction.
+_BASE64 = re.compile(r"(?<![A-Za-z0-9+/=])[A-Za-z0-9+/]{16,}={0,2}(?![A-Za-z0-9+/=])")
+_HEX = re.compile(r"(?<![0-9A-Fa-f])(?:[0-9A-Fa-f]{2}[ :]?){12,}(?![0-9A-Fa-f])")
+_ROT13 = re.compile(r"\brot[ -]?13\b|\bcaesar\b")
+_PRINTABLE = re.compile(r"[\x20-\x7e\n\t]")
+
+
+def unveil(text: str) -> Unveiled:
+    tricks: list[str] = []
+    plain = text
+    if not text.isascii():
+        plain = _de_disguise(text, tricks)
+    lowered = plain.lower()
+    if _SPACED.search(lowered):
+        lowered = _SPACED.sub(lambda m: _SPACING.sub("", m.group()), lowered)
+        tricks.append("spaced-out letters")
+    rot13 = _ROT13.search(lowered) is not None
+    if _LEET_WORD.search(lowered):
+        leet = _LEET_WORD.sub(_unleet, lowered)
+        if leet != lowered:
+            lowered = leet
+            tricks.append("leetspeak")
+    decoded = _decoded(plain, tricks)
+    if rot13:
+        decoded.append(codecs.encode(plain, "rot13"))
+        tricks.append("rot13")
+    return Unveiled("\n".join([lowered, *(unveil(payload).text for payload in decoded)]) if decoded else lowered,
+                    tricks)
+
+
+def _de_disguise(text: str, tricks: list[str]) -> str:
+    normal = unicodedata.normalize("NFKC", text)  # fullwidth letters, ligatures, compatibility forms
+    if normal != text:
+        tricks.append("compatibility forms")
+    visible = "".join(char for char in normal if unicodedata.category(char) != "Cf")  # zero-width, bidi, soft hyphen
+    if visible != normal:
+        tricks.append("invisible characters")
+    latin = visible.translate(_latin_lookalikes())
+    # Only a word mixing scripts is a disguise: Russian text is Russian, "раssword" is not.
+    if latin != visible and any(_mixed(word) for word in visible.split()):
+        tricks.append("confusable characters")
+        return latin
+    return visible
+
+
+def _mixed(word: str) -> bool:
+    letters = [char for char in word if char.isalpha()]
+    return any(char.isascii() for char in letters) and any(not char.isascii() for char in letters)
+
+
+def _unleet(match: re.Match[str]) -> str:
+    word = match.group()
+    return word if word.isdigit() else word.translate(_LEET)
+
+
+def _decoded(text: str, tricks: list[str]) -> list[str]:
+    payloads: list[str] = []
+    for match in _BASE64.finditer(text):
+        encoded = match.group()
+        try:
+            raw = base64.b64decode(encoded + "=" * (-len(encoded) % 4))
+        except binascii.Error:
+            continue
+        if (payload := _readable(raw)) is not None:
+            payloads.append(payload)
+            if "base64" not in tricks:
+                tricks.append("base64")
+    for match in _HEX.finditer(text):
+        try:
+            raw = bytes.fromhex(re.sub(r"[ :]", "", match.group()))
+        except ValueError:
+            continue
+        if (payload := _readable(raw)) is not None:
+            payloads.append(payload)
+            if "hex" not in tricks:
+                tricks.append("hex")
+    return payloads
+
+
+def _readable(raw: bytes) -> str | None:
+    """The decoded text if it is mostly printable words (an instruction), None for binary or random data."""
+    try:
+        payload = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+    if len(payload) < 8 or " " not in payload:
+        return None
+    printable = len(_PRINTABLE.findall(payload))
+    return payload if printable >= 0.9 * len(payload) else None
