@@ -27,6 +27,23 @@ def whole(body: bytes, extra: bytes = b"") -> bytes:
         len(body), extra, body)
 
 
+def keep_serving(connections: list[int], *pieces: bytes) -> Handler:
+    """A server answering every request on a connection with `pieces`, half a second apart; counts connections."""
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        connections.append(1)
+        while True:
+            try:
+                await read_request(reader)
+            except asyncio.IncompleteReadError:
+                return
+            for index, piece in enumerate(pieces):
+                if index:
+                    await asyncio.sleep(0.5)
+                writer.write(piece)
+                await writer.drain()
+    return handler
+
+
 def run(handler: Handler, scenario: Callable[[httpx.URL, UpstreamClient], Awaitable[None]],
         limits: httpx.Limits = LIMITS, timeout: httpx.Timeout = TIMEOUT) -> None:
     async def main() -> None:
@@ -188,19 +205,8 @@ def test_a_refused_connection_is_a_connect_error() -> None:
 
 def test_a_stream_closed_before_its_end_gives_its_connection_up() -> None:
     connections: list[int] = []
-
-    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        connections.append(1)
-        while True:
-            try:
-                await read_request(reader)
-            except asyncio.IncompleteReadError:
-                return
-            writer.write(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n3\r\none\r\n")
-            await writer.drain()
-            await asyncio.sleep(0.5)
-            writer.write(b"3\r\ntwo\r\n0\r\n\r\n")
-            await writer.drain()
+    handler = keep_serving(connections, b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n3\r\none\r\n",
+                           b"3\r\ntwo\r\n0\r\n\r\n")
 
     async def scenario(url: httpx.URL, client: UpstreamClient) -> None:
         for _ in range(2):
@@ -214,16 +220,7 @@ def test_a_stream_closed_before_its_end_gives_its_connection_up() -> None:
 
 def test_without_keepalive_every_request_opens_its_own_connection() -> None:
     connections: list[int] = []
-
-    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        connections.append(1)
-        while True:
-            try:
-                await read_request(reader)
-            except asyncio.IncompleteReadError:
-                return
-            writer.write(whole(b"{}"))
-            await writer.drain()
+    handler = keep_serving(connections, whole(b"{}"))
 
     async def scenario(url: httpx.URL, client: UpstreamClient) -> None:
         for _ in range(3):
