@@ -439,6 +439,19 @@ def rollout_abort(file: ConfigFile = DEFAULT_FILE, env: Env = None, lock_timeout
                  f"serves (state serial {state.serial}).")
 
 
+guardrails_app = typer.Typer(help="The guardrails' detectors, measured on your own texts.", no_args_is_help=True)
+app.add_typer(guardrails_app, name="guardrails")
+
+
+@guardrails_app.command("eval")
+def guardrails_eval(file: Annotated[Path, typer.Argument(help='JSONL: {"text": "...", "label": 1 or 0} a line.')],
+                    format: Annotated[Literal["text", "json"], typer.Option("--format")] = "text") -> None:
+    """The prompt-injection detector's recall, false positives and precision at each sensitivity on FILE."""
+    from llmctl.gateway.injection_eval import evaluate, render
+
+    console.out(render(evaluate(file), format))
+
+
 pricing_app = typer.Typer(help="The GPU and API price catalog.", no_args_is_help=True)
 app.add_typer(pricing_app, name="pricing")
 

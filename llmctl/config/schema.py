@@ -244,13 +244,19 @@ PiiAction = Annotated[Literal["off", "redact", "block"], BeforeValidator(_off)]
 class OutputGuard(Strict):
     max_tokens: PositiveInt | None = None
     pii: PiiAction = "off"
+    prompt_injection: Annotated[Literal["off", "flag", "block"], BeforeValidator(_off)] = Field(
+        "off", description="Prompt injections and jailbreaks: known phrasings and a learned model, read through "
+                           "disguises (look-alike letters, encodings). On output: an answer carrying one onwards.")
+    sensitivity: Literal["low", "medium", "high"] = Field(
+        "medium", description="How readily prompt_injection fires: low (fewest false positives) to high (most "
+                              "attacks caught). `llmctl guardrails eval FILE` measures each on your own texts.")
     deny_patterns: list[str] = Field(default_factory=list)
 
     _patterns = field_validator("deny_patterns")(_compiles)
 
 
 class InputGuard(OutputGuard):
-    prompt_injection: Annotated[Literal["off", "flag", "block"], BeforeValidator(_off)] = "off"
+    """The same checks on a request, where max_tokens bounds its input."""
 
 
 class Guardrail(Strict):

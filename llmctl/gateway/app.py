@@ -40,8 +40,8 @@ from llmctl.gateway.call import Call, Route, cached_input_tokens, metered_tokens
 from llmctl.gateway.errors import GatewayError
 from llmctl.gateway.feedback import not_found, parse_rating
 from llmctl.gateway.forward import refusal, send
-from llmctl.gateway.guardrails import check_input
-from llmctl.gateway.inputs import Kind, Texts, apply_prompt, check_length, parse, read_body, texts
+from llmctl.gateway.guardrails import check_input, screen_values
+from llmctl.gateway.inputs import Kind, Texts, apply_prompt, check_length, client_text, parse, read_body, texts
 from llmctl.gateway.metering import Answered, Ledger
 from llmctl.gateway.metrics import NO_TEAM, GatewayMetrics, ReplicaState
 from llmctl.gateway.probes import PROBE_TIMEOUT_S, probe_all, probe_forever, replicas
@@ -150,7 +150,8 @@ def _route(spec: RouteSpec) -> Route:
         counter=counter_for(spec.tokenizer),
         input_guards=[g for g in spec.guardrails if g.input.max_tokens is not None or g.input.pii != "off"
                       or g.input.prompt_injection != "off" or g.input.deny_patterns],
-        output_guards=[g for g in spec.guardrails if g.output.pii != "off" or g.output.deny_patterns],
+        output_guards=[g for g in spec.guardrails if g.output.pii != "off" or g.output.prompt_injection != "off"
+                       or g.output.deny_patterns],
         max_tokens=min(caps) if caps else None,
     )
 
@@ -450,9 +451,10 @@ class Gateway:
         return Response(replayed, 200, media_type="application/json", headers=headers, background=task)
 
     def _guard_input(self, call: Call, route: Route, found: Texts) -> None:
-        text = found.text()
+        assert call.request is not None
+        text, written = found.text(), client_text(call.request, found)
         for guard in route.input_guards:
-            verdict = check_input(text, guard.input, route.counter)
+            verdict = check_input(text, guard.input, route.counter, written)
             call.note(verdict)
             if verdict.blocked:
                 raise blocked(guard, verdict, "request")
@@ -464,7 +466,7 @@ class Gateway:
                 holder[key] = verdict.text
             else:
                 for holder, key in found.places:
-                    own = check_input(holder[key], guard.input, route.counter)
+                    own = screen_values(holder[key], guard.input, "input")
                     if own.blocked:
                         raise blocked(guard, own, "request")
                     holder[key] = own.text

@@ -32,8 +32,8 @@ from stdnum import iban, luhn
 from stdnum.us import ssn
 
 from llmctl.config.schema import InputGuard, OutputGuard
+from llmctl.gateway.injection import detect
 from llmctl.gateway.tokens import TokenCounter
-from llmctl.gateway.unveil import unveil
 
 
 @dataclass(frozen=True)
@@ -52,17 +52,12 @@ class Verdict:
     blocked: str | None = None  # why, for the client; names rules and kinds, never the text that matched
 
 
-def check_input(text: str, guard: InputGuard, tokens: TokenCounter) -> Verdict:
+def check_input(text: str, guard: InputGuard, tokens: TokenCounter, written: str | None = None) -> Verdict:
+    """`written`: the part of `text` the client wrote, which the prompt-injection check reads (all of it if None);
+    the operator's own prompt around it is trusted."""
     if guard.max_tokens is not None and (count := tokens.count(text)) > guard.max_tokens:
         return _block("max_tokens", f"input is {count} tokens, the limit is {guard.max_tokens}")
-    flagged: list[Action] = []
-    if guard.prompt_injection != "off" and (found := find_prompt_injection(text)):
-        if guard.prompt_injection == "block":
-            return _block("prompt_injection", f"input looks like a prompt injection ({found})")
-        flagged.append(Action("prompt_injection", "flag"))
-    verdict = _screen(text, guard, "input")
-    verdict.actions[:0] = flagged
-    return verdict
+    return _screen(text, guard, "input", written)
 
 
 def check_output(text: str, guard: OutputGuard) -> Verdict:
@@ -70,7 +65,32 @@ def check_output(text: str, guard: OutputGuard) -> Verdict:
     return _screen(text, guard, "output")
 
 
-def _screen(text: str, guard: OutputGuard, where: str) -> Verdict:
+def _injection(text: str, guard: OutputGuard, where: str) -> Verdict | None:
+    """A block, a flag (the text unchanged) or None, from the prompt-injection detector at the guard's sensitivity."""
+    if guard.prompt_injection == "off":
+        return None
+    detection = detect(text)
+    if not detection.fires(guard.sensitivity):
+        return None
+    if guard.prompt_injection == "block":
+        return _block("prompt_injection", f"{where} looks like a prompt injection ({detection.reason()})")
+    return Verdict(text, [Action("prompt_injection", "flag")])
+
+
+def _screen(text: str, guard: OutputGuard, where: str, written: str | None = None) -> Verdict:
+    flagged: list[Action] = []
+    if (injection := _injection(text if written is None else written, guard, where)) is not None:
+        if injection.blocked:
+            return injection
+        flagged = injection.actions
+    verdict = screen_values(text, guard, where)
+    verdict.actions[:0] = flagged
+    return verdict
+
+
+def screen_values(text: str, guard: OutputGuard, where: str) -> Verdict:
+    """Deny patterns and PII alone (no size or injection check): for one message of a request already checked
+    whole, so that each gets its own redaction."""
     if pattern := _deny_match(text, guard.deny_patterns):
         return _block("deny_pattern", f"{where} matches the deny pattern {pattern!r}")
     if guard.pii == "off" or not (hits := _find_pii(text)):
@@ -99,6 +119,7 @@ def _rules(hits: list[_Hit]) -> list[str]:
 # The longest value with whitespace inside that must be seen whole: an IBAN written in groups of four (34 characters
 # and 8 spaces). Values without whitespace are never split, since text is only released up to a whitespace.
 _HOLD = 48
+_INJECTION_WINDOW = 2000
 _MIN_RELEASE = 32  # characters: releasing each word as it comes would re-check the held tail for every word
 _SENTENCE_END = re.compile(r"(?:[.!?][\"')\]]*\s|\n)\s*\Z")
 _UP_TO_LAST_SPACE = re.compile(r".*\s", re.DOTALL)
@@ -121,11 +142,13 @@ class OutputStream:
         self._pending = ""  # arrived, not yet released
         self._released_tail = ""  # the last _HOLD released characters, as they arrived (before redaction)
         self._blocked: str | None = None
+        self._window = ""  # the answer's last _INJECTION_WINDOW characters, for the prompt-injection detector
+        self._flagged = False
 
     def feed(self, delta: str) -> Verdict:
         if self._blocked:
             return Verdict("", blocked=self._blocked)
-        if self._guard.pii == "off" and not self._guard.deny_patterns:
+        if self._guard.pii == "off" and not self._guard.deny_patterns and self._guard.prompt_injection == "off":
             return Verdict(delta)  # nothing to look for: no reason to hold anything back
         self._pending += delta
         return self._release(self._release_point())
@@ -138,9 +161,10 @@ class OutputStream:
     def _release_point(self) -> int:
         if _SENTENCE_END.search(self._pending):
             return len(self._pending)
-        # Whole words go out as they complete unless a value could span the space (a deny pattern can be anything)
+        # Whole words go out as they complete unless a value could span the space (a deny pattern can be anything,
+        # and the injection detector reads sentences, not words)
         words = _UP_TO_LAST_SPACE.match(self._pending)
-        if (words and not self._guard.deny_patterns
+        if (words and not self._guard.deny_patterns and self._guard.prompt_injection == "off"
                 and not _SPANS_SPACE.search(self._pending, max(0, words.end() - _HOLD), words.end())):
             return words.end()
         held_from = _UP_TO_LAST_SPACE.match(self._pending, 0, max(0, len(self._pending) - _HOLD))
@@ -163,9 +187,22 @@ class OutputStream:
             return self._stop(_block_pii(hits, "output"))
         if hits and hits[-1].end > end:  # a value crosses the release point: keep all of it for next time
             end = hits.pop().start
+        flagged = self._injection(text[start:end])
+        if flagged is not None and flagged.blocked:
+            return self._stop(flagged)
         self._pending, self._released_tail = text[end:], text[max(0, end - _HOLD):end]
         released = _redact(text[start:end], [_Hit(hit.start - start, hit.end - start, hit.kind) for hit in hits])
-        return Verdict(released, [Action(rule, "redact") for rule in _rules(hits)])
+        return Verdict(released, [*(flagged.actions if flagged else []), *(Action(rule, "redact") for rule in _rules(hits))])
+
+    def _injection(self, releasing: str) -> Verdict | None:
+        """The detector on the answer so far, up to what is about to be released (its last _INJECTION_WINDOW
+        characters: an injection is read in the sentences around it, and the cost stays bounded); flagged once."""
+        if self._guard.prompt_injection == "off" or self._flagged:
+            return None
+        self._window = (self._window + releasing)[-_INJECTION_WINDOW:]
+        verdict = _injection(self._window, self._guard, "output")
+        self._flagged = verdict is not None and not verdict.blocked
+        return verdict
 
     def _stop(self, verdict: Verdict) -> Verdict:
         self._blocked, self._pending = verdict.blocked, ""
@@ -182,35 +219,6 @@ def _compiled(pattern: str) -> re.Pattern[str]:
 
 def _deny_match(text: str, patterns: list[str]) -> str | None:
     return next((pattern for pattern in patterns if _compiled(pattern).search(text)), None)
-
-
-@dataclass(frozen=True)
-class _InjectionPattern:
-    id: str
-    regex: re.Pattern[str]  # searched in the lower-cased text
-    triggers: tuple[str, ...]  # one of these is in every match: text without any of them cannot match
-
-    def search(self, lowered: str) -> bool:
-        return any(trigger in lowered for trigger in self.triggers) and self.regex.search(lowered) is not None
-
-
-def _load_injection_patterns() -> list[_InjectionPattern]:
-    data = yaml.safe_load(files("llmctl.gateway").joinpath("data/prompt_injection.yaml").read_text("utf-8"))
-    return [_InjectionPattern(entry["id"], re.compile(entry["pattern"]), tuple(entry["triggers"]))
-            for entry in data["patterns"]]
-
-
-_INJECTION_PATTERNS = _load_injection_patterns()
-
-
-def find_prompt_injection(text: str) -> str | None:
-    """The id of the first prompt-injection pattern the text matches (see data/prompt_injection.yaml), read through
-    its disguises (see unveil.py), with the disguises named: "ignore-previous-instructions; disguised by base64"."""
-    unveiled = unveil(text)
-    pattern_id = next((pattern.id for pattern in _INJECTION_PATTERNS if pattern.search(unveiled.text)), None)
-    if pattern_id is None or not unveiled.tricks:
-        return pattern_id
-    return f"{pattern_id}; disguised by {', '.join(unveiled.tricks)}"
 
 
 # --- PII -------------------------------------------------------------------------------------------------------------

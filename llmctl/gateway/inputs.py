@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from collections.abc import Callable
 from typing import Any, Literal
 
@@ -26,6 +26,10 @@ class ClientRequest:
     model: str
     stream: bool
     include_usage: bool  # the client asked for the usage chunk at the end of a stream
+    # The model's prompt, once rendered around the client's prompt_variables: the messages it added (or, for a
+    # completion, the prompt it wrote) and the values the client gave. Operator text, not the client's.
+    rendered: list[dict[str, Any]] = field(default_factory=list)
+    variables: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -39,6 +43,19 @@ class Texts:
 
     def text(self) -> str:
         return SEPARATOR.join(container[key] for container, key in self.places)
+
+
+def client_text(request: ClientRequest, found: Texts) -> str:
+    """What the client itself wrote: every text of the request but the model's own prompt that the gateway
+    rendered around it (its system message and template), with the client's prompt_variables in the template's
+    place. The prompt-injection check reads this: the operator's prompt is trusted, and read as a request, a
+    persona set-up ("You are a concise support assistant...") is what the detector is trained to suspect."""
+    if not request.rendered and not request.variables:
+        return found.text()
+    rendered = {id(message) for message in request.rendered}
+    own = [container[key] for container, key in found.places
+           if id(container) not in rendered and not (request.kind == "completions" and container is request.body)]
+    return SEPARATOR.join([*own, *request.variables])
 
 
 def check_length(request: Request, limit: int) -> None:
@@ -87,12 +104,12 @@ def parse(raw: bytes, kind: Kind) -> ClientRequest:
         stream = False
     if not isinstance(stream, bool):
         raise _wrong_type("stream", "a boolean", stream)
-    for field in ("max_tokens", "max_completion_tokens", "n"):
-        value = body.get(field)
+    for name in ("max_tokens", "max_completion_tokens", "n"):
+        value = body.get(name)
         if value is not None and (not isinstance(value, int) or isinstance(value, bool)):
-            raise _wrong_type(field, "an integer", value)
+            raise _wrong_type(name, "an integer", value)
         if value is not None and value < 1:
-            raise bad_request(f"'{field}' must be at least 1, got {value}", field)
+            raise bad_request(f"'{name}' must be at least 1, got {value}", name)
     options = body.get("stream_options")
     if options is not None and not isinstance(options, dict):
         raise _wrong_type("stream_options", "an object", options)
@@ -186,10 +203,12 @@ def apply_prompt(request: ClientRequest, prompt: Prompt | None,
         raise bad_request(f"prompt '{prompt.name}' needs the variable{'s' if len(missing) > 1 else ''} {listed} "
                           "in prompt_variables", "prompt_variables", "missing_prompt_variable")
     text = _VARIABLE.sub(lambda match: values[match.group(1)], prompt.template)
+    request.variables = list(values.values())
     if request.kind == "chat":
         earlier = body.get("messages") or []
         system = [{"role": "system", "content": prompt.system}] if prompt.system else []
-        body["messages"] = [*system, *earlier, {"role": "user", "content": text}]
+        request.rendered = [*system, {"role": "user", "content": text}]
+        body["messages"] = [*system, *earlier, request.rendered[-1]]
     else:
         body["prompt"] = f"{prompt.system}{SEPARATOR}{text}" if prompt.system else text
     return prompt

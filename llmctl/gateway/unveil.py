@@ -52,13 +52,23 @@ def _latin_lookalikes() -> dict[int, str]:
 _SPACED = re.compile(r"(?<![a-z])[a-z](?P<gap>[ .\-_*]{1,2})(?:[a-z](?P=gap))+[a-z](?![a-z])")
 _SPACING = re.compile(r"[ .\-_*]")
 # A word mixing letters with the digits and symbols leetspeak puts for them: "1gn0r3", "pr3v10us", "@ll".
-_LEET_WORD = re.compile(r"(?=[a-z0-9@$]*[a-z])(?=[a-z0-9@$]*[013457@$])[a-z0-9@$]{3,}")
+# At most 20 characters: longer runs are identifiers, hashes and encodings, not words.
+_LEET_WORD = re.compile(r"(?<![a-z0-9@$])(?=[a-z0-9@$]*[a-z])(?=[a-z0-9@$]*[013457@$])[a-z0-9@$]{3,20}(?![a-z0-9@$])")
 _LEET = str.maketrans("013457@$", "oieastas")
 # Encoded payloads long enough to hold an instruction.
 _BASE64 = re.compile(r"(?<![A-Za-z0-9+/=])[A-Za-z0-9+/]{16,}={0,2}(?![A-Za-z0-9+/=])")
 _HEX = re.compile(r"(?<![0-9A-Fa-f])(?:[0-9A-Fa-f]{2}[ :]?){12,}(?![0-9A-Fa-f])")
 _ROT13 = re.compile(r"\brot[ -]?13\b|\bcaesar\b")
 _PRINTABLE = re.compile(r"[\x20-\x7e\n\t]")
+# Unicode's format characters (category Cf) that text can hide in: soft hyphen, Arabic and Syriac marks, Mongolian
+# vowel separator, zero-width and direction controls, invisible operators, the BOM, interlinear annotations, and the
+# tag characters (U+E0000 block) that can spell out a whole hidden ASCII instruction.
+_INVISIBLE = re.compile("[\u00ad\u0600-\u0605\u061c\u06dd\u070f\u0890\u0891\u08e2\u180e\u200b-\u200f"
+                        "\u202a-\u202e\u2060-\u2064\u2066-\u206f\ufeff\ufff9-\ufffb\U000110bd\U000110cd"
+                        "\U0001bca0-\U0001bca3\U00013430-\U0001343f\U0001d173-\U0001d17a\U000e0001\U000e0020-\U000e007f]")
+_TAGS = re.compile("[\U000e0020-\U000e007e]+")
+# A word with both an ASCII letter and a letter of another script.
+_MIXED_WORD = re.compile(r"\b(?=\w*[a-zA-Z])(?=\w*[^\W\d_a-zA-Z])\w+")
 
 
 def unveil(text: str) -> Unveiled:
@@ -88,20 +98,18 @@ def _de_disguise(text: str, tricks: list[str]) -> str:
     normal = unicodedata.normalize("NFKC", text)  # fullwidth letters, ligatures, compatibility forms
     if normal != text:
         tricks.append("compatibility forms")
-    visible = "".join(char for char in normal if unicodedata.category(char) != "Cf")  # zero-width, bidi, soft hyphen
+    if _TAGS.search(normal):  # ASCII written in invisible tag characters, which a model still reads
+        normal = _TAGS.sub(lambda m: " " + "".join(chr(ord(char) - 0xE0000) for char in m.group()) + " ", normal)
+        tricks.append("tag characters")
+    visible = _INVISIBLE.sub("", normal)
     if visible != normal:
         tricks.append("invisible characters")
     latin = visible.translate(_latin_lookalikes())
     # Only a word mixing scripts is a disguise: Russian text is Russian, "раssword" is not.
-    if latin != visible and any(_mixed(word) for word in visible.split()):
+    if latin != visible and _MIXED_WORD.search(visible):
         tricks.append("confusable characters")
         return latin
     return visible
-
-
-def _mixed(word: str) -> bool:
-    letters = [char for char in word if char.isalpha()]
-    return any(char.isascii() for char in letters) and any(not char.isascii() for char in letters)
 
 
 def _unleet(match: re.Match[str]) -> str:
