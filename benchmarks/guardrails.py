@@ -109,7 +109,7 @@ def quality() -> None:
         say(f"| {name} | {threshold} | {caught} ({caught / attacks:.1%}) | {blocked} ({blocked / benign:.1%}) | "
             f"{precision:.1%} |")
 
-    row("known phrasings only (the guardrail before)", "", rules)
+    row("known phrasings only (the rule tier, read through disguises)", "", rules)
     for sensitivity in SENSITIVITIES:
         threshold = model.thresholds[sensitivity]
         row(f"both tiers, sensitivity {sensitivity}", f"{threshold:.3f}", [s >= threshold for s in scores])
