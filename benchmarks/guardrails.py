@@ -28,6 +28,7 @@ from support import REPO, say, version
 from llmctl.config.schema import OutputGuard
 from llmctl.gateway.guardrails import check_output
 from llmctl.gateway.injection import SENSITIVITIES, detect, find_prompt_injection, shipped_model
+from llmctl.gateway.injection_eval import counts
 
 GOALS = {"cheap p99 500": 0.2, "detector p50 500": 1.0, "detector p99 500": 3.0}  # milliseconds
 
@@ -103,11 +104,10 @@ def quality() -> None:
     say("|---|---|---|---|---|")
 
     def row(name: str, threshold: str, fired: list[bool]) -> None:
-        caught = sum(1 for f, y in zip(fired, labels) if f and y)
-        blocked = sum(1 for f, y in zip(fired, labels) if f and not y)
-        precision = caught / (caught + blocked) if caught + blocked else float("nan")
-        say(f"| {name} | {threshold} | {caught} ({caught / attacks:.1%}) | {blocked} ({blocked / benign:.1%}) | "
-            f"{precision:.1%} |")
+        found = counts(fired, labels)
+        precision = float("nan") if found.precision is None else found.precision
+        say(f"| {name} | {threshold} | {found.caught} ({found.caught / attacks:.1%}) | {found.false_positives} "
+            f"({found.false_positives / benign:.1%}) | {precision:.1%} |")
 
     row("known phrasings only (the rule tier, read through disguises)", "", rules)
     for sensitivity in SENSITIVITIES:

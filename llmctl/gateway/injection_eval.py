@@ -9,6 +9,7 @@ on its own dev set, so a team can see how its traffic differs before turning `bl
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
@@ -24,6 +25,37 @@ class Labelled(BaseModel):
     line: int
     text: str
     label: Literal[0, 1]
+
+
+@dataclass(frozen=True)
+class Counts:
+    """What a detector that fired on `fired` did to texts labelled `labels` (1: an attack)."""
+
+    caught: int  # attacks it fired on
+    missed: int
+    false_positives: int  # benign texts it fired on
+    benign: int
+
+    @property
+    def precision(self) -> float | None:  # None when it fired on nothing
+        fired = self.caught + self.false_positives
+        return self.caught / fired if fired else None
+
+    @property
+    def recall(self) -> float | None:  # None when there are no attacks
+        attacks = self.caught + self.missed
+        return self.caught / attacks if attacks else None
+
+    @property
+    def false_positive_rate(self) -> float | None:  # None when there are no benign texts
+        return self.false_positives / self.benign if self.benign else None
+
+
+def counts(fired: list[bool], labels: list[int]) -> Counts:
+    caught = sum(1 for f, y in zip(fired, labels) if f and y)
+    false_positives = sum(1 for f, y in zip(fired, labels) if f and not y)
+    attacks = sum(labels)
+    return Counts(caught, attacks - caught, false_positives, len(labels) - attacks)
 
 
 class AtSensitivity(BaseModel):
@@ -95,18 +127,15 @@ def evaluate(path: Path) -> InjectionEval:
     injections = sum(record.label for record in records)
     benign = len(records) - injections
     rows = []
+    labels = [record.label for record in records]
     for sensitivity in SENSITIVITIES:
         threshold = model.thresholds[sensitivity]
-        caught = sum(1 for r, s in zip(records, scores) if r.label and s >= threshold)
-        false_positives = sum(1 for r, s in zip(records, scores) if not r.label and s >= threshold)
+        found = counts([score >= threshold for score in scores], labels)
         dev = model.about["dev"][sensitivity]
         rows.append(AtSensitivity(
-            sensitivity=sensitivity, threshold=threshold, caught=caught, missed=injections - caught,
-            false_positives=false_positives,
-            precision=caught / (caught + false_positives) if caught + false_positives else None,
-            recall=caught / injections if injections else None,
-            false_positive_rate=false_positives / benign if benign else None,
-            dev_precision=dev["precision"], dev_recall=dev["recall"],
+            sensitivity=sensitivity, threshold=threshold, caught=found.caught, missed=found.missed,
+            false_positives=found.false_positives, precision=found.precision, recall=found.recall,
+            false_positive_rate=found.false_positive_rate, dev_precision=dev["precision"], dev_recall=dev["recall"],
             dev_false_positive_rate=dev["false_positive_rate"]))
     medium = model.thresholds["medium"]
     return InjectionEval(
