@@ -49,7 +49,8 @@ class _Phrasing:
 
 def _load_phrasings() -> list[_Phrasing]:
     data = yaml.safe_load(files("llmctl.gateway").joinpath("data/prompt_injection.yaml").read_text("utf-8"))
-    return [_Phrasing(entry["id"], re.compile(entry["pattern"]), tuple(entry["triggers"])) for entry in data["patterns"]]
+    return [_Phrasing(entry["id"], re.compile(entry["pattern"]), tuple(entry["triggers"]))
+            for entry in data["patterns"]]
 
 
 _PHRASINGS = _load_phrasings()
@@ -65,9 +66,11 @@ def find_prompt_injection(text: str) -> str | None:
     ("ignore-previous-instructions; disguised by base64")."""
     unveiled = unveil(text)
     phrasing = known_phrasing(unveiled.text)
-    if phrasing is None or not unveiled.tricks:
-        return phrasing
-    return f"{phrasing}; disguised by {', '.join(unveiled.tricks)}"
+    return None if phrasing is None else "; ".join([phrasing, *_disguises(unveiled)])
+
+
+def _disguises(unveiled: Unveiled) -> list[str]:
+    return [f"disguised by {', '.join(unveiled.tricks)}"] if unveiled.tricks else []
 
 
 # --- the learned tier -----------------------------------------------------------------------------------------------
@@ -124,7 +127,7 @@ class Detection:
 def detect(text: str, model: Model | None = None) -> Detection:
     model = model or shipped_model()
     unveiled = unveil(text)
-    disguises = [f"disguised by {', '.join(unveiled.tricks)}"] if unveiled.tricks else []
+    disguises = _disguises(unveiled)
     if (phrasing := known_phrasing(unveiled.text)) is not None:
         return Detection(1.0, model.thresholds, [f"known phrasing {phrasing}", *disguises])
     score, top = _learned(model, features(unveiled))
@@ -133,8 +136,6 @@ def detect(text: str, model: Model | None = None) -> Detection:
 
 
 def _learned(model: Model, names: list[str]) -> tuple[float, list[str]]:
-    if not names:
-        return _sigmoid(model.bias), []
     weights = model.weights
     contributions = [(weight, name) for name in names if (weight := weights.get(name))]
     scale = feature_scale(len(names))
