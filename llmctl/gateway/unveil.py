@@ -14,10 +14,10 @@ written here. Plain ASCII text without encodings takes the fast path: lower-casi
 from __future__ import annotations
 
 import base64
-import binascii
 import codecs
 import re
 import unicodedata
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import lru_cache
 
@@ -58,6 +58,10 @@ _LEET = str.maketrans("013457@$", "oieastas")
 # Encoded payloads long enough to hold an instruction.
 _BASE64 = re.compile(r"(?<![A-Za-z0-9+/=])[A-Za-z0-9+/]{16,}={0,2}(?![A-Za-z0-9+/=])")
 _HEX = re.compile(r"(?<![0-9A-Fa-f])(?:[0-9A-Fa-f]{2}[ :]?){12,}(?![0-9A-Fa-f])")
+_ENCODINGS: tuple[tuple[str, re.Pattern[str], Callable[[str], bytes]], ...] = (
+    ("base64", _BASE64, lambda encoded: base64.b64decode(encoded + "=" * (-len(encoded) % 4))),
+    ("hex", _HEX, lambda encoded: bytes.fromhex(re.sub(r"[ :]", "", encoded))),
+)
 _ROT13 = re.compile(r"\brot[ -]?13\b|\bcaesar\b")
 _PRINTABLE = re.compile(r"[\x20-\x7e\n\t]")
 # Unicode's format characters (category Cf) that text can hide in: soft hyphen, Arabic and Syriac marks, Mongolian
@@ -82,7 +86,7 @@ def unveil(text: str) -> Unveiled:
         tricks.append("spaced-out letters")
     rot13 = _ROT13.search(lowered) is not None
     if _LEET_WORD.search(lowered):
-        leet = _LEET_WORD.sub(_unleet, lowered)
+        leet = _LEET_WORD.sub(lambda m: m.group().translate(_LEET), lowered)
         if leet != lowered:
             lowered = leet
             tricks.append("leetspeak")
@@ -112,32 +116,18 @@ def _de_disguise(text: str, tricks: list[str]) -> str:
     return visible
 
 
-def _unleet(match: re.Match[str]) -> str:
-    word = match.group()
-    return word if word.isdigit() else word.translate(_LEET)
-
-
 def _decoded(text: str, tricks: list[str]) -> list[str]:
     payloads: list[str] = []
-    for match in _BASE64.finditer(text):
-        encoded = match.group()
-        try:
-            raw = base64.b64decode(encoded + "=" * (-len(encoded) % 4))
-        except binascii.Error:
-            continue
-        if (payload := _readable(raw)) is not None:
-            payloads.append(payload)
-            if "base64" not in tricks:
-                tricks.append("base64")
-    for match in _HEX.finditer(text):
-        try:
-            raw = bytes.fromhex(re.sub(r"[ :]", "", match.group()))
-        except ValueError:
-            continue
-        if (payload := _readable(raw)) is not None:
-            payloads.append(payload)
-            if "hex" not in tricks:
-                tricks.append("hex")
+    for name, pattern, decode in _ENCODINGS:
+        for match in pattern.finditer(text):
+            try:
+                raw = decode(match.group())
+            except ValueError:  # binascii.Error is one
+                continue
+            if (payload := _readable(raw)) is not None:
+                payloads.append(payload)
+                if name not in tricks:
+                    tricks.append(name)
     return payloads
 
 
