@@ -65,14 +65,14 @@ class _Connection(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if not self.busy or self.complete:
             self.broken = httpx.RemoteProtocolError("the upstream sent bytes outside an exchange")
-            self._close()
+            self.close()
             return
         self.received = True
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserError as exc:
             self.broken = httpx.RemoteProtocolError(f"the upstream's answer is not valid HTTP/1.1: {exc}")
-            self._close()
+            self.close()
         if self.queued > _READ_HIGH and self.transport is not None and not self.transport.is_closing():
             self.transport.pause_reading()
         self._wake()
@@ -129,7 +129,7 @@ class _Connection(asyncio.Protocol):
                     f"the upstream closed the connection in the middle of its answer{': ' + reason if reason else ''}")
         self._wake()
 
-    def _close(self) -> None:
+    def close(self) -> None:
         self.closed = True
         if self.transport is not None:
             self.transport.close()
@@ -168,7 +168,7 @@ class _Connection(asyncio.Protocol):
             raise self.broken or httpx.RemoteProtocolError(NO_RESPONSE)
 
     def take_body(self) -> bytes:
-        data = b"".join(self.body) if len(self.body) != 1 else self.body[0]
+        data = b"".join(self.body)
         self.body.clear()
         self.queued = 0
         if self.transport is not None and not self.transport.is_reading() and not self.transport.is_closing():
@@ -213,7 +213,6 @@ class UpstreamTransport(httpx.AsyncBaseTransport):
 
     def __init__(self, limits: httpx.Limits) -> None:
         self._idle: dict[tuple[str, int], list[_Connection]] = {}
-        self._idle_count = 0
         self._max_idle = limits.max_keepalive_connections if limits.max_keepalive_connections is not None else 1 << 30
         self._expiry = limits.keepalive_expiry if limits.keepalive_expiry is not None else float("inf")
         self._slots = asyncio.Semaphore(limits.max_connections) if limits.max_connections else None
@@ -248,7 +247,6 @@ class UpstreamTransport(httpx.AsyncBaseTransport):
         now = time.monotonic()
         while idle:
             connection = idle.pop()
-            self._idle_count -= 1
             if connection.alive and now - connection.idle_since < self._expiry:
                 return connection
             self._drop(connection)
@@ -275,15 +273,14 @@ class UpstreamTransport(httpx.AsyncBaseTransport):
 
     def release(self, key: tuple[str, int], connection: _Connection, reuse: bool) -> None:
         connection.busy = False
-        if reuse and connection.alive and self._idle_count < self._max_idle:
+        if reuse and connection.alive and sum(map(len, self._idle.values())) < self._max_idle:
             connection.idle_since = time.monotonic()
             self._idle.setdefault(key, []).append(connection)
-            self._idle_count += 1
             return
         self._drop(connection)
 
     def _drop(self, connection: _Connection) -> None:
-        connection._close()
+        connection.close()
         if connection in self._open:
             self._open.discard(connection)
             if self._slots is not None:
@@ -293,7 +290,6 @@ class UpstreamTransport(httpx.AsyncBaseTransport):
         for connection in list(self._open):
             self._drop(connection)
         self._idle.clear()
-        self._idle_count = 0
 
 
 class UpstreamClient:
