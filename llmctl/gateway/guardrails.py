@@ -192,7 +192,8 @@ class OutputStream:
             return self._stop(flagged)
         self._pending, self._released_tail = text[end:], text[max(0, end - _HOLD):end]
         released = _redact(text[start:end], [_Hit(hit.start - start, hit.end - start, hit.kind) for hit in hits])
-        return Verdict(released, [*(flagged.actions if flagged else []), *(Action(rule, "redact") for rule in _rules(hits))])
+        redacted = [Action(rule, "redact") for rule in _rules(hits)]
+        return Verdict(released, [*(flagged.actions if flagged else []), *redacted])
 
     def _injection(self, releasing: str) -> Verdict | None:
         """The detector on the answer so far, up to what is about to be released (its last _INJECTION_WINDOW

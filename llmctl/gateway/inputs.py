@@ -26,8 +26,8 @@ class ClientRequest:
     model: str
     stream: bool
     include_usage: bool  # the client asked for the usage chunk at the end of a stream
-    # The model's prompt, once rendered around the client's prompt_variables: the messages it added (or, for a
-    # completion, the prompt it wrote) and the values the client gave. Operator text, not the client's.
+    # The model's prompt, once rendered around the client's prompt_variables: where the texts it wrote are (the
+    # messages it added, or for a completion the body whose prompt it wrote) and the values the client gave.
     rendered: list[dict[str, Any]] = field(default_factory=list)
     variables: list[str] = field(default_factory=list)
 
@@ -50,11 +50,10 @@ def client_text(request: ClientRequest, found: Texts) -> str:
     rendered around it (its system message and template), with the client's prompt_variables in the template's
     place. The prompt-injection check reads this: the operator's prompt is trusted, and read as a request, a
     persona set-up ("You are a concise support assistant...") is what the detector is trained to suspect."""
-    if not request.rendered and not request.variables:
+    if not request.rendered:
         return found.text()
-    rendered = {id(message) for message in request.rendered}
-    own = [container[key] for container, key in found.places
-           if id(container) not in rendered and not (request.kind == "completions" and container is request.body)]
+    rendered = {id(container) for container in request.rendered}
+    own = [container[key] for container, key in found.places if id(container) not in rendered]
     return SEPARATOR.join([*own, *request.variables])
 
 
@@ -211,6 +210,7 @@ def apply_prompt(request: ClientRequest, prompt: Prompt | None,
         body["messages"] = [*system, *earlier, request.rendered[-1]]
     else:
         body["prompt"] = f"{prompt.system}{SEPARATOR}{text}" if prompt.system else text
+        request.rendered = [body]
     return prompt
 
 
