@@ -93,7 +93,7 @@ CREATE TABLE IF NOT EXISTS alerts (
     UNIQUE (budget, period_start, threshold)
 );
 """.format(daily=_DAILY.format(table="daily", scopes="'budget', 'model'"),
-                             callers_daily=_DAILY.format(table="callers_daily", scopes="'key', 'team'"))
+           callers_daily=_DAILY.format(table="callers_daily", scopes="'key', 'team'"))
 
 _INSERT_SPEND = """
 INSERT INTO spend (at, model, key_id, budget, input_tokens, output_tokens, usd) VALUES (?, ?, ?, ?, ?, ?, ?)
