@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from hub_server import HubServer
+from postgres_server import PostgresServer
 from support import QUICKSTART, QUICKSTART_KEY, Run
 
 
@@ -51,3 +52,19 @@ def hub_llmctl(llmctl: Run, hub: HubServer, tmp_path: Path) -> Run:
         return llmctl(*args, env={**hub_env, **(env or {})})
 
     return run
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    server = PostgresServer().init()
+    try:
+        yield server
+    finally:
+        server.close()
+
+
+@pytest.fixture
+def postgres(postgres_server: PostgresServer) -> PostgresServer:
+    """A running PostgreSQL server with an empty `llmctl` database (its `dsn`); a test may stop and start it."""
+    postgres_server.reset()
+    return postgres_server

@@ -488,6 +488,52 @@ class Cache(Strict):
     max_entries: PositiveInt = Field(10_000, description="Beyond this, the least recently used answers go.")
 
 
+def _inline_secret(hint: str) -> Any:
+    """A field that exists only to refuse a secret written into the file, with what to write instead."""
+    def refuse(value: Any) -> None:
+        if value is not None:
+            raise ValueError(f"is a secret: it never goes in llmops.yaml, where plans, state and rendered files would "
+                             f"carry it; {hint}")
+        return None
+    return Annotated[Any, AfterValidator(refuse), Field(None, description=f"Refused: {hint}")]
+
+
+InlineUrl = _inline_secret("set it in an environment variable and write `url_env: NAME`")
+InlinePassword = _inline_secret("set it in an environment variable and write `password_env: NAME`")
+InlineDsn = _inline_secret("set it in an environment variable and write `env: NAME`, or in a file and write "
+                            "`file: PATH`")
+
+
+class RdsStore(Strict):
+    """aws: an RDS PostgreSQL instance for the store, created with the target's instances."""
+
+    instance_class: str = Field("db.t4g.micro", description="The RDS instance class.")
+    storage_gb: Annotated[int, Field(ge=20, le=65536)] = 20
+    password_env: str = Field(description="Environment variable holding the master password (read at apply; "
+                              "it reaches the instances through SSM, never the plan or state).")
+
+
+class GatewayStore(Strict):
+    """Where every gateway replica keeps spend, token counts, rate-limit windows, alert-once markers, feedback and
+    the cache index: one PostgreSQL database they share. Without it each gateway keeps a SQLite file of its own."""
+
+    kind: Literal["postgres"] = "postgres"
+    env: str | None = Field(None, description="Environment variable holding the DSN (postgresql://...), read by "
+                            "each gateway when it starts.")
+    file: str | None = Field(None, description="File holding the DSN, relative to the config (local target).")
+    rds: RdsStore | None = Field(None, description="aws: create the database with the target; `env` then names "
+                                 "nothing, the DSN is built from the instance's endpoint.")
+    pool_size: Annotated[int, Field(ge=1, le=100)] = Field(4, description="Connections each gateway keeps open.")
+    dsn: InlineDsn = None
+
+    @model_validator(mode="after")
+    def _one_source(self) -> "GatewayStore":
+        if sum(source is not None for source in (self.env, self.file, self.rds)) != 1:
+            raise ValueError("give exactly one of `env` (a variable holding the DSN), `file` (a file holding it) "
+                             "or `rds` (aws: create the database)")
+        return self
+
+
 class Gateway(Strict):
     """The OpenAI-compatible endpoint in front of every model: guardrails, keys, rate limits, budgets, metrics."""
 
@@ -502,6 +548,25 @@ class Gateway(Strict):
                               "the budget each one's spend counts against.")
     feedback: Feedback = Field(default_factory=Feedback, description="How answers are rated (on by default: "
                                "thumbs, for 7 days).")
+    store: GatewayStore | None = Field(None, description="A database every gateway replica shares; a SQLite file "
+                                       "per gateway when omitted.")
+    replicas: Annotated[int, Field(ge=1, le=64)] | None = Field(
+        None, description="Gateway processes (local) or pods (kubernetes); default 2 with a `store`, else 1.")
+    store_failure: Literal["closed", "open"] = Field(
+        "closed", description="When the store is lost while serving: `closed` refuses requests with 503; `open` "
+        "serves them on this gateway's last known totals and meters to a local spool, replayed when the store "
+        "returns.")
+
+    @model_validator(mode="after")
+    def _shared(self) -> "Gateway":
+        if self.store is None and (self.replicas or 1) > 1:
+            raise ValueError("replicas above 1 need a `store` they share: with a SQLite file each, budgets and rate "
+                             "limits would hold per replica, not in total")
+        return self
+
+    @property
+    def replica_count(self) -> int:
+        return self.replicas or (2 if self.store is not None else 1)
 
 
 # --- monitoring -----------------------------------------------------------------------------------------------
@@ -510,18 +575,6 @@ AlertKind = Literal["slo_page", "slo_ticket", "budget", "down", "errors", "guard
 ALERT_KINDS: tuple[str, ...] = typing.get_args(AlertKind)
 
 
-def _inline_secret(hint: str) -> Any:
-    """A field that exists only to refuse a secret written into the file, with what to write instead."""
-    def refuse(value: Any) -> None:
-        if value is not None:
-            raise ValueError(f"is a secret: it never goes in llmops.yaml, where plans, state and rendered files would "
-                             f"carry it; {hint}")
-        return None
-    return Annotated[Any, AfterValidator(refuse), Field(None, description=f"Refused: {hint}")]
-
-
-InlineUrl = _inline_secret("set it in an environment variable and write `url_env: NAME`")
-InlinePassword = _inline_secret("set it in an environment variable and write `password_env: NAME`")
 
 
 class PrometheusSettings(Strict):

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from llmctl.checks import Check
-from llmctl.config.schema import Gateway, GatewayKey, Model, Slo, duration_seconds
+from llmctl.config.schema import Gateway, GatewayKey, GatewayStore, Model, Slo, duration_seconds
 from llmctl.desired import Desired
 from llmctl.errors import LlmctlError
 from llmctl.gateway.auth import hash_key
@@ -29,6 +29,7 @@ from llmctl.gateway.spec import (
     RouteSpec,
     SloTargets,
     SloThresholds,
+    StoreSpec,
     VERIFY_KEY_ID,
     TokenizerSpec,
 )
@@ -70,12 +71,15 @@ def routed(desired: Desired, local_targets: set[str]) -> list[str]:
 
 def build_spec(resolved: Resolved, upstreams: dict[str, Upstream], directory: Path,
                verify_key_sha: str | None = None, keys_from_env: bool = False,
-               hosted: bool = True, canaries: dict[str, Upstream] | None = None) -> GatewaySpec:
+               hosted: bool = True, canaries: dict[str, Upstream] | None = None,
+               dsn_from_env: bool = False) -> GatewaySpec:
     """`canaries`: the running replicas of the new versions a rollout serves beside `upstreams`, at the weight
     `desired.canaries` gives each.
     `keys_from_env`: for a gateway whose keys are not readable here (a cluster's Secret), each key is named by
     the environment variable the gateway will find it in (`cluster_key_env`) and hashed when it starts.
-    `hosted`: whether it also routes the api:// models (a gateway on one model's instances does not)."""
+    `hosted`: whether it also routes the api:// models (a gateway on one model's instances does not).
+    `dsn_from_env`: the store's DSN reaches the gateway in the variable `store_dsn_env` names (a cluster's Secret,
+    an instance's SSM parameter), not from the file the config names."""
     desired = resolved.desired
     gateway = settings(desired)
     priced = prices(resolved)
@@ -115,7 +119,8 @@ def build_spec(resolved: Resolved, upstreams: dict[str, Upstream], directory: Pa
         scale="range", min=scale.min, max=scale.max, negative_below=scale.threshold,
         window_s=duration_seconds(gateway.feedback.window))
     return GatewaySpec(routes=routes, keys=keys, budgets=budgets, max_body_bytes=gateway.max_request_bytes,
-                       feedback=feedback, cache=cache,
+                       feedback=feedback, cache=cache, store=store_spec(gateway, desired.config_dir, dsn_from_env),
+                       spool_dir=str(directory / "spool") if gateway.store else None,
                        slo_thresholds=thresholds,
                        upstream_timeout_s=duration_seconds(gateway.upstream_timeout),
                        db_path=str(directory / "spend.sqlite"), audit_path=str(directory / "audit.jsonl"))
@@ -140,6 +145,25 @@ def _canary(desired: Desired, name: str, stable: Upstream, new: Upstream | None)
         return None
     return CanarySpec(upstreams=serving.urls, upstream_model=serving.served_name, weight=canary.weight,
                       prompt=canary.prompt, identity=_identity(canary.model, canary.lock))
+
+
+STORE_DSN_ENV = "LLMCTL_STORE_DSN"
+
+
+def store_dsn_env(store: GatewayStore) -> str:
+    """The variable a gateway away from this machine reads the store's DSN from: the config's `env`, else ours."""
+    return store.env or STORE_DSN_ENV
+
+
+def store_spec(gateway: Gateway, config_dir: Path, dsn_from_env: bool) -> StoreSpec | None:
+    store = gateway.store
+    if store is None:
+        return None
+    if dsn_from_env or store.file is None:
+        source = {"dsn_env": store_dsn_env(store)}
+    else:
+        source = {"dsn_file": str((config_dir / store.file).resolve())}
+    return StoreSpec(pool_size=store.pool_size, failure=gateway.store_failure, **source)
 
 
 def cluster_key_env(key: GatewayKey) -> str:

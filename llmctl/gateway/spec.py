@@ -129,6 +129,18 @@ class FeedbackSpec(BaseModel):
     window_s: PositiveFloat = 7 * 86_400.0
 
 
+class StoreSpec(BaseModel):
+    """The database every replica of a gateway shares. The DSN is never here: the gateway reads it when it
+    starts, from `dsn_env` or `dsn_file`."""
+
+    kind: Literal["postgres"] = "postgres"
+    dsn_env: str | None = Field(None, description="The environment variable holding the DSN.")
+    dsn_file: str | None = Field(None, description="The file holding the DSN, on the gateway's machine.")
+    pool_size: PositiveInt = 4
+    failure: Literal["closed", "open"] = Field("closed", description="When the store is lost while serving: "
+                                               "refuse requests (503), or serve and spool their metering.")
+
+
 class GatewaySpec(BaseModel):
     routes: dict[str, RouteSpec]
     keys: list[KeySpec] = Field(default_factory=list, description="Empty: no key is required (said at plan).")
@@ -141,11 +153,16 @@ class GatewaySpec(BaseModel):
     audit_path: str = Field(description="JSON-lines audit log.")
     feedback: FeedbackSpec = Field(default_factory=FeedbackSpec)
     cache: CacheSpec | None = None
+    store: StoreSpec | None = Field(None, description="None: the ledger is the SQLite file `db_path`, this "
+                                    "gateway's alone.")
+    spool_dir: str | None = Field(None, description="Where a gateway on a store spools metering the store could "
+                                  "not take, one file per process, until it can.")
 
     def reloadable_to(self, other: "GatewaySpec") -> bool:
         """Whether a running gateway can take `other` in place (SIGHUP) rather than restart: what it opened or
         sized at start is the same."""
-        fixed = {"db_path", "audit_path", "slo_thresholds", "upstream_timeout_s", "probe_interval_s", "cache"}
+        fixed = {"db_path", "audit_path", "slo_thresholds", "upstream_timeout_s", "probe_interval_s", "cache",
+                 "store", "spool_dir"}
         return self.model_dump(include=fixed) == other.model_dump(include=fixed)
 
     def write(self, path: Path) -> None:
