@@ -1,7 +1,9 @@
-"""The spend ledger: metered tokens and their price, persisted in SQLite so a gateway restart loses nothing.
+"""The spend ledger: metered tokens and their price, persisted in the gateway's store (a SQLite file of its own,
+or a PostgreSQL database its replicas share) so a restart loses nothing and replicas see one total.
 
-The gateway writes; `llmctl status` / `llmctl cost` read the same file from another process. WAL mode lets those
-readers run beside the writer, and a busy timeout makes a second writer wait instead of failing.
+The gateway writes; `llmctl status` / `llmctl cost` read the same store from another process. Each request is
+metered once: its id is recorded with its spend in one transaction, so a record replayed from a spool, or retried,
+adds nothing the second time.
 
 Times are stored as UTC epoch seconds. Every period (day, week from Monday, month) starts at a UTC midnight, so
 totals are kept per UTC day in `daily` beside the raw `spend` rows: a period's total is then a sum over at most 31
@@ -9,24 +11,17 @@ rows, where summing the raw rows would grow with traffic and sit on every reques
 """
 from __future__ import annotations
 
-import sqlite3
 import time
-from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Literal
 
-import filelock
-
 from llmctl.gateway.spec import BudgetSpec
+from llmctl.gateway.store import Migration, SQLiteStore, Store
 
 Period = Literal["day", "week", "month"]
-
-# Writes are a few rows each, so a waiting writer gets the lock within milliseconds; the timeout is only the point
-# at which something is wrong (a process holding a transaction open), not a wait anyone should see.
-BUSY_TIMEOUT_S = 10.0
 
 # Totals per UTC day. Per key and team in a table of their own: `daily`'s scopes are fixed by a CHECK that ledgers
 # on disk already have.
@@ -42,7 +37,7 @@ _DAILY = """CREATE TABLE IF NOT EXISTS {table} (
     PRIMARY KEY (scope, name, day)
 ) WITHOUT ROWID;"""
 
-_SCHEMA = """
+_SQLITE_V1 = """
 CREATE TABLE IF NOT EXISTS spend (
     id INTEGER PRIMARY KEY,
     at REAL NOT NULL,                -- UTC epoch seconds
@@ -95,6 +90,34 @@ CREATE TABLE IF NOT EXISTS alerts (
 """.format(daily=_DAILY.format(table="daily", scopes="'budget', 'model'"),
            callers_daily=_DAILY.format(table="callers_daily", scopes="'key', 'team'"))
 
+# The same tables in PostgreSQL's types: REAL there is 4 bytes, too coarse for dollars, so DOUBLE PRECISION.
+_POSTGRES_V1 = (_SQLITE_V1.replace("id INTEGER PRIMARY KEY,", "id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,")
+                .replace(" WITHOUT ROWID", "").replace(" REAL", " DOUBLE PRECISION")
+                .replace("tokens INTEGER", "tokens BIGINT").replace("requests INTEGER", "requests BIGINT"))
+
+# Version 2: requests metered (by id: a replayed record counts once) and rate-limit windows every replica shares.
+_V2 = """
+CREATE TABLE IF NOT EXISTS metered (
+    request_id TEXT PRIMARY KEY,
+    at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS metered_by_time ON metered (at);
+CREATE TABLE IF NOT EXISTS rate_keys (
+    key_id TEXT PRIMARY KEY          -- a row to lock: one admission per key at a time, across replicas
+);
+CREATE TABLE IF NOT EXISTS rate_events (
+    key_id TEXT NOT NULL,
+    at REAL NOT NULL,                -- UTC epoch seconds
+    tokens INTEGER NOT NULL          -- 0: a request admitted; else tokens it used
+);
+CREATE INDEX IF NOT EXISTS rate_events_by_key ON rate_events (key_id, at);
+"""
+
+MIGRATIONS = (
+    Migration(sqlite=_SQLITE_V1, postgres=_POSTGRES_V1),
+    Migration(sqlite=_V2, postgres=_V2.replace(" REAL", " DOUBLE PRECISION")),
+)
+
 _INSERT_SPEND = """
 INSERT INTO spend (at, model, key_id, budget, input_tokens, output_tokens, usd) VALUES (?, ?, ?, ?, ?, ?, ?)
 """
@@ -103,14 +126,14 @@ _ADD_DAILY = """
 INSERT INTO daily (scope, name, day, usd, input_tokens, output_tokens, requests, unpriced_tokens)
 VALUES (?, ?, ?, ?, ?, ?, 1, ?)
 ON CONFLICT (scope, name, day) DO UPDATE SET
-    usd = usd + excluded.usd,
-    input_tokens = input_tokens + excluded.input_tokens,
-    output_tokens = output_tokens + excluded.output_tokens,
-    requests = requests + 1,
-    unpriced_tokens = unpriced_tokens + excluded.unpriced_tokens
+    usd = daily.usd + excluded.usd,
+    input_tokens = daily.input_tokens + excluded.input_tokens,
+    output_tokens = daily.output_tokens + excluded.output_tokens,
+    requests = daily.requests + 1,
+    unpriced_tokens = daily.unpriced_tokens + excluded.unpriced_tokens
 """
 
-_ADD_CALLERS_DAILY = _ADD_DAILY.replace("INSERT INTO daily", "INSERT INTO callers_daily")
+_ADD_CALLERS_DAILY = _ADD_DAILY.replace("daily", "callers_daily")
 
 _SUMS = """COALESCE(SUM(usd), 0.0), COALESCE(SUM(input_tokens), 0), COALESCE(SUM(output_tokens), 0),
     COALESCE(SUM(requests), 0), COALESCE(SUM(unpriced_tokens), 0)"""
@@ -167,36 +190,24 @@ def _epoch(at: datetime) -> int:
 
 
 def _totals(sums: Sequence[Any]) -> dict[str, Any]:
+    # PostgreSQL sums BIGINT columns as NUMERIC, which psycopg reads as Decimal: plain numbers for JSON.
     usd, input_tokens, output_tokens, requests, unpriced = sums
-    return {"spent_usd": usd, "input_tokens": input_tokens, "output_tokens": output_tokens, "requests": requests,
-            "unpriced_tokens": unpriced}
+    return {"spent_usd": float(usd), "input_tokens": int(input_tokens), "output_tokens": int(output_tokens),
+            "requests": int(requests), "unpriced_tokens": int(unpriced)}
 
 
 class Ledger:
-    def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        # isolation_level=None: transactions are explicit (BEGIN IMMEDIATE below), not opened behind our back.
-        self._db = sqlite3.connect(path, timeout=BUSY_TIMEOUT_S, isolation_level=None)
-        # Switching a new file to WAL fails at once with 'database is locked' when another process is opening it
-        # too (SQLite skips the busy handler there), so the setup is serialised by a file lock instead.
-        with filelock.FileLock(f"{path}.lock", timeout=BUSY_TIMEOUT_S):
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.executescript(_SCHEMA)
-        # NORMAL in WAL mode: no fsync per commit; a power cut may lose the last commits, never corrupt the file.
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        self._recorded = 0
+    """`store`: a Store, or the path of a SQLite file (the embedded default)."""
 
-    @contextmanager
-    def _transaction(self) -> Iterator[None]:
-        # IMMEDIATE takes the write lock up front: a deferred transaction that reads and then writes can fail with
-        # SQLITE_BUSY when another process committed meanwhile, and the busy timeout does not retry that case.
-        self._db.execute("BEGIN IMMEDIATE")
+    def __init__(self, store: Store | Path) -> None:
+        self.store = SQLiteStore(store) if isinstance(store, Path) else store
+        self.where = self.store.where
         try:
-            yield
+            self.store.migrate("ledger", MIGRATIONS)
         except BaseException:
-            self._db.execute("ROLLBACK")
+            self.store.close()
             raise
-        self._db.execute("COMMIT")
+        self._recorded = 0
 
     def assign(self, prompt: str, caller: str, weights: list[tuple[int, int]]) -> int:
         """The version `caller` is served of `prompt`, whose versions are (version, percent) pairs: the one it was
@@ -205,79 +216,111 @@ class Ledger:
         keeps a small group's split within one caller of the weights: 50 callers hashed 80/20 land 5.7 points off
         on average."""
         versions = [version for version, _ in weights]
-        with self._transaction():
-            row = self._db.execute("SELECT version FROM assignments WHERE prompt = ? AND caller = ?",
-                                   (prompt, caller)).fetchone()
+        with self.store.transaction() as tx:
+            row = tx.execute("SELECT version FROM assignments WHERE prompt = ? AND caller = ?",
+                             (prompt, caller)).fetchone()
             if row is not None and row[0] in versions:
                 return int(row[0])
-            counts = dict(self._db.execute("SELECT version, COUNT(*) FROM assignments WHERE prompt = ? "
-                                           "GROUP BY version", (prompt,)).fetchall())
+            counts = dict(tx.execute("SELECT version, COUNT(*) FROM assignments WHERE prompt = ? GROUP BY version",
+                                     (prompt,)).fetchall())
             total = sum(counts.get(version, 0) for version in versions) + 1
             chosen = max(weights, key=lambda pair: pair[1] * total / 100 - counts.get(pair[0], 0))[0]
-            self._db.execute("INSERT OR REPLACE INTO assignments VALUES (?, ?, ?, ?)",
-                             (prompt, caller, chosen, time.time()))
+            tx.execute("INSERT INTO assignments VALUES (?, ?, ?, ?) ON CONFLICT (prompt, caller) DO UPDATE SET "
+                       "version = excluded.version, at = excluded.at", (prompt, caller, chosen, time.time()))
         return chosen
 
     def record(self, *, model: str, key_id: str, budgets: list[str], input_tokens: int, output_tokens: int,
                usd: float | None, at: datetime | None = None, answered: Answered | None = None,
-               forget_before: float | None = None, team: str | None = None) -> None:
+               forget_before: float | None = None, team: str | None = None, request_id: str | None = None) -> bool:
         """Meter one request, by model, budget, key and team; `answered`: keep it for feedback (until
-        `forget_before`, epoch seconds)."""
+        `forget_before`, epoch seconds). `request_id`: the request's id, which makes the record count once
+        however many times it is given; False when it already had been."""
         when = _utc(at)
         day = _epoch(period_start("day", when))
         unique_budgets = list(dict.fromkeys(budgets))
         unpriced = input_tokens + output_tokens if usd is None else 0
         added = (day, usd or 0.0, input_tokens, output_tokens, unpriced)
-        with self._transaction():
-            self._db.executemany(_INSERT_SPEND, [
+        with self.store.transaction() as tx:
+            if request_id is not None and not tx.execute(
+                    "INSERT INTO metered VALUES (?, ?) ON CONFLICT (request_id) DO NOTHING",
+                    (request_id, when.timestamp())).rowcount:
+                return False
+            tx.executemany(_INSERT_SPEND, [
                 (when.timestamp(), model, key_id, budget, input_tokens, output_tokens, usd)
                 for budget in unique_budgets or [None]
             ])
             # The model's total counts the request once however many budgets it counts against.
-            self._db.executemany(_ADD_DAILY, [
+            tx.executemany(_ADD_DAILY, [
                 ("model", model, *added), *(("budget", budget, *added) for budget in unique_budgets)
             ])
-            self._db.executemany(_ADD_CALLERS_DAILY, [
+            tx.executemany(_ADD_CALLERS_DAILY, [
                 ("key", key_id, *added), *((("team", team, *added),) if team else ())])
             if answered is not None:
-                self._db.execute("INSERT OR REPLACE INTO requests VALUES (?, ?, ?, ?, ?, ?, ?, ?)", (
-                    answered.request_id, answered.answer_id, when.timestamp(), answered.model, answered.version,
-                    answered.prompt_version, answered.key_id, answered.cache_key))
-                self._recorded += 1
-                if forget_before is not None and self._recorded % _FORGET_EVERY == 0:
-                    self._db.execute("DELETE FROM requests WHERE at < ?", (forget_before,))
+                tx.execute(
+                    "INSERT INTO requests VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET "
+                    "answer_id = excluded.answer_id, at = excluded.at, model = excluded.model, "
+                    "version = excluded.version, prompt_version = excluded.prompt_version, "
+                    "key_id = excluded.key_id, cache_key = excluded.cache_key", (
+                        answered.request_id, answered.answer_id, when.timestamp(), answered.model, answered.version,
+                        answered.prompt_version, answered.key_id, answered.cache_key))
+            self._recorded += 1
+            if forget_before is not None and self._recorded % _FORGET_EVERY == 0:
+                tx.execute("DELETE FROM requests WHERE at < ?", (forget_before,))
+                # A spooled record is replayed within the feedback window or not at all, so its id can go too.
+                tx.execute("DELETE FROM metered WHERE at < ?", (forget_before,))
+        return True
+
+    def admit(self, key_id: str, now: float, since: float,
+              wait: Callable[[list[float], list[tuple[float, int]]], float | None]) -> float | None:
+        """One admission against a key's shared sliding window: its requests and (time, tokens) after `since`,
+        oldest first, go to `wait`; when it says None the request is logged at `now`. One key's admissions are
+        serialised across replicas by a lock on its row, so N replicas never admit more than the limit."""
+        with self.store.transaction() as tx:
+            tx.execute("INSERT INTO rate_keys VALUES (?) ON CONFLICT (key_id) DO UPDATE SET key_id = excluded.key_id",
+                       (key_id,))
+            tx.execute("DELETE FROM rate_events WHERE key_id = ? AND at <= ?", (key_id, since))
+            rows = tx.execute("SELECT at, tokens FROM rate_events WHERE key_id = ? ORDER BY at",
+                              (key_id,)).fetchall()
+            waited = wait([at for at, tokens in rows if tokens == 0], [(at, n) for at, n in rows if n > 0])
+            if waited is None:
+                tx.execute("INSERT INTO rate_events VALUES (?, ?, 0)", (key_id, now))
+        return waited
+
+    def add_tokens(self, key_id: str, now: float, tokens: int) -> None:
+        self.store.query("INSERT INTO rate_events VALUES (?, ?, ?)", (key_id, now, tokens))
 
     def answered(self, answer: str, key_id: str, since: float) -> Answered | None:
         """The request `answer` names (its request id, else the id in its body: the latest such answer) if
         `key_id` asked it after `since` (epoch seconds); None for an unknown, expired or someone else's answer."""
-        row = self._db.execute(
+        rows = self.store.query(
             "SELECT id, answer_id, model, version, prompt_version, key_id, cache_key FROM requests "
             "WHERE (id = ? OR answer_id = ?)"
             " AND key_id = ? AND at >= ? ORDER BY id = ? DESC, at DESC LIMIT 1",
-            (answer, answer, key_id, since, answer)).fetchone()
-        return Answered(*row) if row is not None else None
+            (answer, answer, key_id, since, answer))
+        return Answered(*rows[0]) if rows else None
 
     def rate(self, answered: Answered, score: float, negative: bool, comment: str | None,
              at: datetime | None = None) -> None:
         """Keep a rating of an answer, replacing an earlier one of the same answer."""
-        self._db.execute("INSERT OR REPLACE INTO feedback VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", (
-            answered.request_id, _utc(at).timestamp(), answered.model, answered.version, answered.prompt_version,
-            answered.key_id, score, int(negative), comment))
+        self.store.query(
+            "INSERT INTO feedback VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (request_id) DO UPDATE SET "
+            "at = excluded.at, score = excluded.score, negative = excluded.negative, comment = excluded.comment",
+            (answered.request_id, _utc(at).timestamp(), answered.model, answered.version, answered.prompt_version,
+             answered.key_id, score, int(negative), comment))
 
     def ratings(self, since: datetime) -> dict[str, dict[str, int]]:
         """Per model, the ratings given since `since` and how many were negative."""
-        rows = self._db.execute("SELECT model, COUNT(*), SUM(negative) FROM feedback WHERE at >= ? GROUP BY model",
+        rows = self.store.query("SELECT model, COUNT(*), SUM(negative) FROM feedback WHERE at >= ? GROUP BY model",
                                 (_utc(since).timestamp(),))
-        return {model: {"ratings": count, "negative": negative or 0} for model, count, negative in rows}
+        return {model: {"ratings": int(count), "negative": int(negative or 0)} for model, count, negative in rows}
 
     def spent(self, budget: str, period: Period, at: datetime | None = None) -> float:
         """Priced spend (USD) against `budget` in the period that contains `at` (default: now)."""
         start = period_start(period, _utc(at))
-        row = self._db.execute(
+        rows = self.store.query(
             "SELECT COALESCE(SUM(usd), 0.0) FROM daily WHERE scope = 'budget' AND name = ? AND day >= ? AND day < ?",
-            (budget, _epoch(start), _epoch(period_end(period, start))),
-        ).fetchone()
-        return row[0]
+            (budget, _epoch(start), _epoch(period_end(period, start))))
+        return float(rows[0][0])
 
     def crossed(self, budget: BudgetSpec, at: datetime | None = None) -> list[float]:
         """alert_at thresholds reached this period and not returned before (by this or any other process)."""
@@ -294,18 +337,17 @@ class Ledger:
             if threshold in known:
                 continue
             # The unique constraint decides who reports a threshold when two processes race for it.
-            inserted = self._db.execute(
-                "INSERT OR IGNORE INTO alerts (budget, period_start, threshold, at) VALUES (?, ?, ?, ?)",
-                (budget.name, start, threshold, when.timestamp()),
-            ).rowcount
+            with self.store.transaction() as tx:
+                inserted = tx.execute(
+                    "INSERT INTO alerts (budget, period_start, threshold, at) VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING",
+                    (budget.name, start, threshold, when.timestamp())).rowcount
             if inserted:
                 new.append(threshold)
         return new
 
     def _alerts(self, budget: str, start: int) -> list[float]:
-        rows = self._db.execute(
-            "SELECT threshold FROM alerts WHERE budget = ? AND period_start = ? ORDER BY threshold", (budget, start)
-        )
+        rows = self.store.query(
+            "SELECT threshold FROM alerts WHERE budget = ? AND period_start = ? ORDER BY threshold", (budget, start))
         return [threshold for (threshold,) in rows]
 
     def usage(self, at: datetime | None = None, *, budgets: Iterable[BudgetSpec] = ()) -> dict[str, Any]:
@@ -314,11 +356,10 @@ class Ledger:
         of models without a price, so a caller can say they could not be priced instead of showing $0."""
         when = _utc(at)
         month = period_start("month", when)
-        models = self._db.execute(_MODEL_TOTALS, (_epoch(month), _epoch(period_end("month", month))))
-        per_model = {name: _totals(sums) for name, *sums in models}
+        month_range = (_epoch(month), _epoch(period_end("month", month)))
+        per_model = {name: _totals(sums) for name, *sums in self.store.query(_MODEL_TOTALS, month_range)}
         callers: dict[str, dict[str, Any]] = {"key": {}, "team": {}}
-        for scope, name, *sums in self._db.execute(_CALLER_TOTALS, (_epoch(month),
-                                                                     _epoch(period_end("month", month)))):
+        for scope, name, *sums in self.store.query(_CALLER_TOTALS, month_range):
             callers[scope][name] = _totals(sums)
         return {
             "at": when.isoformat(),
@@ -334,9 +375,9 @@ class Ledger:
     def _budget_usage(self, spec: BudgetSpec, when: datetime) -> dict[str, Any]:
         start = period_start(spec.period, when)
         # An aggregate without GROUP BY always yields one row: zeros for a budget nothing was spent against yet.
-        sums = self._db.execute(_BUDGET_TOTALS, (spec.name, _epoch(start), _epoch(period_end(spec.period, start))))
-        return {"period": spec.period, "period_start": start.isoformat(), **_totals(sums.fetchone()),
+        sums = self.store.query(_BUDGET_TOTALS, (spec.name, _epoch(start), _epoch(period_end(spec.period, start))))
+        return {"period": spec.period, "period_start": start.isoformat(), **_totals(sums[0]),
                 "alerts": self._alerts(spec.name, _epoch(start))}
 
     def close(self) -> None:
-        self._db.close()
+        self.store.close()

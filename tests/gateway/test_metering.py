@@ -11,8 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from llmctl.gateway.metering import Ledger, period_start
+from llmctl.gateway.metering import MIGRATIONS, Ledger, period_start
 from llmctl.gateway.spec import BudgetSpec
+from llmctl.gateway.store import PostgresStore, SchemaTooNew
 
 UTC = timezone.utc
 WED = datetime(2024, 1, 3, 15, 30, tzinfo=UTC)  # 2024-01-01 was a Monday
@@ -23,9 +24,13 @@ def budget(name: str = "team", limit_usd: float = 10.0, period: str = "month",
     return BudgetSpec(name=name, limit_usd=limit_usd, period=period, alert_at=alert_at or [], on_exceed="block")
 
 
-@pytest.fixture
-def ledger(tmp_path: Path) -> Iterator[Ledger]:
-    ledger = Ledger(tmp_path / "state" / "spend.db")
+@pytest.fixture(params=["sqlite", "postgres"])
+def ledger(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Ledger]:
+    """The same ledger on each store: its own SQLite file, and a real PostgreSQL server."""
+    if request.param == "sqlite":
+        ledger = Ledger(tmp_path / "state" / "spend.db")
+    else:
+        ledger = Ledger(PostgresStore(request.getfixturevalue("postgres").dsn))
     yield ledger
     ledger.close()
 
@@ -60,20 +65,20 @@ def test_naive_times_are_refused(ledger: Ledger) -> None:
         spend(ledger, 1.0, datetime(2024, 1, 3))
 
 
-def test_database_is_in_wal_mode(ledger: Ledger, tmp_path: Path) -> None:
+def test_database_is_in_wal_mode(tmp_path: Path) -> None:
+    Ledger(tmp_path / "state" / "spend.db").close()
     db = sqlite3.connect(tmp_path / "state" / "spend.db")
     assert db.execute("PRAGMA journal_mode").fetchone() == ("wal",)
     db.close()
 
 
-def test_a_request_against_two_budgets_is_recorded_for_each(ledger: Ledger, tmp_path: Path) -> None:
+def test_a_request_against_two_budgets_is_recorded_for_each(ledger: Ledger) -> None:
     spend(ledger, 0.25, WED, budgets=["team", "org"])
     assert ledger.spent("team", "month", WED) == 0.25
     assert ledger.spent("org", "month", WED) == 0.25
-    db = sqlite3.connect(tmp_path / "state" / "spend.db")
-    rows = db.execute("SELECT budget, model, key_id, input_tokens, output_tokens, usd FROM spend ORDER BY budget")
-    assert rows.fetchall() == [("org", "chat", "k", 100, 50, 0.25), ("team", "chat", "k", 100, 50, 0.25)]
-    db.close()
+    rows = ledger.store.query("SELECT budget, model, key_id, input_tokens, output_tokens, usd FROM spend "
+                              "ORDER BY budget")
+    assert [tuple(row) for row in rows] == [("org", "chat", "k", 100, 50, 0.25), ("team", "chat", "k", 100, 50, 0.25)]
     # The model's own totals count the request once.
     assert ledger.usage(WED)["models"]["chat"] == {"spent_usd": 0.25, "input_tokens": 100, "output_tokens": 50,
                                                    "requests": 1, "unpriced_tokens": 0}
@@ -193,3 +198,41 @@ def test_two_processes_write_concurrently_without_losing_a_record(tmp_path: Path
     db = sqlite3.connect(path)
     assert db.execute("SELECT COUNT(*) FROM spend").fetchone() == (400,)
     db.close()
+
+
+def test_a_record_given_twice_under_one_request_id_counts_once(ledger: Ledger) -> None:
+    # What a spool replayed after a crash, or a retried write, gives: the same request again.
+    first = ledger.record(model="chat", key_id="k", budgets=["team"], input_tokens=10, output_tokens=5, usd=0.5,
+                          at=WED, request_id="req-1")
+    again = ledger.record(model="chat", key_id="k", budgets=["team"], input_tokens=10, output_tokens=5, usd=0.5,
+                          at=WED, request_id="req-1")
+    assert (first, again) == (True, False)
+    assert ledger.spent("team", "month", WED) == 0.5
+    assert ledger.usage(WED)["models"]["chat"]["requests"] == 1
+
+
+def test_a_store_migrated_by_a_newer_llmctl_is_refused(ledger: Ledger) -> None:
+    ledger.store.query("UPDATE schema_versions SET version = 99 WHERE component = 'ledger'")
+    with pytest.raises(SchemaTooNew, match="schema version 99, newer than the 2 this llmctl knows"):
+        ledger.store.migrate("ledger", MIGRATIONS)
+
+
+def test_reopening_a_migrated_store_changes_nothing(ledger: Ledger) -> None:
+    spend(ledger, 1.0, WED)
+    assert ledger.store.migrate("ledger", MIGRATIONS) == len(MIGRATIONS)
+    assert ledger.spent("team", "month", WED) == 1.0
+
+
+def test_the_shared_window_admits_up_to_the_limit_and_says_when_the_oldest_leaves(ledger: Ledger) -> None:
+    def two_per_window(requests: list[float], tokens: list[tuple[float, int]]) -> float | None:
+        return None if len(requests) < 2 else requests[-2] + 60 - now
+
+    now = 1000.0
+    assert ledger.admit("k", now, now - 60, two_per_window) is None
+    now = 1010.0
+    assert ledger.admit("k", now, now - 60, two_per_window) is None
+    now = 1020.0
+    assert ledger.admit("k", now, now - 60, two_per_window) == 40.0  # the first leaves at 1060
+    now = 1061.0  # the first has left the window, so one more fits
+    assert ledger.admit("k", now, now - 60, two_per_window) is None
+    assert ledger.admit("other", now, now - 60, two_per_window) is None  # each key has its own window

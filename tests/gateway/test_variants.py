@@ -70,7 +70,7 @@ def test_an_assignment_outlives_the_gateway_and_a_user_field_is_its_own_caller(t
     assert set(users.values()) == {"3", "4"}  # five users of one key: not all on the key's version
     # The ledger keeps digests of callers, never an email or a key name.
     ledger = Ledger(tmp_path / "ledger.sqlite")
-    stored = ledger._db.execute("SELECT caller FROM assignments").fetchall()
+    stored = ledger.store.query("SELECT caller FROM assignments")
     ledger.close()
     assert len(stored) == 15 and not any("@" in caller or "team" in caller for (caller,) in stored)
 
