@@ -3,6 +3,8 @@
 The first line on stdout is `listening on http://H:P` once the socket accepts connections, with the port bound (so
 `--port 0` lets a parent process pick a free port and read which one it got). SIGHUP reads FILE again and serves it
 in place (`/health` says the sha256 of the file it serves); a spec that cannot be taken so is logged and ignored.
+Exit 1, before listening, when the spec's store cannot be reached or was migrated by a newer llmctl; 2 for a spec
+that cannot be read or is invalid (a key's or the store DSN's variable not set).
 """
 from __future__ import annotations
 
@@ -20,6 +22,8 @@ from pydantic import ValidationError
 from llmctl.gateway.app import create_app
 from llmctl.gateway.auth import hashed
 from llmctl.gateway.spec import GatewaySpec
+from llmctl.gateway.store import SchemaTooNew, StoreError
+from llmctl.gateway.stores import Stores
 
 
 def bind(host: str, port: int) -> socket.socket:
@@ -58,9 +62,18 @@ def main(argv: list[str] | None = None) -> int:
         print(f"llmctl gateway: {args.spec}: {exc}", file=sys.stderr)
         return 2
     try:
-        app = create_app(spec, reload=lambda: _read(args.spec), spec_sha256=sha)
+        app = create_app(spec, reload=lambda: _read(args.spec), spec_sha256=sha, port=args.port or None)
     except ValueError as exc:
         print(f"llmctl gateway: {args.spec}: {exc}", file=sys.stderr)
+        return 2
+    # The store is reached (and migrated) before the port is bound: a gateway that cannot meter never serves.
+    try:
+        Stores(spec, args.port or None).close()
+    except (StoreError, SchemaTooNew) as exc:
+        print(f"llmctl gateway: not starting: {exc}", file=sys.stderr)
+        return 1
+    except ValueError as exc:  # the DSN's variable or file
+        print(f"llmctl gateway: not starting: {exc}", file=sys.stderr)
         return 2
     try:
         sock = bind(args.host, args.port)

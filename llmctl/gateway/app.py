@@ -16,7 +16,6 @@ import json
 import logging
 import os
 import signal
-import sqlite3
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager, suppress
@@ -34,7 +33,7 @@ from starlette.routing import Route as HttpRoute
 
 from llmctl.gateway.answers import answer_texts, blocked, check_answer
 from llmctl.gateway.audit import AuditLog, prompt_sha256
-from llmctl.gateway.auth import KeyRing, RateLimiter, allowed
+from llmctl.gateway.auth import KeyRing, allowed
 from llmctl.gateway.cache import ResponseCache, answer_output, cache_key, cacheable, replay
 from llmctl.gateway.call import Call, Route, cached_input_tokens, metered_tokens, slo_outcome
 from llmctl.gateway.errors import GatewayError
@@ -49,6 +48,8 @@ from llmctl.gateway.relay import StreamRelay
 from llmctl.gateway.routing import CANARY, Rotation, Upstream
 from llmctl.gateway.spec import GatewaySpec, KeySpec, RouteSpec, priced_usd
 from llmctl.gateway.spend import BudgetState, Spending
+from llmctl.gateway.store import StoreError
+from llmctl.gateway.stores import Stores
 from llmctl.gateway.tokens import counter_for
 from llmctl.gateway.transport import UpstreamClient, UpstreamTransport
 from llmctl.gateway.variants import Variants, caller_of, pinned_version, version_of
@@ -68,9 +69,9 @@ _JSON = {"content-type": "application/json"}
 
 
 def create_app(spec: GatewaySpec, reload: Callable[[], tuple[GatewaySpec, str]] | None = None,
-               spec_sha256: str | None = None) -> Starlette:
+               spec_sha256: str | None = None, port: int | None = None) -> Starlette:
     """`reload`: how to read the spec again (with its file's sha256) when the process gets SIGHUP."""
-    gateway = Gateway(spec, spec_sha256)
+    gateway = Gateway(spec, spec_sha256, port)
 
     def on_sighup() -> None:
         assert reload is not None
@@ -174,24 +175,24 @@ def presented_key(request: Request) -> str | None:
 
 
 class Gateway:
-    def __init__(self, spec: GatewaySpec, spec_sha256: str | None = None) -> None:
+    def __init__(self, spec: GatewaySpec, spec_sha256: str | None = None, port: int | None = None) -> None:
+        """`port`: the one it listens on, which names its spool among its replicas' on one host."""
         self.spec = spec
+        self.port = port
         self.spec_sha256 = spec_sha256  # of the spec file it serves, for whoever wrote it to see it taken
         self.routes = _routes(spec)
         self.keys = KeyRing(spec.keys)
         self.keys_required = bool(spec.keys)
-        self.limiter = RateLimiter()
         self.audit = AuditLog(Path(spec.audit_path))
         self.metrics = GatewayMetrics(spec.slo_thresholds, budgets=spec.budgets,
                                       slo_models=[route.model for route in spec.routes.values() if route.slo])
         self.metrics.watch(self._replica_states, self._budget_states)
-        self._ledger: Ledger | None = None
+        self._stores: Stores | None = None
         self._spending: Spending | None = None
         self._variants = Variants(lambda *assignment: self.ledger.assign(*assignment))
         # Answers sent whose metering (which keeps them for feedback) has not run yet, by request id and body id:
         # a client may rate an answer the moment it has it.
         self._unmetered: dict[str, Call] = {}
-        self._cache: ResponseCache | None = None
         # One client for every upstream request: pooled HTTP/1.1 keep-alive connections, no per-request setup.
         limits = httpx.Limits(max_connections=MAX_CONNECTIONS, max_keepalive_connections=MAX_CONNECTIONS,
                               keepalive_expiry=KEEPALIVE_EXPIRY_S)
@@ -202,6 +203,7 @@ class Gateway:
         # connection a request could have reused, and it finds out whether a new connection is accepted.
         self.probe_client = _client(PROBE_TIMEOUT_S, httpx.Limits(max_keepalive_connections=0))
         self._probing: asyncio.Task[None] | None = None
+        self._watching: asyncio.Task[None] | None = None
 
     def reload(self, spec: GatewaySpec, spec_sha256: str | None = None) -> None:
         """Serve `spec` from now on, in place: requests under way finish as they began, counters and the rate
@@ -213,30 +215,42 @@ class Gateway:
         self.spec, self.spec_sha256, self.routes = spec, spec_sha256, routes
         self.keys, self.keys_required = KeyRing(spec.keys), bool(spec.keys)
         self.metrics.declare(slo_models=[r.model for r in spec.routes.values() if r.slo], budgets=spec.budgets)
-        if self._ledger is not None:
-            self._spending = Spending(self._ledger, spec.budgets)
+        if self._stores is not None:
+            self._spending = self._stores.spending_for(spec)
         self._forget_unserved()
 
     def open(self) -> None:
-        if self._ledger is None:
-            self._ledger = Ledger(Path(self.spec.db_path))
-            self._spending = Spending(self._ledger, self.spec.budgets)
-        if self.spec.cache is not None and self._cache is None:
-            self._cache = ResponseCache(Path(self.spec.cache.path), self.spec.cache.ttl_s, self.spec.cache.max_entries)
+        """Open (and migrate) the store: StoreError when it cannot be reached, ValueError when its DSN is not where
+        the spec says, SchemaTooNew when a newer llmctl migrated it."""
+        if self._stores is None:
+            self._stores = Stores(self.spec, self.port)
+            self._spending = self._stores.spending
             self._forget_unserved()
 
     def _forget_unserved(self) -> None:
         """Answers of a model version, prompt or guardrail policy no longer served are never replayed again."""
         if self._cache is not None:
-            gone = self._cache.keep_only((name, route.generation) for name, route in self.routes.items())
+            try:
+                gone = self._cache.keep_only((name, route.generation) for name, route in self.routes.items())
+            except StoreError as error:  # a later spec change (or restart) drops them
+                log.error("cached answers of what is no longer served were not dropped: %s", error)
+                return
             if gone:
                 log.warning("dropped %d cached answers of what is no longer served", gone)
 
     @property
-    def ledger(self) -> Ledger:
+    def stores(self) -> Stores:
         self.open()  # on first use where the app is served without a lifespan (httpx.ASGITransport)
-        assert self._ledger is not None
-        return self._ledger
+        assert self._stores is not None
+        return self._stores
+
+    @property
+    def ledger(self) -> Ledger:
+        return self.stores.ledger
+
+    @property
+    def _cache(self) -> ResponseCache | None:
+        return self._stores.cache if self._stores is not None else None
 
     @property
     def spending(self) -> Spending:
@@ -249,21 +263,21 @@ class Gateway:
         if self._probing is None:
             self._probing = asyncio.create_task(
                 probe_forever(self.probe_client, lambda: self.routes.values(), self.spec.probe_interval_s))
+        if self._watching is None:
+            self._watching = asyncio.create_task(self.stores.watch())
 
     async def aclose(self) -> None:
-        if self._probing is not None:
-            self._probing.cancel()
-            with suppress(asyncio.CancelledError):
-                await self._probing
-            self._probing = None
+        for task in (self._probing, self._watching):
+            if task is not None:
+                task.cancel()
+                with suppress(asyncio.CancelledError):
+                    await task
+        self._probing = self._watching = None
         await self.probe_client.aclose()
         await self.client.aclose()
-        if self._ledger is not None:
-            self._ledger.close()
-            self._ledger = self._spending = None
-        if self._cache is not None:
-            self._cache.close()
-            self._cache = None
+        if self._stores is not None:
+            self._stores.close()
+            self._stores = self._spending = None
         self.audit.close()
 
     # --- endpoints ---------------------------------------------------------------------------------------------------
@@ -296,8 +310,8 @@ class Gateway:
                 self._cache.evict(answered.cache_key)  # a cached answer users dislike is not handed out again
         except GatewayError as error:
             return error.response()
-        except sqlite3.Error:
-            log.exception("the ledger %s could not take a rating", self.spec.db_path)
+        except StoreError:
+            log.exception("the ledger could not take a rating")
             return GatewayError(503, "the rating could not be stored; try again", "server_error",
                                 "ledger_unavailable").response()
         self.metrics.feedback(answered.model, answered.version, answered.prompt_version, rating.negative)
@@ -344,8 +358,8 @@ class Gateway:
     def _budget_states(self) -> list[BudgetState]:
         try:
             return self.spending.states()
-        except sqlite3.Error:  # the scrape still serves every other series
-            log.exception("the ledger %s could not be read for the budget metrics", self.spec.db_path)
+        except StoreError as error:  # the scrape still serves every other series
+            log.error("the ledger could not be read for the budget metrics: %s", error)
             return []
 
     # --- a completion ------------------------------------------------------------------------------------------------
@@ -374,6 +388,7 @@ class Gateway:
         limit = self.spec.max_body_bytes
         check_length(request, limit)
         call.key = key = self._authenticate(request)
+        self.stores.refuse_if_down()
         call.request = client = parse(await read_body(request, limit), call.kind)
         route = self.routes.get(client.model)
         if route is None:
@@ -387,13 +402,13 @@ class Gateway:
             if not allowed(key, client.model):
                 raise GatewayError(403, f"key '{key.id}' may not call model '{client.model}'", "permission_error",
                                    "model_not_allowed", "model")
-            retry_after = self.limiter.admit(key)
+            retry_after = self.stores.admit(key)
             if retry_after is not None:
                 raise GatewayError(429, f"key '{key.id}' is over its per-minute limit; retry in {retry_after} s",
                                    "rate_limit_error", "rate_limit_exceeded",
                                    headers={"retry-after": str(retry_after)})
         if call.budgets:
-            self.spending.check(call.budgets)
+            self.stores.check_budgets(call.budgets)
         prompt, versions = route.prompt_of(call.version)
         rendered = apply_prompt(client, prompt, lambda _: self._variants.pick(versions, caller))
         call.prompt_version = rendered.version if rendered is not None else None
@@ -436,7 +451,11 @@ class Gateway:
         tenant = f"team:{key.team}" if key and key.team else f"key:{key.id if key else ANONYMOUS}"
         call.cache_key = cache_key(tenant, route.generation, call.version, call.kind, call.request.body)
         call.cache_store = "no-store" not in directives
-        answer = None if "no-cache" in directives else self._cache.get(call.cache_key)
+        try:
+            answer = None if "no-cache" in directives else self._cache.get(call.cache_key)
+        except StoreError as error:  # served from the model instead
+            log.error("the cache could not be read: %s", error)
+            answer = None
         if answer is None:
             call.cache = "miss"
             return None
@@ -568,19 +587,19 @@ class Gateway:
                                                             cached_input_tokens(usage))
             answered = _answered_by(call, key_id or ANONYMOUS) if status == 200 else None
             try:
-                self.ledger.record(model=route.spec.model, key_id=key_id or ANONYMOUS, budgets=call.budgets,
+                self.stores.record(model=route.spec.model, key_id=key_id or ANONYMOUS, budgets=call.budgets,
                                    input_tokens=input_tokens, output_tokens=output_tokens, usd=usd,
-                                   team=call.key.team if call.key else None,
+                                   team=call.key.team if call.key else None, request_id=call.request_id,
                                    answered=answered, forget_before=time.time() - self.spec.feedback.window_s)
-            except sqlite3.Error:  # the rest (metrics, the audit line) still says what happened
-                log.exception("the ledger %s could not record a request to %s", self.spec.db_path, model)
+            except StoreError:  # the rest (metrics, the audit line) still says what happened
+                log.exception("the ledger could not record a request to %s", model)
             self.metrics.tokens(label, key_label, team, input_tokens, output_tokens, call.version)
             if usd:
                 self.metrics.spend(label, key_label, team, usd, call.budgets, call.version)
                 if call.budgets:
                     self.spending.recorded(call.budgets, usd)
             if call.key is not None:
-                self.limiter.add_tokens(call.key, input_tokens + output_tokens)
+                self.stores.add_tokens(call.key, input_tokens + output_tokens)
         self.metrics.request(label, key_label, team, status, seconds, call.version)
         if call.cache is not None:
             self.metrics.cache(label, call.cache)
@@ -588,7 +607,7 @@ class Gateway:
                     and route is not None and call.cache_key is not None and self._cache is not None:
                 try:
                     self._cache.put(call.cache_key, label, route.generation, call.answer)
-                except sqlite3.Error:  # the answer went out; only its replay is lost
+                except StoreError:  # the answer went out; only its replay is lost
                     log.exception("the cache %s could not store an answer", self._cache)
         prompt = route.prompt_of(call.version)[0] if route is not None else None
         if call.prompt_version is not None and prompt is not None:

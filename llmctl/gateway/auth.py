@@ -8,8 +8,12 @@ import time
 from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from llmctl.gateway.spec import KeySpec
+
+if TYPE_CHECKING:
+    from llmctl.gateway.metering import Ledger
 
 WINDOW_S = 60.0
 
@@ -91,6 +95,15 @@ class _Window:
         raise AssertionError("token_total disagrees with the entries it sums")
 
 
+def _retry_after(key: KeySpec, window: _Window, now: float) -> int | None:
+    """None when `key` may make a request now; else the Retry-After in whole seconds (rounded up, at least 1)."""
+    waits = [wait for wait in (
+        None if key.requests_per_minute is None else window.request_wait(key.requests_per_minute, now),
+        None if key.tokens_per_minute is None else window.token_wait(key.tokens_per_minute, now),
+    ) if wait is not None]
+    return max(1, math.ceil(max(waits))) if waits else None
+
+
 class RateLimiter:
     """Per-key requests/min and tokens/min over a rolling 60 s window, as a sliding log.
 
@@ -113,15 +126,10 @@ class RateLimiter:
             return None
         now = self._clock() if now is None else now
         window = self._window(key.id, now)
-        waits = [wait for wait in (
-            None if key.requests_per_minute is None else window.request_wait(key.requests_per_minute, now),
-            None if key.tokens_per_minute is None else window.token_wait(key.tokens_per_minute, now),
-        ) if wait is not None]
-        if waits:
-            return max(1, math.ceil(max(waits)))
-        if key.requests_per_minute is not None:
+        retry_after = _retry_after(key, window, now)
+        if retry_after is None and key.requests_per_minute is not None:
             window.requests.append(now)
-        return None
+        return retry_after
 
     def add_tokens(self, key: KeySpec, n: int, now: float | None = None) -> None:
         if key.tokens_per_minute is None or n <= 0:
@@ -137,3 +145,30 @@ class RateLimiter:
             window = self._windows[key_id] = _Window()
         window.expire(now)
         return window
+
+
+class SharedRateLimiter:
+    """The same sliding log, kept in a store that every replica of a gateway shares, so a key limited to N requests
+    a minute gets N in total however many replicas serve it. The clock is the wall clock: replicas on different
+    hosts must agree on it (NTP's milliseconds are well inside a 60 s window)."""
+
+    def __init__(self, ledger: "Ledger", clock: Callable[[], float] = time.time) -> None:
+        self._ledger = ledger
+        self._clock = clock
+
+    def admit(self, key: KeySpec, now: float | None = None) -> int | None:
+        if key.requests_per_minute is None and key.tokens_per_minute is None:
+            return None
+        now = self._clock() if now is None else now
+
+        def retry_after(requests: list[float], tokens: list[tuple[float, int]]) -> int | None:
+            return _retry_after(key, _Window(deque(requests), deque(tokens), sum(n for _, n in tokens)), now)
+
+        # A key limited by tokens alone logs no requests: nothing would read them.
+        return self._ledger.admit(key.id, now, now - WINDOW_S, retry_after,
+                                  log_request=key.requests_per_minute is not None)
+
+    def add_tokens(self, key: KeySpec, n: int, now: float | None = None) -> None:
+        if key.tokens_per_minute is None or n <= 0:
+            return
+        self._ledger.add_tokens(key.id, self._clock() if now is None else now, n)

@@ -7,26 +7,27 @@ the prompt versions and guardrail policy of the route, and the request with its 
 end user) left out, so a streamed request can be answered from a whole one and the other way round. What is
 stored is what the client was sent, after the output guardrails, so a replay needs none of them again.
 
-Entries live in a SQLite file beside the ledger, bounded in count (the least recently used go first) and in age.
-An entry whose model version, prompts or guardrails are no longer served is dropped when the gateway takes its spec.
+Entries live in the gateway's store: a SQLite file beside the ledger, or the PostgreSQL database its replicas share
+(so an answer one replica stored is replayed by the others). They are bounded in count (the least recently used go
+first; each replica trims when it finds the bound passed) and in age. An entry whose model version, prompts or
+guardrails are no longer served is dropped when the gateway takes its spec.
 """
 from __future__ import annotations
 
 import hashlib
 import json
-import sqlite3
 import time
 from collections.abc import Iterable
-from pathlib import Path
 from typing import Any
 
 from llmctl.gateway.inputs import Kind
+from llmctl.gateway.store import Migration, Store
 
 # Fields that say how an answer is delivered, not what it is.
 _DELIVERY = ("stream", "stream_options", "user")
 _REPLAYABLE_STREAM_OPTIONS = {"include_usage"}
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS entries (
+_TABLE = """
+CREATE TABLE IF NOT EXISTS cache_entries (
     key TEXT PRIMARY KEY,            -- sha256 of tenant, generation and request
     model TEXT NOT NULL,
     generation TEXT NOT NULL,        -- what the route served when it was stored (see Route.generation)
@@ -34,8 +35,11 @@ CREATE TABLE IF NOT EXISTS entries (
     used REAL NOT NULL,
     answer TEXT NOT NULL             -- the answer as the client got it, as JSON
 );
-CREATE INDEX IF NOT EXISTS entries_by_use ON entries (used);
+CREATE INDEX IF NOT EXISTS cache_entries_by_use ON cache_entries (used);
 """
+# Before migrations the table was `entries`: a cache, so the old one is dropped rather than carried over.
+MIGRATIONS = (Migration(sqlite="DROP TABLE IF EXISTS entries;" + _TABLE,
+                        postgres=_TABLE.replace(" REAL", " DOUBLE PRECISION")),)
 
 
 def cacheable(body: dict[str, Any]) -> bool:
@@ -56,55 +60,67 @@ def cache_key(tenant: str, generation: str, version: str, kind: Kind, body: dict
 
 
 class ResponseCache:
-    def __init__(self, path: Path, ttl_s: float, max_entries: int) -> None:
+    def __init__(self, store: Store, ttl_s: float, max_entries: int, own_store: bool = False) -> None:
+        """`own_store`: the cache's store is its own (a SQLite file), closed with it; else the ledger's."""
         self.ttl_s, self.max_entries = ttl_s, max_entries
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(path, timeout=10.0, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.executescript(_SCHEMA)
-        self._count = self._db.execute("SELECT COUNT(*) FROM entries").fetchone()[0]
+        self.store, self._own_store = store, own_store
+        store.migrate("cache", MIGRATIONS)
+        self._count = self._counted()
+
+    def __str__(self) -> str:
+        return self.store.where
+
+    def _counted(self) -> int:
+        return int(self.store.query("SELECT COUNT(*) FROM cache_entries")[0][0])
 
     def get(self, key: str) -> dict[str, Any] | None:
         now = time.time()
-        row = self._db.execute("SELECT answer FROM entries WHERE key = ? AND stored > ?",
-                               (key, now - self.ttl_s)).fetchone()
-        if row is None:
+        rows = self.store.query("SELECT answer FROM cache_entries WHERE key = ? AND stored > ?",
+                                (key, now - self.ttl_s))
+        if not rows:
             return None
-        self._db.execute("UPDATE entries SET used = ? WHERE key = ?", (now, key))
-        answer: dict[str, Any] = json.loads(row[0])
+        self.store.query("UPDATE cache_entries SET used = ? WHERE key = ?", (now, key))
+        answer: dict[str, Any] = json.loads(rows[0][0])
         return answer
 
     def put(self, key: str, model: str, generation: str, answer: dict[str, Any]) -> None:
         now = time.time()
-        added = self._db.execute("INSERT OR IGNORE INTO entries VALUES (?, ?, ?, ?, ?, ?)",
-                                 (key, model, generation, now, now, json.dumps(answer, ensure_ascii=False))).rowcount
-        if not added:  # an expired entry under the same key: replaced, the count stays
-            self._db.execute("UPDATE entries SET stored = ?, used = ?, answer = ? WHERE key = ?",
-                             (now, now, json.dumps(answer, ensure_ascii=False), key))
-            return
+        text = json.dumps(answer, ensure_ascii=False)
+        with self.store.transaction() as tx:
+            added = tx.execute("INSERT INTO cache_entries VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (key) DO NOTHING",
+                               (key, model, generation, now, now, text)).rowcount
+            if not added:  # an expired entry under the same key (or another replica's): replaced, the count stays
+                tx.execute("UPDATE cache_entries SET stored = ?, used = ?, answer = ? WHERE key = ?",
+                           (now, now, text, key))
+                return
         self._count += 1
         if self._count > self.max_entries:
             # The expired first, then the least recently used, down to the bound.
-            self._db.execute("DELETE FROM entries WHERE stored <= ?", (now - self.ttl_s,))
-            self._db.execute("DELETE FROM entries WHERE key IN (SELECT key FROM entries ORDER BY used LIMIT "
-                             "MAX((SELECT COUNT(*) FROM entries) - ?, 0))", (self.max_entries,))
-            self._count = self._db.execute("SELECT COUNT(*) FROM entries").fetchone()[0]
+            with self.store.transaction() as tx:
+                tx.execute("DELETE FROM cache_entries WHERE stored <= ?", (now - self.ttl_s,))
+                excess = int(tx.execute("SELECT COUNT(*) FROM cache_entries").fetchone()[0]) - self.max_entries
+                if excess > 0:
+                    tx.execute("DELETE FROM cache_entries WHERE key IN (SELECT key FROM cache_entries ORDER BY used "
+                               "LIMIT ?)", (excess,))
+            self._count = self._counted()
 
     def evict(self, key: str) -> None:
-        self._count -= self._db.execute("DELETE FROM entries WHERE key = ?", (key,)).rowcount
+        with self.store.transaction() as tx:
+            self._count -= tx.execute("DELETE FROM cache_entries WHERE key = ?", (key,)).rowcount
 
     def keep_only(self, served: Iterable[tuple[str, str]]) -> int:
         """Drop every entry but those of the (model, generation) pairs served now; returns how many went."""
         pairs = list(served)
-        keep = " OR ".join("(model = ? AND generation = ?)" for _ in pairs) or "0"
-        gone = self._db.execute(f"DELETE FROM entries WHERE NOT ({keep})",
-                                [value for pair in pairs for value in pair]).rowcount
+        keep = " OR ".join("(model = ? AND generation = ?)" for _ in pairs) or "1 = 0"
+        with self.store.transaction() as tx:
+            gone = int(tx.execute(f"DELETE FROM cache_entries WHERE NOT ({keep})",
+                                  [value for pair in pairs for value in pair]).rowcount)
         self._count -= gone
         return gone
 
     def close(self) -> None:
-        self._db.close()
+        if self._own_store:
+            self.store.close()
 
 
 def replay(answer: dict[str, Any], request_id: str, stream: bool, include_usage: bool) -> bytes:

@@ -271,20 +271,22 @@ class Ledger:
         return True
 
     def admit(self, key_id: str, now: float, since: float,
-              wait: Callable[[list[float], list[tuple[float, int]]], float | None]) -> float | None:
+              retry_after: Callable[[list[float], list[tuple[float, int]]], int | None],
+              log_request: bool = True) -> int | None:
         """One admission against a key's shared sliding window: its requests and (time, tokens) after `since`,
-        oldest first, go to `wait`; when it says None the request is logged at `now`. One key's admissions are
-        serialised across replicas by a lock on its row, so N replicas never admit more than the limit."""
+        oldest first, go to `retry_after`; when it says None the request is admitted (and logged at `now`). One
+        key's admissions are serialised across replicas by a lock on its row, so N replicas never admit more than
+        the limit between them."""
         with self.store.transaction() as tx:
             tx.execute("INSERT INTO rate_keys VALUES (?) ON CONFLICT (key_id) DO UPDATE SET key_id = excluded.key_id",
                        (key_id,))
             tx.execute("DELETE FROM rate_events WHERE key_id = ? AND at <= ?", (key_id, since))
             rows = tx.execute("SELECT at, tokens FROM rate_events WHERE key_id = ? ORDER BY at",
                               (key_id,)).fetchall()
-            waited = wait([at for at, tokens in rows if tokens == 0], [(at, n) for at, n in rows if n > 0])
-            if waited is None:
+            wait = retry_after([at for at, n in rows if n == 0], [(at, n) for at, n in rows if n > 0])
+            if wait is None and log_request:
                 tx.execute("INSERT INTO rate_events VALUES (?, ?, 0)", (key_id, now))
-        return waited
+        return wait
 
     def add_tokens(self, key_id: str, now: float, tokens: int) -> None:
         self.store.query("INSERT INTO rate_events VALUES (?, ?, ?)", (key_id, now, tokens))

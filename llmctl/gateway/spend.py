@@ -1,6 +1,10 @@
 """Budgets at request time: refuse when a blocking budget is spent for its period, log `warn` overruns and alert_at
-thresholds once each. The ledger is the truth; this keeps each budget's period total in memory between short
-re-reads so that a request does not pay a query per budget."""
+thresholds once each. The ledger is the truth. A gateway alone on its ledger keeps each budget's period total in
+memory between short re-reads, so that a request does not pay a query per budget; replicas sharing a store read it
+on every request (refresh_s 0), so that none admits a request on a total the others have already spent past.
+
+The bound that gives: N replicas racing on a budget's last dollar overrun it by at most the cost of the requests
+they had admitted (in flight) when the total reached the limit, since a request is metered when it ends."""
 from __future__ import annotations
 
 import logging
@@ -11,6 +15,7 @@ from datetime import datetime, timezone
 from llmctl.gateway.errors import GatewayError
 from llmctl.gateway.metering import Ledger, period_end, period_start
 from llmctl.gateway.spec import BudgetSpec
+from llmctl.gateway.store import StoreError
 
 log = logging.getLogger("llmctl.gateway")
 
@@ -39,9 +44,14 @@ class BudgetState:
 
 
 class Spending:
-    def __init__(self, ledger: Ledger, budgets: dict[str, BudgetSpec]) -> None:
+    def __init__(self, ledger: Ledger, budgets: dict[str, BudgetSpec], refresh_s: float = REFRESH_S,
+                 serve_without_store: bool = False) -> None:
+        """`serve_without_store`: while the store cannot be read, go on from the last total read plus what this
+        process metered since (store_failure: open); else a StoreError reaches the caller."""
         self._ledger = ledger
         self._budgets = budgets
+        self._refresh_s = refresh_s
+        self._serve_without_store = serve_without_store
         self._periods: dict[str, _Period] = {}
         self._alerted: set[tuple[str, datetime, float]] = set()  # thresholds already reported (this process)
         self._warned: set[tuple[str, datetime]] = set()  # `warn` overruns already logged (this process)
@@ -49,14 +59,24 @@ class Spending:
     def _period(self, budget: BudgetSpec, added: float = 0.0) -> _Period:
         """The budget's current period; `added`: spend just recorded in the ledger (a re-read includes it)."""
         current = self._periods.get(budget.name)
-        if current is not None and time.time() < current.end_epoch and time.monotonic() - current.read_at < REFRESH_S:
+        fresh = current is not None and time.time() < current.end_epoch
+        if current is not None and fresh and time.monotonic() - current.read_at < self._refresh_s:
             current.spent += added
             return current
         now = datetime.now(timezone.utc)
         start = period_start(budget.period, now)
         end = period_end(budget.period, start)
-        current = _Period(start, end, end.timestamp(), self._ledger.spent(budget.name, budget.period, now),
-                          time.monotonic())
+        try:
+            spent = self._ledger.spent(budget.name, budget.period, now)
+        except StoreError:
+            if not self._serve_without_store:
+                raise
+            # The last total known, re-read when the store answers again (read_at is left as it was).
+            if current is not None and fresh:
+                current.spent += added
+                return current
+            spent = added
+        current = _Period(start, end, end.timestamp(), spent, time.monotonic())
         self._periods[budget.name] = current
         return current
 
@@ -87,7 +107,14 @@ class Spending:
         return states
 
     def recorded(self, budgets: list[str], usd: float) -> None:
-        """After the ledger recorded `usd` against `budgets`: update the totals, log thresholds newly crossed."""
+        """After the ledger (or the spool) recorded `usd` against `budgets`: update the totals, log thresholds newly
+        crossed. A store that cannot be read leaves the thresholds to a later request."""
+        try:
+            self._recorded(budgets, usd)
+        except StoreError as error:
+            log.warning("budget thresholds not checked: %s", error)
+
+    def _recorded(self, budgets: list[str], usd: float) -> None:
         for name in budgets:
             budget = self._budgets[name]
             period = self._period(budget, usd)

@@ -5,24 +5,32 @@ from pathlib import Path
 from typing import Any
 
 from llmctl.cost.model import CallerSpend, CostReport
+from llmctl.errors import LlmctlError
 from llmctl.gateway.metering import Ledger
 from llmctl.gateway.spec import GatewaySpec
+from llmctl.gateway.store import SchemaTooNew, StoreError
+from llmctl.gateway.stores import open_store
 from llmctl.state import State
 
 
 def ledger_usage(spec_path: Path) -> dict[str, Any] | None:
-    """Per budget over its current period and per model this month; None before the gateway metered anything."""
+    """Per budget over its current period and per model this month, from the gateway's store whichever it is; None
+    before the gateway metered anything. A shared store that cannot be read is an LlmctlError saying why: spend it
+    cannot read is not $0."""
     try:
         spec = GatewaySpec.read(spec_path)
     except (OSError, ValueError):
         return None
-    if not Path(spec.db_path).exists():
+    if spec.store is None and not Path(spec.db_path).exists():
         return None
-    ledger = Ledger(Path(spec.db_path))
     try:
-        return ledger.usage(budgets=spec.budgets.values())
-    finally:
-        ledger.close()
+        ledger = Ledger(open_store(spec))
+        try:
+            return ledger.usage(budgets=spec.budgets.values())
+        finally:
+            ledger.close()
+    except (StoreError, SchemaTooNew, ValueError) as exc:
+        raise LlmctlError(f"the spend of the gateway serving {spec_path} cannot be read: {exc}") from exc
 
 
 def with_actual_spend(report: CostReport, state: State) -> CostReport:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import random
-import sqlite3
 from collections.abc import Callable
 from typing import Any
 
@@ -22,6 +21,7 @@ from llmctl.config.schema import Prompt
 from llmctl.gateway.call import Route
 from llmctl.gateway.routing import CANARY, STABLE, VERSION_HEADER
 from llmctl.gateway.spec import VERIFY_KEY_ID, KeySpec
+from llmctl.gateway.store import StoreError
 
 log = logging.getLogger("llmctl.gateway")
 
@@ -57,7 +57,7 @@ class Variants:
                 self._known.clear()
             try:
                 version = self._known[(name, digest)] = self._assign(name, digest, weights)
-            except sqlite3.Error:  # the request is served all the same; the caller is assigned on a later one
+            except StoreError:  # the request is served all the same; the caller is assigned on a later one
                 log.exception("the ledger could not assign a version of prompt %s", name)
                 return _drawn(versions)
         return next(p for p, _ in versions if p.version == version)

@@ -99,12 +99,11 @@ def test_callers_forgotten_in_memory_are_still_remembered_by_the_ledger(tmp_path
 
 
 def test_a_ledger_that_cannot_assign_serves_the_request_by_weight() -> None:
-    import sqlite3
-
+    from llmctl.gateway.store import StoreError
     from llmctl.gateway.variants import Variants
 
     def locked(*assignment: object) -> int:
-        raise sqlite3.OperationalError("database is locked")
+        raise StoreError("the store spend.sqlite: database is locked")
 
     picked = Variants(locked).pick(PROMPT.versions(), "user:ann")
     assert picked.version in (3, 4)
