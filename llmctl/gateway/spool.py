@@ -14,12 +14,14 @@ import json
 import logging
 import os
 import socket
+from dataclasses import asdict
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import filelock
 
-from llmctl.gateway.metering import Ledger
+from llmctl.gateway.metering import Answered, Ledger
 
 log = logging.getLogger("llmctl.gateway")
 
@@ -33,8 +35,12 @@ class Spool:
         self.path = directory / f"spool-{socket.gethostname()}-{port or os.getpid()}.jsonl"
 
     def add(self, record: dict[str, Any]) -> None:
-        """Keep one record (Ledger.record's keyword arguments, JSON-able) until the store takes it."""
-        line = json.dumps(record, ensure_ascii=False, sort_keys=True) + "\n"
+        """Keep one record (Ledger.record's keyword arguments, with its time: a replay lands it in its own day)
+        until the store takes it."""
+        answered = record.get("answered")
+        line = json.dumps({**record, "at": record["at"].isoformat(),
+                           "answered": asdict(answered) if answered is not None else None},
+                          ensure_ascii=False, sort_keys=True) + "\n"
         with _lock(self.path), self.path.open("a", encoding="utf-8") as out:
             out.write(line)
             out.flush()
@@ -56,13 +62,19 @@ class Spool:
                     continue
                 for number, line in enumerate(lines, 1):
                     try:
-                        record = json.loads(line)
-                    except ValueError:  # a line cut short by a crash while it was written: it never counted
+                        record = _record(json.loads(line))
+                    except (ValueError, TypeError, KeyError):  # a line cut short by a crash while it was written: it never counted
                         log.warning("spool %s:%d is not a whole record; skipped", path, number)
                         continue
                     added += ledger.record(**record)
                 path.write_text("", encoding="utf-8")
         return added
+
+
+def _record(data: dict[str, Any]) -> dict[str, Any]:
+    answered = data.get("answered")
+    return {**data, "at": datetime.fromisoformat(data["at"]),
+            "answered": Answered(**answered) if answered is not None else None}
 
 
 def _lock(path: Path) -> filelock.FileLock:

@@ -7,13 +7,13 @@ whose schema is newer than the migrations it knows: an older release must not wr
 understand.
 
 Every failure of the store reaches callers as StoreError, so the gateway decides what a lost store means in one
-place (`store_failure`). After a failure the store is not tried again for RETRY_S: while a database is down, each
-request must not wait on a connection attempt.
+place (`store_failure`). A failure that says the store is out of reach marks it `unreachable`: from then on calls
+fail at once, without waiting on a connection attempt, until `probe` (which the gateway runs off its event loop)
+reaches it again.
 """
 from __future__ import annotations
 
 import sqlite3
-import time
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
@@ -31,7 +31,6 @@ Dialect = Literal["sqlite", "postgres"]
 # at which something is wrong (a process holding a transaction open), not a wait anyone should see.
 BUSY_TIMEOUT_S = 10.0
 CONNECT_TIMEOUT_S = 3
-RETRY_S = 1.0  # after a failure, calls fail at once for this long instead of each waiting on a connection
 
 
 class StoreError(Exception):
@@ -86,7 +85,7 @@ class Store(ABC):
     where: str  # what messages call it: a path, or the DSN without its password
 
     def __init__(self) -> None:
-        self._down_until = 0.0
+        self.unreachable: StoreError | None = None  # why, while the store is out of reach
 
     @contextmanager
     def transaction(self) -> Iterator[Transaction]:
@@ -110,14 +109,27 @@ class Store(ABC):
         except self._errors as exc:
             raise self._failed(exc) from exc
 
+    def probe(self) -> bool:
+        """Whether the store answers now (tried even while it is marked unreachable, which an answer clears). It
+        may wait for a connection: call it off the event loop."""
+        try:
+            with self._transaction() as tx:
+                tx.execute("SELECT 1")
+        except self._errors as exc:
+            self._failed(exc)
+            return False
+        self.unreachable = None
+        return True
+
     def _available(self) -> None:
-        if time.monotonic() < self._down_until:
-            raise StoreError(f"the store {self.where} failed moments ago; not tried again for {RETRY_S:g} s")
+        if self.unreachable is not None:
+            raise self.unreachable
 
     def _failed(self, exc: Exception) -> StoreError:
+        error = StoreError(f"the store {self.where}: {str(exc).strip() or type(exc).__name__}")
         if self._lost(exc):
-            self._down_until = time.monotonic() + RETRY_S
-        return StoreError(f"the store {self.where}: {str(exc).strip() or type(exc).__name__}")
+            self.unreachable = error
+        return error
 
     _errors: tuple[type[Exception], ...] = ()
 

@@ -8,14 +8,16 @@ A gateway alone keeps a SQLite ledger and an in-process rate limiter, as it alwa
   replica spent since;
 
 and in both, a request that was answered is metered: into the store, or into this replica's spool when the store
-does not take it, replayed when it does (`watch`). The store is known to be down from the first failure until a
-probe, one every RETRY_S, reaches it again.
+does not take it, replayed when it does (`watch`). The store is known to be down from the first failure that says
+it is out of reach until a probe, one every RETRY_S in a thread of its own, reaches it again; meanwhile no request
+waits on it.
 """
 from __future__ import annotations
 
 import asyncio
 import logging
 import os
+from datetime import datetime, timezone
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -27,9 +29,11 @@ from llmctl.gateway.metering import Ledger
 from llmctl.gateway.spec import GatewaySpec, KeySpec
 from llmctl.gateway.spend import REFRESH_S, Spending
 from llmctl.gateway.spool import Spool
-from llmctl.gateway.store import RETRY_S, PostgresStore, SQLiteStore, Store, StoreError, read_dsn
+from llmctl.gateway.store import PostgresStore, SQLiteStore, Store, StoreError, read_dsn
 
 log = logging.getLogger("llmctl.gateway")
+
+RETRY_S = 1.0  # how often a lost store is tried again
 
 
 def open_store(spec: GatewaySpec, environ: Mapping[str, str] = os.environ) -> Store:
@@ -55,7 +59,7 @@ class Stores:
         self.limiter: RateLimiter | SharedRateLimiter = SharedRateLimiter(self.ledger) if self.shared \
             else RateLimiter()
         self._own_limiter = RateLimiter()  # a replica's own windows, while the shared ones cannot be reached
-        self.down: StoreError | None = None
+        self._reported: StoreError | None = None
         self.cache: ResponseCache | None = None
         if spec.cache is not None:
             store = self.ledger.store if self.shared else SQLiteStore(Path(spec.cache.path))
@@ -66,15 +70,20 @@ class Stores:
         return Spending(self.ledger, spec.budgets, refresh_s=0.0 if self.shared else REFRESH_S,
                         serve_without_store=self.serve_when_lost)
 
+    @property
+    def down(self) -> StoreError | None:
+        """Why the store is out of reach, while it is."""
+        return self.ledger.store.unreachable
+
     def lost(self, error: StoreError) -> None:
-        if self.shared and self.down is None:
+        if self.down is not None and self._reported is None:
             log.error("the store is lost (store_failure: %s): %s", "open" if self.serve_when_lost else "closed",
                       error)
-        self.down = error
+            self._reported = error
 
     def refuse_if_down(self) -> None:
         """Closed: no request is served while the store is known to be down."""
-        if self.shared and self.down is not None and not self.serve_when_lost:
+        if self.down is not None and not self.serve_when_lost:
             raise unavailable(self.down)
 
     def admit(self, key: KeySpec) -> int | None:
@@ -104,6 +113,7 @@ class Stores:
     def record(self, **record: Any) -> None:
         """Meter a request: into the store, else (shared) into the spool. Raises StoreError only for a store of
         its own that failed (a SQLite file), where there is no spool."""
+        record = {**record, "at": record.get("at") or datetime.now(timezone.utc)}
         try:
             self.ledger.record(**record)
         except StoreError as error:
@@ -118,17 +128,21 @@ class Stores:
             return
         while True:
             if self.down is not None or self.spool.pending():
-                try:
-                    self.ledger.store.query("SELECT 1")
-                    replayed = self.spool.replay(self.ledger) if self.spool.pending() else 0
-                except StoreError as error:
-                    self.lost(error)
-                else:
-                    if self.down is not None:
-                        log.warning("the store is back: %s; %d spooled records replayed", self.ledger.where,
-                                    replayed)
-                    self.down = None
+                await asyncio.to_thread(self._catch_up)
             await asyncio.sleep(RETRY_S)
+
+    def _catch_up(self) -> None:
+        assert self.spool is not None
+        if self.down is not None and not self.ledger.store.probe():
+            return
+        try:
+            replayed = self.spool.replay(self.ledger)
+        except StoreError as error:
+            self.lost(error)
+            return
+        if self._reported is not None:
+            log.warning("the store is back: %s; %d spooled records replayed", self.ledger.where, replayed)
+            self._reported = None
 
     def close(self) -> None:
         if self.cache is not None:
