@@ -452,6 +452,33 @@ def guardrails_eval(file: Annotated[Path, typer.Argument(help='JSONL: {"text": "
     console.out(render(evaluate(file), format))
 
 
+gateway_app = typer.Typer(help="The gateway's own operations.", no_args_is_help=True)
+app.add_typer(gateway_app, name="gateway")
+
+
+@gateway_app.command("migrate-ledger")
+def gateway_migrate_ledger(
+        file: ConfigFile = DEFAULT_FILE, env: Env = None,
+        source: Annotated[Path | None, typer.Option("--from", help="The SQLite ledger; default: the local "
+                                                    "gateway's.")] = None,
+        format: Annotated[Literal["text", "json"], typer.Option("--format")] = "text") -> None:
+    """Move the local gateway's SQLite ledger into the shared store gateway.store declares, once: run again, it
+    moves nothing."""
+    import os
+
+    from llmctl.config.load import load
+    from llmctl.gateway.ledger_move import move_ledger, render_moved, sqlite_ledger, store_of
+    from llmctl.resolve import workspace_of
+
+    loaded = load(file, env)
+    store = store_of(loaded.config.gateway, loaded.base_dir, os.environ)
+    try:
+        moved = move_ledger(source or sqlite_ledger(workspace_of(loaded).run_dir), store)
+    finally:
+        store.close()
+    console.out(render_moved(moved, format))
+
+
 pricing_app = typer.Typer(help="The GPU and API price catalog.", no_args_is_help=True)
 app.add_typer(pricing_app, name="pricing")
 

@@ -514,8 +514,9 @@ class RdsStore(Strict):
 
 
 class GatewayStore(Strict):
-    """Where every gateway replica keeps spend, token counts, rate-limit windows, alert-once markers, feedback and
-    the cache index: one PostgreSQL database they share. Without it each gateway keeps a SQLite file of its own."""
+    """One PostgreSQL database every gateway replica shares for spend, rate limits, alerts, feedback and the cache.
+
+    Without it each gateway keeps a SQLite file of its own."""
 
     kind: Literal["postgres"] = "postgres"
     env: str | None = Field(None, description="Environment variable holding the DSN (postgresql://...), read by "

@@ -123,7 +123,7 @@ def build_spec(resolved: Resolved, upstreams: dict[str, Upstream], directory: Pa
                        spool_dir=str(directory / "spool") if gateway.store else None,
                        slo_thresholds=thresholds,
                        upstream_timeout_s=duration_seconds(gateway.upstream_timeout),
-                       db_path=str(directory / "spend.sqlite"), audit_path=str(directory / "audit.jsonl"))
+                       db_path=str(directory / LEDGER_FILE), audit_path=str(directory / "audit.jsonl"))
 
 
 def identity(resolved: Resolved, model: Model) -> str:
@@ -148,6 +148,7 @@ def _canary(desired: Desired, name: str, stable: Upstream, new: Upstream | None)
 
 
 STORE_DSN_ENV = "LLMCTL_STORE_DSN"
+LEDGER_FILE = "spend.sqlite"  # a gateway's own ledger, in its directory
 
 
 def store_dsn_env(store: GatewayStore) -> str:

@@ -95,7 +95,8 @@ _POSTGRES_V1 = (_SQLITE_V1.replace("id INTEGER PRIMARY KEY,", "id BIGINT GENERAT
                 .replace(" WITHOUT ROWID", "").replace(" REAL", " DOUBLE PRECISION")
                 .replace("tokens INTEGER", "tokens BIGINT").replace("requests INTEGER", "requests BIGINT"))
 
-# Version 2: requests metered (by id: a replayed record counts once) and rate-limit windows every replica shares.
+# Version 2: requests metered (by id: a replayed record counts once), rate-limit windows every replica shares, and
+# which SQLite ledgers were moved into a shared store.
 _V2 = """
 CREATE TABLE IF NOT EXISTS metered (
     request_id TEXT PRIMARY KEY,
@@ -111,6 +112,15 @@ CREATE TABLE IF NOT EXISTS rate_events (
     tokens INTEGER NOT NULL          -- 0: a request admitted; else tokens it used
 );
 CREATE INDEX IF NOT EXISTS rate_events_by_key ON rate_events (key_id, at);
+CREATE TABLE IF NOT EXISTS ledger_identity (
+    id TEXT NOT NULL                 -- a SQLite ledger's own id, given when it is first moved into a shared store
+);
+CREATE TABLE IF NOT EXISTS ledger_imports (
+    ledger_id TEXT PRIMARY KEY,      -- a ledger moved in here (`llmctl gateway migrate-ledger`): never moved twice
+    source TEXT NOT NULL,
+    at REAL NOT NULL,
+    spend_rows INTEGER NOT NULL
+);
 """
 
 MIGRATIONS = (
