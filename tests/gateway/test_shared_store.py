@@ -216,3 +216,15 @@ def test_a_spool_left_by_a_killed_gateway_is_replayed_by_the_next_one_once(tmp_p
         with _gateways(spec, tmp_path, postgres, n=1):
             assert eventually(lambda: _spooled(tmp_path) == 0, timeout_s=30)
     assert _metered(postgres) == (1, pytest.approx(COST))
+
+
+def test_a_gateway_refuses_a_store_migrated_by_a_newer_llmctl(tmp_path: Path, postgres: PostgresServer) -> None:
+    spec = _spec(tmp_path, "http://127.0.0.1:9/v1")
+    spec.write(tmp_path / "spec.json")
+    with psycopg.connect(postgres.dsn) as conn:
+        conn.execute("CREATE TABLE schema_versions (component TEXT PRIMARY KEY, version INTEGER NOT NULL)")
+        conn.execute("INSERT INTO schema_versions VALUES ('ledger', 7)")
+    done = subprocess.run([sys.executable, "-m", "llmctl.gateway", "--spec", str(tmp_path / "spec.json")],
+                          capture_output=True, text=True, timeout=60, env={**os.environ, DSN_ENV: postgres.dsn})
+    assert done.returncode == 1
+    assert "ledger schema version 7, newer than the 2 this llmctl knows: upgrade llmctl" in done.stderr
