@@ -249,16 +249,16 @@ def _await_ready(want: Resource, started: list[dict[str, Any]], ctx: ApplyContex
         for entry in list(pending):
             why = None
             if not _runs(entry):
-                why = f"{want.address}: the gateway process on port {entry['port']} exited before it was ready"
+                why = f"the gateway process on port {entry['port']} exited before it was ready"
             elif process.answers(entry["port"], timeout=1.0, path="/health") is None:
                 pending.remove(entry)
                 continue
             elif time.monotonic() > deadline:
-                why = (f"{want.address}: the gateway process did not answer on port {entry['port']} within "
-                       f"{ctx.ready_timeout:.0f}s")
+                why = f"the gateway process did not answer on port {entry['port']} within {ctx.ready_timeout:.0f}s"
             if why:
                 ctx.progress(want.address, f"failed: {why}")
-                raise ProviderError(f"{why}; last lines of {entry['log']}:\n{process.log_tail(Path(entry['log']))}")
+                raise ProviderError(f"{want.address}: {why}; last lines of {entry['log']}:\n"
+                                    f"{process.log_tail(Path(entry['log']))}")
         if pending:
             time.sleep(_POLL_SECONDS)
 

@@ -181,3 +181,31 @@ def test_a_state_from_before_replicas_is_one_replica(run: Run, config: Path) -> 
     processes = _gateway(config)["attrs"]["processes"]
     assert len(processes) == 2 and processes[0]["port"] == old["port"]
     assert all(_runs(p["pid"]) for p in processes)
+
+
+def test_a_gateway_that_exits_at_start_fails_apply_with_its_log_before_the_others_start(
+        config: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """As a gateway that cannot reach its store does: it exits 1 saying why. The first process starts alone, so
+    the others never start; what did start is in state, and the error carries the log's last lines."""
+    from llmctl.config.load import load
+    from llmctl.desired import Desired
+    from llmctl.provider import ApplyContext, ProviderError
+    from providers.local import gateway
+    from support import context
+
+    exits = tmp_path / "gateway-that-exits"
+    exits.write_text("#!/bin/sh\necho 'llmctl gateway: the store cannot be reached: connection refused' >&2\nexit 1\n")
+    exits.chmod(0o755)
+    monkeypatch.setattr("sys.executable", str(exits))  # what converge runs `-m llmctl.gateway` with
+    resolved = context(Desired.from_config(load(config)))
+    want = gateway.resource(resolved, "laptop")
+    assert want is not None and want.spec["replicas"] == 2
+    persisted: list[list[Any]] = []
+    ctx = ApplyContext(resolved=resolved, target="laptop", persist=persisted.append, ready_timeout=30)
+    with pytest.raises(ProviderError) as failed:
+        gateway.converge(want, [], ctx)
+    assert "exited before it was ready" in str(failed.value)
+    assert "the store cannot be reached: connection refused" in str(failed.value)
+    [recorded] = persisted[-1]
+    assert len(recorded.attrs["processes"]) == 1 and not _runs(recorded.attrs["pid"])
+    assert not (Path(recorded.attrs["log"]).parent / "gateway-1.log").exists()
