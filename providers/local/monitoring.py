@@ -22,7 +22,7 @@ from llmctl.provider import ApplyContext
 from llmctl.resolve import Resolved
 from llmctl.resource import Resource
 from providers.local import process
-from providers.local.gateway import GATEWAY_TYPE, PROCESS_TYPE, home
+from providers.local.gateway import GATEWAY_TYPE, PROCESS_TYPE, home, processes
 
 PROMETHEUS_TYPE = "local_prometheus"
 ALERTMANAGER_TYPE = "local_alertmanager"
@@ -134,8 +134,8 @@ def _started(want: Resource, cmd: list[str], port: int, ctx: ApplyContext) -> Re
 
 def _write_targets(live: list[Resource], directory: Path) -> None:
     """The gateway and the engines that export metrics, as Prometheus's file-discovery target lists."""
-    gateways = [{"targets": [f"{process.HOST}:{r.attrs['port']}"], "labels": {}}
-                for r in live if r.type == GATEWAY_TYPE]
+    gateways = [{"targets": [f"{process.HOST}:{p['port']}" for p in processes(r)], "labels": {}}
+                for r in live if r.type == GATEWAY_TYPE]  # every replica: each counts only what it served
     engines = [{"targets": [f"{process.HOST}:{r.attrs['port']}"], "labels": {"model": r.model or ""}}
                for r in live if r.type == PROCESS_TYPE and not r.deposed and saturation(r.spec["engine"])]
     (directory / "targets").mkdir(parents=True, exist_ok=True)

@@ -74,15 +74,33 @@ class LocalProvider:
     def refresh(self, resources: list[Resource]) -> tuple[list[Resource], dict[str, str]]:
         current, gone = [], {}
         for resource in resources:
-            if process.find(resource.attrs["pid"], resource.attrs["create_time"]):
+            if resource.type == gateway.GATEWAY_TYPE:
+                # Gone when none of its processes runs; while one does, the others that exited are its drift
+                # (apply starts them again beside it).
+                exited = gateway.exited(resource)
+                if len(exited) < len(gateway.processes(resource)):
+                    current.append(resource.model_copy(update={"drift": [f"processes[{i}]" for i in exited]}))
+                    continue
+            elif process.find(resource.attrs["pid"], resource.attrs["create_time"]):
                 current.append(resource)
-            elif not resource.deposed:
+                continue
+            if not resource.deposed:
                 gone[resource.address] = f"pid {resource.attrs['pid']} is no longer running"
         return current, gone
 
     def plan(self, resolved: Resolved, target: str, desired: list[Resource], current: list[Resource],
              gone: dict[str, str]) -> tuple[list[ResourceChange], list[Check]]:
-        return diff_resources(desired, current, gone), []
+        changes = diff_resources(desired, current, gone)
+        changed = {(c.address, c.version) for c in changes}
+        for have in current:  # a gateway replica that exited, while the others serve: started again
+            key = (have.address, have.version)
+            want = next((r for r in desired if (r.address, r.version) == key), None)
+            if have.type == gateway.GATEWAY_TYPE and have.drift and want and key not in changed:
+                why = "; ".join(gateway.exited(have).values()) or ", ".join(have.drift) + " exited"
+                changes.append(ResourceChange(address=want.address, owner=want.owner, provider=want.provider,
+                                              target=want.target, version=want.version, action="update",
+                                              reason=f"drift: {why}", before=have.spec, after=want.spec))
+        return changes, []
 
     def preflight(self, resolved: Resolved, target: str, action: Operation) -> list[str]:
         """What the plan checked may no longer hold where and when apply runs (a saved plan applied later, or on
@@ -160,12 +178,17 @@ class LocalProvider:
         remaining = list(resources)
         for resource in resources:
             ctx.progress(resource.label, "stopping")
-            process.stop(resource.attrs["pid"], resource.attrs["create_time"])
+            if resource.type == gateway.GATEWAY_TYPE:
+                gateway.stop(resource)  # every replica
+            else:
+                process.stop(resource.attrs["pid"], resource.attrs["create_time"])
             remaining.remove(resource)
             ctx.persist(remaining)
             ctx.progress(resource.label, "stopped")
 
     def health(self, resource: Resource) -> str:
+        if resource.type == gateway.GATEWAY_TYPE:
+            return gateway.health(resource)  # every replica
         if not process.find(resource.attrs["pid"], resource.attrs["create_time"]):
             return f"gone: pid {resource.attrs['pid']} is no longer running"
         why = process.answers(resource.attrs["port"], path=_READY_PATH[resource.type])
