@@ -7,6 +7,14 @@ when the group has had no instance in service for `monitoring.down_for`. Per ema
 `down` are routed to: an SNS topic the alarms notify, with an email subscription. Per budget: an AWS Budget with
 one notification per `alert_at` threshold.
 
+With `gateway.store`, every instance's gateway meters to one PostgreSQL database, so budgets and rate limits hold
+across all instances of all the target's models. Its DSN is written once to an SSM SecureString parameter
+(`store_parameter`), from the variable `store.env` names (or the file `store.file` names) at apply, or built from
+the endpoint of an RDS instance the program creates (`store.rds`, reachable on 5432 from the models' security
+groups only). Each instance reads the parameter at boot, as it reads the HF token, and hands the DSN to the gateway
+container in the variable `build.store_dsn_env` names: the DSN is a Pulumi secret throughout, never in user data,
+a plan or a tag.
+
 Every Pulumi logical name starts with the address of the llmctl object it belongs to and a slash
 (`model.qwen-7b/asg`, `budget.team-monthly/budget`, `monitoring.prod/team-mail-topic`, `target.gpu-cloud/provider`),
 so plans and state can map each cloud resource back to the line of llmops.yaml that caused it.
@@ -16,15 +24,30 @@ from __future__ import annotations
 import base64
 import json
 import math
+import os
+import re
 import shlex
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
 
 import pulumi
 import pulumi_aws as aws
+from pulumi.output import UNKNOWN
 
-from llmctl.config.schema import AwsTarget, Budget, Model, Monitoring, Receiver, ReplicaRange, duration_seconds
+from llmctl.config.schema import (
+    AwsTarget,
+    Budget,
+    GatewayStore,
+    Model,
+    Monitoring,
+    RdsStore,
+    Receiver,
+    ReplicaRange,
+    duration_seconds,
+)
 from llmctl.desired import Desired
 from llmctl.gateway import build
 from llmctl.resolve import Resolved
@@ -61,6 +84,13 @@ ALARM_PERIOD_S = 60  # the group metrics' granularity, and CloudWatch's shortest
 # At periods under an hour, CloudWatch evaluates an alarm over at most a day.
 MAX_ALARM_WINDOW_S = 86_400
 
+# The store's RDS instance (gateway.store.rds): PostgreSQL's port, and the database and user the DSN names.
+STORE_PORT = 5432
+STORE_ENGINE_VERSION = "16"  # a major version: AWS picks its minor, and applies minor upgrades in the window
+STORE_DATABASE = STORE_USER = "llmctl"
+# What RDS refuses in a master password (besides length): said at apply with the variable's name, not by AWS.
+RDS_PASSWORD_FORBIDDEN = frozenset('/"@ ')
+
 EC2_ASSUME_ROLE = json.dumps({
     "Version": "2012-10-17",
     "Statement": [{"Effect": "Allow", "Principal": {"Service": "ec2.amazonaws.com"}, "Action": "sts:AssumeRole"}],
@@ -70,6 +100,13 @@ EC2_ASSUME_ROLE = json.dumps({
 def hf_token_parameter(project: str, environment: str) -> str:
     """The SSM parameter (SecureString) the instances read the Hugging Face token from."""
     return f"/llmctl/{project}/{environment}/hf-token"
+
+
+def store_parameter(project: str, environment: str, target: str) -> str:
+    """The SSM parameter (SecureString) the program writes the store's DSN to and the target's instances read.
+    Per target, not per environment like the HF token: each aws target's stack writes its own, so two targets in
+    one region never fight over one parameter."""
+    return f"/llmctl/{project}/{environment}/store/{target}"
 
 
 def program(resolved: Resolved, target: str) -> Callable[[], None]:
@@ -92,8 +129,9 @@ def program(resolved: Resolved, target: str) -> Callable[[], None]:
                 filters=[aws.ec2.GetSubnetsFilterArgs(name="default-for-az", values=["true"])],
                 opts=pulumi.InvokeOptions(provider=provider))
             topics = _down_topics(desired, opts)
+            store = _store(desired, target, opts)
             for model in models:
-                group = _model(resolved, spec, model, ami.id, list(subnets.ids or []), opts)
+                group = _model(resolved, target, spec, model, ami.id, list(subnets.ids or []), store, opts)
                 _down_alarm(desired, target, spec, model, group, topics, opts)
         for budget in desired.budgets.values():
             _budget(desired, budget, opts)
@@ -146,9 +184,10 @@ def key_parameter(project: str, environment: str, variable: str) -> str:
     return f"/llmctl/{project}/{environment}/keys/{variable}"
 
 
-def user_data(resolved: Resolved, target: AwsTarget, model: Model) -> str:
+def user_data(resolved: Resolved, target: AwsTarget, model: Model, store_dsn: str | None = None) -> str:
     """The boot script: start the engine on the instance's loopback and the gateway in front of it on the serving
-    port. Secrets (the HF token, the gateway's keys) are read from SSM on the instance and never appear here."""
+    port. Secrets (the HF token, the gateway's keys, the store's DSN from the parameter `store_dsn` names) are read
+    from SSM on the instance and never appear here."""
     desired = resolved.desired
     image, args, port = engine_command(model, resolved.revision(model))
     docker = ["docker", "run", "-d", "--restart", "unless-stopped", "--name", f"llmctl-{model.name}",
@@ -158,9 +197,11 @@ def user_data(resolved: Resolved, target: AwsTarget, model: Model) -> str:
         docker += ["-v", "/opt/llmctl/hf-cache:/data"]
     upstream = build.Upstream(urls=[f"http://127.0.0.1:{ENGINE_PORT}/v1"], served_name=model.name)
     spec = build.build_spec(resolved, {model.name: upstream}, Path("/var/lib/llmctl"), keys_from_env=True,
-                            hosted=False)
+                            hosted=False, dsn_from_env=True)
     secrets = {"HF_TOKEN": hf_token_parameter(desired.project, desired.environment)}
     secrets |= {key.env: key_parameter(desired.project, desired.environment, key.env) for key in spec.keys if key.env}
+    if spec.store is not None and spec.store.dsn_env and store_dsn:
+        secrets[spec.store.dsn_env] = store_dsn
     gateway = ["docker", "run", "-d", "--restart", "unless-stopped", "--name", "llmctl-gateway", "--network", "host",
                *[item for variable in secrets if variable != "HF_TOKEN" for item in ("-e", variable)],
                "-v", "/opt/llmctl/gateway:/var/lib/llmctl", "-v", "/opt/llmctl/gateway/spec.json:/etc/llmctl/spec.json:ro",
@@ -189,8 +230,8 @@ def _tags(desired: Desired, **extra: str) -> dict[str, str]:
     return {"llmctl:project": desired.project, "llmctl:environment": desired.environment, **extra}
 
 
-def _model(resolved: Resolved, target: AwsTarget, model: Model, ami_id: str,
-           subnet_ids: list[str], opts: pulumi.ResourceOptions) -> aws.autoscaling.Group:
+def _model(resolved: Resolved, target_name: str, target: AwsTarget, model: Model, ami_id: str,
+           subnet_ids: list[str], store: _Store | None, opts: pulumi.ResourceOptions) -> aws.autoscaling.Group:
     desired = resolved.desired
     address = f"model.{model.name}"
     # IDs, not names/ARNs: under mocks (plans) only IDs are known; for IAM roles and instance profiles the ID is
@@ -201,6 +242,9 @@ def _model(resolved: Resolved, target: AwsTarget, model: Model, ami_id: str,
     role = aws.iam.Role(f"{address}/role", assume_role_policy=EC2_ASSUME_ROLE, tags=tags, opts=opts)
     parameters = [hf_token_parameter(desired.project, desired.environment),
                   key_parameter(desired.project, desired.environment, "*")]
+    store_dsn = store_parameter(desired.project, desired.environment, target_name) if store else None
+    if store_dsn:
+        parameters.append(store_dsn)
     aws.iam.RolePolicy(f"{address}/role-policy", role=role.id, opts=opts, policy=json.dumps({
         "Version": "2012-10-17",
         "Statement": [{"Effect": "Allow", "Action": ["ssm:GetParameter"],
@@ -216,8 +260,19 @@ def _model(resolved: Resolved, target: AwsTarget, model: Model, ami_id: str,
         # outbound: image registries, the Hugging Face Hub and SSM
         egress=[aws.ec2.SecurityGroupEgressArgs(protocol="-1", from_port=0, to_port=0, cidr_blocks=["0.0.0.0/0"])],
         tags=tags, opts=opts)
+    # Booted instances read the DSN once: the group waits for the parameter (and, with RDS, for the rule that
+    # lets this group's instances reach the database), so no instance starts a gateway without its store.
+    ready: list[pulumi.Resource] = []
+    if store is not None:
+        ready.append(store.parameter)
+        if store.security_group is not None:
+            ready.append(aws.vpc.SecurityGroupIngressRule(
+                f"{address}/store-ingress",
+                security_group_id=store.security_group.id, referenced_security_group_id=sg.id,
+                ip_protocol="tcp", from_port=STORE_PORT, to_port=STORE_PORT,
+                description=f"llmctl {model.name}: its gateway's store", tags=tags, opts=opts))
 
-    script = user_data(resolved, target, model)
+    script = user_data(resolved, target, model, store_dsn)
     lt = aws.ec2.LaunchTemplate(
         f"{address}/lt",
         name_prefix=f"{prefix}-",
@@ -262,7 +317,7 @@ def _model(resolved: Resolved, target: AwsTarget, model: Model, ami_id: str,
         # Groups publish no metrics until asked; the model-down alarm reads this one
         enabled_metrics=[DOWN_METRIC], metrics_granularity="1Minute",
         tags=[aws.autoscaling.GroupTagArgs(key=k, value=v, propagate_at_launch=True) for k, v in tags.items()],
-        **placement, opts=opts)
+        **placement, opts=pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(depends_on=ready)))
     # The group launches instances on its own, so they are read back: as of this `pulumi up` (instances still
     # booting show at the next apply or refresh). llmctl records these outputs in its state.
     running = aws.ec2.get_instances_output(
@@ -271,6 +326,109 @@ def _model(resolved: Resolved, target: AwsTarget, model: Model, ami_id: str,
     pulumi.export(f"model.{model.name}.endpoints", running.public_ips.apply(
         lambda ips: [f"http://{ip}:{SERVING_PORT}/v1" for ip in ips]))
     return group
+
+
+# --- the gateway's store ---------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Store:
+    parameter: aws.ssm.Parameter  # the DSN, which every instance reads at boot
+    security_group: aws.ec2.SecurityGroup | None  # the RDS instance's, which each model's group is let into
+
+
+def _store(desired: Desired, target_name: str, opts: pulumi.ResourceOptions) -> _Store | None:
+    store = build.settings(desired).store
+    if store is None:
+        return None
+    owner = f"gateway.{desired.environment}"
+    tags = _tags(desired, **{"llmctl:gateway": desired.environment})
+    security_group = None
+    if store.rds is None:
+        dsn = _configured_dsn(store, desired.config_dir)
+    else:
+        security_group = aws.ec2.SecurityGroup(
+            f"{owner}/store-sg",
+            description=f"llmctl gateway store: PostgreSQL {STORE_PORT} from the model instances only",
+            # no inline rules: each model's group is let in by its own rule (`_model`), so none is open to a CIDR
+            tags=tags, opts=opts)
+        dsn = _rds(desired, target_name, store.rds, security_group, tags, opts)
+    parameter = aws.ssm.Parameter(
+        f"{owner}/store-dsn",
+        name=store_parameter(desired.project, desired.environment, target_name),
+        type="SecureString",
+        value=pulumi.Output.secret(dsn),
+        description=f"llmctl {desired.project}/{desired.environment}: the DSN of the gateway's store, read by the "
+                    f"instances of target {target_name} at boot",
+        tags=tags, opts=opts)
+    return _Store(parameter=parameter, security_group=security_group)
+
+
+def _rds(desired: Desired, target_name: str, rds: RdsStore, security_group: aws.ec2.SecurityGroup,
+         tags: dict[str, str], opts: pulumi.ResourceOptions) -> pulumi.Output[str]:
+    """The RDS PostgreSQL instance the gateways share; its DSN, a secret."""
+    password = _secret_env(rds.password_env, "gateway.store.rds.password_env", _rds_password_problem)
+    identifier = _rds_identifier(desired, target_name)
+    instance = aws.rds.Instance(
+        f"gateway.{desired.environment}/store",
+        # RDS identifiers take letters, digits and single hyphens; the unique suffix AWS adds is 26 characters.
+        identifier_prefix=f"{identifier[:36].rstrip('-')}-",
+        engine="postgres", engine_version=STORE_ENGINE_VERSION,
+        instance_class=rds.instance_class, allocated_storage=rds.storage_gb, storage_encrypted=True,
+        db_name=STORE_DATABASE, username=STORE_USER, password=password,
+        publicly_accessible=False, vpc_security_group_ids=[security_group.id],
+        # The ledger is spend and audit history: a destroy keeps a last snapshot (the name is fixed, so a second
+        # destroy of a recreated store needs the first snapshot deleted or renamed first).
+        skip_final_snapshot=False, final_snapshot_identifier=f"{identifier}-final",
+        tags=tags, opts=opts)
+    # sslmode=require: RDS PostgreSQL 15+ refuses unencrypted connections (rds.force_ssl defaults to 1).
+    return pulumi.Output.secret(pulumi.Output.all(password, instance.address, instance.port).apply(
+        lambda parts: f"postgresql://{STORE_USER}:{quote(parts[0], safe='')}@{parts[1]}:{int(parts[2])}/"
+                      f"{STORE_DATABASE}?sslmode=require"))
+
+
+def _rds_identifier(desired: Desired, target_name: str) -> str:
+    """llmctl-PROJECT-ENV-TARGET as RDS takes it: lower-case letters, digits, single hyphens, a letter first."""
+    raw = f"llmctl-{desired.project}-{desired.environment}-{target_name}".lower()
+    return re.sub(r"-+", "-", re.sub(r"[^a-z0-9-]", "-", raw)).strip("-")[:60].rstrip("-")
+
+
+def _configured_dsn(store: GatewayStore, config_dir: Path) -> pulumi.Output[str]:
+    """`store.env`'s or `store.file`'s DSN, read on this machine at apply, as a secret."""
+    if store.env is not None:
+        return _secret_env(store.env, "gateway.store.env")
+    path = config_dir / (store.file or "")
+    try:
+        value = path.read_text().strip()
+    except OSError as exc:
+        if pulumi.runtime.is_dry_run():
+            return pulumi.Output.secret(UNKNOWN)  # see _secret_env: a plan does not need the DSN
+        raise ValueError(f"gateway.store.file: cannot read {path}: {exc.strerror}") from None
+    if not value:
+        raise ValueError(f"gateway.store.file: {path} is empty")
+    return pulumi.Output.secret(value)
+
+
+def _secret_env(variable: str, field: str,
+                problem: Callable[[str], str | None] = lambda value: None) -> pulumi.Output[str]:
+    """The variable's value as a secret. A plan (a dry run) may go without it: plans run where secrets may not
+    be, such as CI on pull requests, and show a secret as (sensitive value) whatever it is, so there it is unknown.
+    An apply without it stops, naming the variable. `problem`: why a value cannot serve, or None."""
+    value = os.environ.get(variable, "").strip()
+    if value:
+        wrong = problem(value)
+        if wrong:
+            raise ValueError(f"{field}: the value of {variable} {wrong}")
+        return pulumi.Output.secret(value)
+    if pulumi.runtime.is_dry_run():
+        return pulumi.Output.secret(UNKNOWN)
+    raise ValueError(f"{field}: environment variable {variable} is not set: set it where llmctl apply runs")
+
+
+def _rds_password_problem(password: str) -> str | None:
+    if 8 <= len(password) <= 128 and not RDS_PASSWORD_FORBIDDEN & set(password):
+        return None
+    return "is not a password RDS takes: 8 to 128 characters without '/', '\"', '@' or spaces"
 
 
 # --- monitoring ------------------------------------------------------------------------------------------------

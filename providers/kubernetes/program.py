@@ -17,6 +17,7 @@ import pulumi_kubernetes as k8s
 from llmctl.config.schema import Budget, KubernetesTarget, Model, ReplicaRange
 from llmctl.cost.model import HOURS, MONTH_HOURS
 from llmctl.desired import Desired
+from llmctl.errors import LlmctlError
 from llmctl.gateway import build
 from llmctl.monitor.engines import saturation
 from llmctl.resolve import Resolved
@@ -51,6 +52,10 @@ def program(resolved: Resolved, target: str) -> Callable[[], None]:
         if model.parsed_source.scheme != "hf":
             raise ValueError(f"model '{model.name}': a kubernetes target pulls weights from the Hugging Face Hub: "
                              f"use an hf:// source")
+    problem = gateway.store_problem(desired, target) if models else None  # no models: no gateway here
+    if problem:
+        # LlmctlError, not ValueError: `llmctl render` runs this program without the plan's ValueError wrapping.
+        raise LlmctlError(problem)
 
     def run() -> None:
         namespace = spec.namespace

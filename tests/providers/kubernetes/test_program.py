@@ -58,7 +58,8 @@ def test_names_follow_the_owner_convention(resources):
     assert set(resources) == {
         "target.cluster/provider", "target.cluster/namespace", "target.cluster/config", "target.cluster/quota",
         "model.llama-k8s/deployment", "model.llama-k8s/service", "model.llama-k8s/hpa", "model.llama-k8s/pdb",
-        "gateway.prod/spec", "gateway.prod/data", "gateway.prod/deployment", "gateway.prod/service",
+        # the example's gateway has a store: a PodDisruptionBudget, and no volume claim (test_gateway_store.py)
+        "gateway.prod/spec", "gateway.prod/pdb", "gateway.prod/deployment", "gateway.prod/service",
         "monitoring.prod/rules", "monitoring.prod/scrape-gateway", "monitoring.prod/scrape-llama-k8s",
         "monitoring.prod/dashboard",
     }
@@ -186,7 +187,7 @@ def test_manifests_validate_against_kubernetes_schemas(resources, tmp_path):
     assert "deployment-llama-k8s.yaml" in texts
     paths = write_manifests(captured, tmp_path / "manifests")
     assert sorted(p.name for p in paths) == sorted(texts)
-    assert len(paths) == 15  # 7 for the model and the target, 4 for the gateway, 4 for monitoring
+    assert len(paths) == 15  # 7 for the model and the target, 4 for the gateway (with its store), 4 for monitoring
     for path in paths:
         documents = list(yaml.safe_load_all(path.read_text()))
         assert len(documents) == 1, path.name
@@ -198,8 +199,12 @@ def test_manifests_validate_against_kubernetes_schemas(resources, tmp_path):
     assert deployment["spec"]["replicas"] == 2 and isinstance(deployment["spec"]["replicas"], int)
 
 
-def test_the_gateway_fronts_the_models_with_keys_from_the_clusters_secret(resources, monkeypatch):
+def test_the_gateway_fronts_the_models_with_keys_from_the_clusters_secret(tmp_path, monkeypatch):
+    def without_store(data):
+        del data["gateway"]  # the single-writer gateway: the example's store is test_gateway_store.py's
+
     monkeypatch.setenv("TEAM_KEY", "never-read-at-plan-time")
+    resources = _by_name(_capture(_desired(tmp_path, without_store)))
     spec = json.loads(resources["gateway.prod/spec"].inputs["data"]["spec.json"])
     route = spec["routes"]["llama-k8s"]
     assert route["upstreams"] == ["http://llama-k8s.llm.svc.cluster.local:8000/v1"]
@@ -209,6 +214,7 @@ def test_the_gateway_fronts_the_models_with_keys_from_the_clusters_secret(resour
     (container,) = deployment["template"]["spec"]["containers"]
     assert container["envFrom"] == [{"secretRef": {"name": "llmctl-gateway-keys"}}]
     assert resources["gateway.prod/data"].inputs["spec"]["accessModes"] == ["ReadWriteOnce"]
+    assert "gateway.prod/pdb" not in resources and "env" not in container
     assert "never-read-at-plan-time" not in json.dumps([r.inputs for r in resources.values()])
 
 
