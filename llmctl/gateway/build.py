@@ -18,6 +18,7 @@ from llmctl.config.schema import Gateway, GatewayKey, GatewayStore, Model, Slo, 
 from llmctl.desired import Desired
 from llmctl.errors import LlmctlError
 from llmctl.gateway.auth import hash_key
+from llmctl.gateway.store import read_dsn
 from llmctl.gateway.spec import (
     BudgetSpec,
     CacheSpec,
@@ -181,6 +182,20 @@ def key_problems(desired: Desired) -> list[str]:
         except LlmctlError as exc:
             found.append(str(exc))
     return found
+
+
+def dsn_problems(desired: Desired) -> list[str]:
+    """Why a gateway started from here could not read its store's DSN (a variable not set in this environment, a
+    file missing): the local gateways inherit llmctl's environment, so apply refuses before starting them."""
+    store = settings(desired).store
+    spec = store_spec(settings(desired), desired.config_dir, dsn_from_env=False)
+    if store is None or store.rds is not None or spec is None:
+        return []
+    try:
+        read_dsn(spec.dsn_env, spec.dsn_file, dict(os.environ))
+    except ValueError as exc:
+        return [f"gateway.store: {exc}"]
+    return []
 
 
 def checks(resolved: Resolved, local_targets: set[str]) -> list[Check]:

@@ -118,7 +118,7 @@ class LocalProvider:
             if source.scheme in ("pkg", "file"):
                 problems += [f"model {model.name}: {why}" for why in _pinned_file_problems(model, resolved)]
         if gateway.home(desired) == target:
-            problems += build.key_problems(desired) + monitoring.preflight(desired)
+            problems += build.key_problems(desired) + build.dsn_problems(desired) + monitoring.preflight(desired)
         return problems
 
     def apply(self, changes: list[ResourceChange], desired: list[Resource], current: list[Resource],

@@ -209,3 +209,21 @@ def test_a_gateway_that_exits_at_start_fails_apply_with_its_log_before_the_other
     [recorded] = persisted[-1]
     assert len(recorded.attrs["processes"]) == 1 and not _runs(recorded.attrs["pid"])
     assert not (Path(recorded.attrs["log"]).parent / "gateway-1.log").exists()
+
+
+def test_apply_without_the_store_dsn_in_its_environment_refuses_before_starting_a_gateway(llmctl: Run,
+                                                                                        config: Path) -> None:
+    env = {name: value for name, value in os.environ.items() if name != DSN_ENV}
+    done = llmctl("apply", "-f", str(config), "--auto-approve", "--skip-verify", env=env)
+    assert done.returncode == 1
+    assert f"gateway.store: the store's DSN is read from the environment variable {DSN_ENV}, which is not set" \
+        in done.stderr
+    assert not (config.parent / ".llmctl" / "state" / "replicas" / "test.json").exists() or \
+        not [r for r in _state(config)["resources"] if r["address"] == ADDRESS]
+
+
+def test_a_store_that_is_down_fails_apply_naming_it(run: Run, config: Path, postgres: PostgresServer) -> None:
+    postgres.stop()
+    done = run("apply", "-f", str(config), "--auto-approve", "--skip-verify", returncode=1)
+    assert "not starting: the store postgresql://llmctl@127.0.0.1" in done.stderr
+    assert "is unreachable" in done.stderr
