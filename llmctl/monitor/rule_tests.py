@@ -156,6 +156,10 @@ def _down_cases(desired: Desired, alerts: dict) -> list[Case]:
               step),
         _case("one failed scrape, shorter than down_for: no alert",
               [{"series": up, "values": "1x3 0 1x8"}], 12 * step, [("GatewayDown", [])], step),
+        _case("one gateway replica of two down for longer than down_for: the other serves, no page",
+              [{"series": up, "values": f"1x3 0x{samples_down}"},
+               {"series": up.replace("8080", "8081"), "values": f"1x{3 + samples_down}"}],
+              (4 + samples_down) * step, [("GatewayDown", [])], step),
     ]
     for model in desired.models.values():
         rule = alerts.get(("ModelDown", (model.name, "", "", "page", "", "")))

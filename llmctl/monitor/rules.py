@@ -247,8 +247,10 @@ def _budget_rules(desired: Desired, budget: Budget) -> Iterator[Rule]:
 def _health_rules(desired: Desired) -> Iterator[Rule]:
     scope = _scope(desired)
     down_for = prom_duration(duration_seconds(desired.monitoring.down_for))
+    job = f'{{job="{metrics.GATEWAY_JOB}"}}'
+    # Pages only when no gateway replica answers: one replica of several down leaves every model reachable.
     yield Rule(alert="GatewayDown", for_=down_for,
-               expr=f'up{{job="{metrics.GATEWAY_JOB}"}} == 0',
+               expr=f"up{job} == 0 unless on (job) max by (job) (up{job}) == 1",
                labels={**scope, "severity": "page", "kind": "down"},
                annotations={"summary": f"the {desired.environment} gateway has not answered Prometheus's scrape for "
                                        f"{down_for}: no model is reachable through it",
