@@ -41,6 +41,9 @@ class GatewayStatus(BaseModel):
     address: str
     endpoint: str
     pid: int | None
+    endpoints: list[str] = Field(default_factory=list, description="Every replica's, where it runs several; a "
+                                 "client may use any.")
+    pids: list[int] = Field(default_factory=list)
     health: str
     serves: list[str]
     spend: dict[str, Any] | None = Field(
@@ -98,6 +101,8 @@ def status(state: State, get_provider: Callable[[str], Provider]) -> StatusRepor
                                    health=get_provider(r.provider).health(r))
                   for r in state.resources if r.owner.startswith("monitoring.")]
     gateways = [GatewayStatus(address=r.address, endpoint=r.endpoint or "-", pid=r.attrs.get("pid"),
+                              endpoints=r.attrs.get("endpoints", []),
+                              pids=[p["pid"] for p in r.attrs.get("processes", [])],
                               health=get_provider(r.provider).health(r), serves=r.serves,
                               spend=ledger_usage(Path(r.attrs["spec_path"])))
                 for r in state.resources if r.serves]
@@ -110,8 +115,12 @@ def status(state: State, get_provider: Callable[[str], Provider]) -> StatusRepor
 
 
 def _gateway_lines(gateway: GatewayStatus) -> list[str]:
-    lines = [f"gateway {gateway.endpoint} ({gateway.health}), pid {gateway.pid or '-'}: serves "
-             f"{', '.join(gateway.serves)}"]
+    if len(gateway.endpoints) > 1:
+        where = (f"{len(gateway.endpoints)} replicas {', '.join(gateway.endpoints)} ({gateway.health}), pids "
+                 f"{', '.join(map(str, gateway.pids))}")
+    else:
+        where = f"{gateway.endpoint} ({gateway.health}), pid {gateway.pid or '-'}"
+    lines = [f"gateway {where}: serves {', '.join(gateway.serves)}"]
     spend = gateway.spend or {}
     for name, budget in spend.get("budgets", {}).items():
         alerts = f"; alerts crossed: {', '.join(f'{a:.0%}' for a in budget['alerts'])}" if budget["alerts"] else ""

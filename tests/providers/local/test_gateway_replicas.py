@@ -100,6 +100,10 @@ def test_two_replicas_share_the_spec_reload_together_scale_and_are_destroyed_tog
 
     status = json.loads(run("status", "-f", str(config), "--format", "json").stdout)
     assert [(g["address"], g["health"], g["pid"]) for g in status["gateways"]] == [(ADDRESS, "healthy", first["pid"])]
+    assert status["gateways"][0]["endpoints"] == attrs["endpoints"]
+    assert status["gateways"][0]["pids"] == [first["pid"], second["pid"]]
+    assert f"gateway 2 replicas {attrs['endpoints'][0]}, {attrs['endpoints'][1]} (healthy)" in \
+        run("status", "-f", str(config)).stdout
 
     # A reloadable change reaches both, in place.
     edit(config, "max_request_bytes: 1048576", "max_request_bytes: 2097152")
