@@ -24,6 +24,13 @@ class AwsProvider(PulumiProvider):
         "aws:cloudwatch/metricAlarm:MetricAlarm": frozenset({"name"}),
         "aws:sns/topic:Topic": frozenset({"name", "name_prefix"}),
         "aws:sns/topicSubscription:TopicSubscription": frozenset({"topic", "protocol", "endpoint"}),
+        # The shared gateway store (gateway.store): fields the AWS API cannot change in place.
+        "aws:rds/instance:Instance": frozenset({"identifier", "identifier_prefix", "engine", "db_name", "username",
+                                                "storage_encrypted", "kms_key_id", "db_subnet_group_name"}),
+        "aws:ssm/parameter:Parameter": frozenset({"name"}),
+        "aws:ec2/securityGroupRule:SecurityGroupRule": frozenset({
+            "type", "from_port", "to_port", "protocol", "security_group_id", "source_security_group_id",
+            "cidr_blocks", "self"}),
     }
 
     def check(self, resolved: Resolved, target: str) -> list[Check]:
