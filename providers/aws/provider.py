@@ -28,9 +28,8 @@ class AwsProvider(PulumiProvider):
         "aws:rds/instance:Instance": frozenset({"identifier", "identifier_prefix", "engine", "db_name", "username",
                                                 "storage_encrypted", "kms_key_id", "db_subnet_group_name"}),
         "aws:ssm/parameter:Parameter": frozenset({"name"}),
-        "aws:ec2/securityGroupRule:SecurityGroupRule": frozenset({
-            "type", "from_port", "to_port", "protocol", "security_group_id", "source_security_group_id",
-            "cidr_blocks", "self"}),
+        # A VPC ingress rule is modified in place (ModifySecurityGroupRules) except for the group it belongs to.
+        "aws:vpc/securityGroupIngressRule:SecurityGroupIngressRule": frozenset({"security_group_id"}),
     }
 
     def check(self, resolved: Resolved, target: str) -> list[Check]:
