@@ -188,7 +188,6 @@ class Gateway:
                                       slo_models=[route.model for route in spec.routes.values() if route.slo])
         self.metrics.watch(self._replica_states, self._budget_states)
         self._stores: Stores | None = None
-        self._spending: Spending | None = None
         self._variants = Variants(lambda *assignment: self.ledger.assign(*assignment))
         # Answers sent whose metering (which keeps them for feedback) has not run yet, by request id and body id:
         # a client may rate an answer the moment it has it.
@@ -216,7 +215,7 @@ class Gateway:
         self.keys, self.keys_required = KeyRing(spec.keys), bool(spec.keys)
         self.metrics.declare(slo_models=[r.model for r in spec.routes.values() if r.slo], budgets=spec.budgets)
         if self._stores is not None:
-            self._spending = self._stores.spending_for(spec)
+            self._stores.take(spec)
         self._forget_unserved()
 
     def open(self) -> None:
@@ -224,7 +223,6 @@ class Gateway:
         the spec says, SchemaTooNew when a newer llmctl migrated it."""
         if self._stores is None:
             self._stores = Stores(self.spec, self.port)
-            self._spending = self._stores.spending
             self._forget_unserved()
 
     def _forget_unserved(self) -> None:
@@ -254,9 +252,7 @@ class Gateway:
 
     @property
     def spending(self) -> Spending:
-        self.open()
-        assert self._spending is not None
-        return self._spending
+        return self.stores.spending
 
     def start_probing(self) -> None:
         """The background health probes of the replicas, until aclose (on the serving event loop)."""
@@ -277,7 +273,7 @@ class Gateway:
         await self.client.aclose()
         if self._stores is not None:
             self._stores.close()
-            self._stores = self._spending = None
+            self._stores = None
         self.audit.close()
 
     # --- endpoints ---------------------------------------------------------------------------------------------------

@@ -64,9 +64,13 @@ class Stores:
         if spec.cache is not None:
             store = self.ledger.store if self.shared else SQLiteStore(Path(spec.cache.path))
             self.cache = ResponseCache(store, spec.cache.ttl_s, spec.cache.max_entries, own_store=not self.shared)
-        self.spending = self.spending_for(spec)
+        self.spending = self._spending(spec)
 
-    def spending_for(self, spec: GatewaySpec) -> Spending:
+    def take(self, spec: GatewaySpec) -> None:
+        """A spec reloaded in place: its budgets from now on."""
+        self.spending = self._spending(spec)
+
+    def _spending(self, spec: GatewaySpec) -> Spending:
         return Spending(self.ledger, spec.budgets, refresh_s=0.0 if self.shared else REFRESH_S,
                         serve_without_store=self.serve_when_lost)
 

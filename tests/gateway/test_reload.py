@@ -76,3 +76,28 @@ def test_a_spec_it_cannot_take_in_place_leaves_the_old_one_serving(tmp_path: Pat
             assert _health(url)["spec_sha256"] == before
             assert _ask(url).status_code == 200
     assert "restart the gateway" in log.read_text()
+
+
+def test_a_budget_lowered_by_a_reload_refuses_from_the_next_request(tmp_path: Path) -> None:
+    from llmctl.gateway.spec import BudgetSpec, Price
+
+    path = tmp_path / "spec.json"
+    price = Price(usd_per_1m_input=10_000, usd_per_1m_output=0, basis="test")  # $0.11 a request (11 tokens)
+
+    def spec(limit_usd: float):  # type: ignore[no-untyped-def]
+        return gateway_spec(tmp_path, route("assistant", [upstream.base_url], price=price, budgets=["team"]),
+                            budgets={"team": BudgetSpec(name="team", limit_usd=limit_usd, period="month",
+                                                        on_exceed="block")})
+
+    def ask(url: str) -> httpx.Response:
+        return httpx.post(f"{url}/chat/completions", timeout=30,
+                          json={"model": "assistant", "messages": [{"role": "user", "content": "Hi"}]})
+
+    with RecordingUpstream() as upstream, gateway_process(spec(100), path) as url:
+        assert ask(url).status_code == 200
+        spec(0.10).write(path)
+        os.kill(url.pid, signal.SIGHUP)
+        sha = hashlib.sha256(path.read_bytes()).hexdigest()
+        assert eventually(lambda: _health(url).get("spec_sha256") == sha)
+        refused = ask(url)
+    assert refused.status_code == 429 and refused.json()["error"]["code"] == "budget_exceeded"
