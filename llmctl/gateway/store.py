@@ -21,7 +21,6 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal, Protocol
-from urllib.parse import urlsplit, urlunsplit
 
 import filelock
 
@@ -63,12 +62,17 @@ class Transaction(Protocol):
 
 
 def redacted(dsn: str) -> str:
-    """A DSN fit for a message: its password replaced."""
-    parts = urlsplit(dsn)
-    if parts.password is None:
-        return dsn
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
-    return urlunsplit(parts._replace(netloc=netloc))
+    """A DSN fit for a message, in either of libpq's forms (a URL, or key=value words): who, where and which
+    database, never a password or other option."""
+    from psycopg.conninfo import conninfo_to_dict
+
+    try:
+        parts = conninfo_to_dict(dsn)
+    except Exception:  # noqa: BLE001 - psycopg raises its ProgrammingError; nothing of the text may be shown
+        return "(a DSN that cannot be parsed)"
+    user = f"{parts['user']}@" if parts.get("user") else ""
+    port = f":{parts['port']}" if parts.get("port") else ""
+    return f"postgresql://{user}{parts.get('host') or 'localhost'}{port}/{parts.get('dbname') or ''}"
 
 
 def _rows(cursor: Cursor) -> list[Any]:

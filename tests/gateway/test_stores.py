@@ -15,7 +15,7 @@ from llmctl.gateway.auth import SharedRateLimiter
 from llmctl.gateway.metering import Answered, Ledger
 from llmctl.gateway.spec import CacheSpec, KeySpec, StoreSpec
 from llmctl.gateway.spool import Spool
-from llmctl.gateway.store import PostgresStore
+from llmctl.gateway.store import PostgresStore, StoreError
 from postgres_server import PostgresServer
 
 DSN_ENV = "LLMCTL_TEST_STORE_DSN"
@@ -84,3 +84,12 @@ def test_a_spool_record_is_one_json_line_without_a_secret_or_a_prompt(tmp_path: 
     line = json.loads(spool.path.read_text())
     assert line["request_id"] == "req-1" and line["at"] == AT.isoformat()
     assert set(line) == set(_record("req-1"))
+
+
+@pytest.mark.parametrize("dsn", ["postgresql://llmctl:s3cret-pw@127.0.0.1:1/llmctl",
+                                 "host=127.0.0.1 port=1 user=llmctl password=s3cret-pw dbname=llmctl"])
+def test_a_store_that_cannot_be_reached_is_named_without_its_password(dsn: str) -> None:
+    with pytest.raises(StoreError) as raised:
+        PostgresStore(dsn)
+    assert "postgresql://llmctl@127.0.0.1:1/llmctl is unreachable" in str(raised.value)
+    assert "s3cret-pw" not in str(raised.value)
