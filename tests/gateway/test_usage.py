@@ -4,13 +4,18 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from llmctl.cost.model import CostReport
 from llmctl.cost.render import render_cost
 from llmctl.gateway.metering import Ledger
-from llmctl.gateway.spec import GatewaySpec
-from llmctl.gateway.usage import with_actual_spend
+from llmctl.errors import LlmctlError
+from llmctl.gateway.spec import GatewaySpec, StoreSpec
+from llmctl.gateway.store import PostgresStore
+from llmctl.gateway.usage import ledger_usage, with_actual_spend
 from llmctl.resource import Resource
 from llmctl.state import State
+from postgres_server import PostgresServer
 
 
 def _gateway(tmp_path: Path, name: str, spends: list[tuple[str, str | None, float | None]]) -> Resource:
@@ -40,3 +45,21 @@ def test_cost_shows_each_team_and_key_over_every_gateway(tmp_path: Path) -> None
     text = render_cost(found, "text")
     assert "team support: $3.50 spent this month, 2 requests, 20 input / 10 output tokens" in text
     assert "team data: $0.00 spent this month (15 tokens unpriced), 1 request" in text
+
+
+def test_spend_is_read_from_the_shared_store_and_an_unreadable_one_is_said_not_zeroed(
+        tmp_path: Path, postgres: PostgresServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    spec = GatewaySpec(routes={}, db_path=str(tmp_path / "unused.sqlite"), audit_path=str(tmp_path / "a.jsonl"),
+                       store=StoreSpec(dsn_env="LLMCTL_TEST_USAGE_DSN"))
+    spec.write(tmp_path / "spec.json")
+    ledger = Ledger(PostgresStore(postgres.dsn))
+    ledger.record(model="assistant", key_id="app", budgets=[], input_tokens=10, output_tokens=5, usd=0.25)
+    ledger.close()
+    monkeypatch.setenv("LLMCTL_TEST_USAGE_DSN", postgres.dsn)
+    usage = ledger_usage(tmp_path / "spec.json")
+    assert usage is not None and usage["keys"]["app"]["spent_usd"] == 0.25
+    assert not (tmp_path / "unused.sqlite").exists()
+    postgres.stop()
+    with pytest.raises(LlmctlError, match="spend of the gateway serving .* cannot be read: the store "
+                                          "postgresql://llmctl@127.0.0.1"):
+        ledger_usage(tmp_path / "spec.json")
