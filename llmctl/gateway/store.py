@@ -248,14 +248,24 @@ class PostgresStore(Store):
         except psycopg.Error as exc:
             raise StoreError(f"the store {self.where} is unreachable: {str(exc).strip()}") from exc
         self._pool = ConnectionPool(dsn, min_size=1, max_size=pool_size, timeout=CONNECT_TIMEOUT_S, open=False,
-                                    kwargs={"connect_timeout": CONNECT_TIMEOUT_S, "autocommit": False},
+                                    # autocommit: a statement alone is one round trip (no BEGIN and COMMIT
+                                    # around it); a transaction says so, below.
+                                    kwargs={"connect_timeout": CONNECT_TIMEOUT_S, "autocommit": True},
                                     name="llmctl-store")
         self._pool.open(wait=True, timeout=CONNECT_TIMEOUT_S * 2)
 
     @contextmanager
     def _transaction(self) -> Iterator[Transaction]:
-        with self._pool.connection() as conn:  # commits on a clean exit, rolls back on an exception
+        with self._pool.connection() as conn, conn.transaction():  # committed on a clean exit, else rolled back
             yield _PostgresTransaction(conn)
+
+    def query(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
+        self._available()
+        try:
+            with self._pool.connection() as conn:
+                return _rows(_PostgresTransaction(conn).execute(sql, params))
+        except self._errors as exc:
+            raise self._failed(exc) from exc
 
     def _migrate(self, component: str, migrations: Sequence[Migration]) -> int:
         with self._transaction() as tx:
