@@ -164,9 +164,8 @@ class SharedRateLimiter:
         def retry_after(requests: list[float], tokens: list[tuple[float, int]]) -> int | None:
             return _retry_after(key, _Window(deque(requests), deque(tokens), sum(n for _, n in tokens)), now)
 
-        # A key limited by tokens alone logs no requests: nothing would read them.
-        return self._ledger.admit(key.id, now, now - WINDOW_S, retry_after,
-                                  log_request=key.requests_per_minute is not None)
+        return self._ledger.admit(key.id, now, now - WINDOW_S, key.requests_per_minute, key.tokens_per_minute,
+                                  retry_after)
 
     def add_tokens(self, key: KeySpec, n: int, now: float | None = None) -> None:
         if key.tokens_per_minute is None or n <= 0:

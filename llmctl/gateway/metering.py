@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from llmctl.gateway.spec import BudgetSpec
-from llmctl.gateway.store import Migration, SQLiteStore, Store
+from llmctl.gateway.store import Duplicate, Migration, SQLiteStore, Store
 
 Period = Literal["day", "week", "month"]
 
@@ -250,11 +250,21 @@ class Ledger:
         unique_budgets = list(dict.fromkeys(budgets))
         unpriced = input_tokens + output_tokens if usd is None else 0
         added = (day, usd or 0.0, input_tokens, output_tokens, unpriced)
+        try:
+            self._record(when, model, key_id, unique_budgets, input_tokens, output_tokens, usd, added, answered,
+                         forget_before, team, request_id)
+        except Duplicate:  # metered already: the whole transaction was rolled back
+            return False
+        return True
+
+    def _record(self, when: datetime, model: str, key_id: str, unique_budgets: list[str], input_tokens: int,
+                output_tokens: int, usd: float | None, added: tuple[Any, ...], answered: Answered | None,
+                forget_before: float | None, team: str | None, request_id: str | None) -> None:
+        # Nothing is read back before the commit, so on PostgreSQL the whole record is one round trip; a request id
+        # metered before fails the first insert (a unique key), which rolls back everything after it.
         with self.store.transaction() as tx:
-            if request_id is not None and not tx.execute(
-                    "INSERT INTO metered VALUES (?, ?) ON CONFLICT (request_id) DO NOTHING",
-                    (request_id, when.timestamp())).rowcount:
-                return False
+            if request_id is not None:
+                tx.execute("INSERT INTO metered VALUES (?, ?)", (request_id, when.timestamp()))
             tx.executemany(_INSERT_SPEND, [
                 (when.timestamp(), model, key_id, budget, input_tokens, output_tokens, usd)
                 for budget in unique_budgets or [None]
@@ -278,25 +288,28 @@ class Ledger:
                 tx.execute("DELETE FROM requests WHERE at < ?", (forget_before,))
                 # A spooled record is replayed within the feedback window or not at all, so its id can go too.
                 tx.execute("DELETE FROM metered WHERE at < ?", (forget_before,))
-        return True
 
-    def admit(self, key_id: str, now: float, since: float,
-              retry_after: Callable[[list[float], list[tuple[float, int]]], int | None],
-              log_request: bool = True) -> int | None:
-        """One admission against a key's shared sliding window: its requests and (time, tokens) after `since`,
-        oldest first, go to `retry_after`; when it says None the request is admitted (and logged at `now`). One
-        key's admissions are serialised across replicas by a lock on its row, so N replicas never admit more than
-        the limit between them."""
+    def admit(self, key_id: str, now: float, since: float, requests_per_minute: int | None,
+              tokens_per_minute: int | None,
+              retry_after: Callable[[list[float], list[tuple[float, int]]], int | None]) -> int | None:
+        """One admission against a key's shared sliding window (the events after `since`): None, and the request
+        logged at `now`, while it is under both limits; else `retry_after` of the window's requests and (time,
+        tokens), oldest first, which are read only then. One key's admissions are serialised across replicas by a
+        lock on its row, so N replicas never admit more than the limit between them."""
         with self.store.transaction() as tx:
             tx.execute("INSERT INTO rate_keys VALUES (?) ON CONFLICT (key_id) DO UPDATE SET key_id = excluded.key_id",
                        (key_id,))
             tx.execute("DELETE FROM rate_events WHERE key_id = ? AND at <= ?", (key_id, since))
-            rows = tx.execute("SELECT at, tokens FROM rate_events WHERE key_id = ? ORDER BY at",
-                              (key_id,)).fetchall()
-            wait = retry_after([at for at, n in rows if n == 0], [(at, n) for at, n in rows if n > 0])
-            if wait is None and log_request:
-                tx.execute("INSERT INTO rate_events VALUES (?, ?, 0)", (key_id, now))
-        return wait
+            requests, tokens = tx.execute(
+                "SELECT COALESCE(SUM(CASE WHEN tokens = 0 THEN 1 ELSE 0 END), 0), COALESCE(SUM(tokens), 0) "
+                "FROM rate_events WHERE key_id = ?", (key_id,)).fetchone()
+            if (requests_per_minute is None or requests < requests_per_minute) and \
+                    (tokens_per_minute is None or tokens < tokens_per_minute):
+                if requests_per_minute is not None:  # a key limited by tokens alone logs no requests
+                    tx.execute("INSERT INTO rate_events VALUES (?, ?, 0)", (key_id, now))
+                return None
+            rows = tx.execute("SELECT at, tokens FROM rate_events WHERE key_id = ? ORDER BY at", (key_id,)).fetchall()
+        return retry_after([at for at, n in rows if n == 0], [(at, n) for at, n in rows if n > 0])
 
     def add_tokens(self, key_id: str, now: float, tokens: int) -> None:
         self.store.query("INSERT INTO rate_events VALUES (?, ?, ?)", (key_id, now, tokens))

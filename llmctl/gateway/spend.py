@@ -117,6 +117,8 @@ class Spending:
     def _recorded(self, budgets: list[str], usd: float) -> None:
         for name in budgets:
             budget = self._budgets[name]
+            if not budget.alert_at and self._refresh_s == 0:
+                continue  # nothing to report, and no total kept here that the spend must be added to
             period = self._period(budget, usd)
             ratio = period.spent / budget.limit_usd
             due = [t for t in budget.alert_at if ratio >= t and (name, period.start, t) not in self._alerted]

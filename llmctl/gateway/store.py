@@ -36,6 +36,10 @@ class StoreError(Exception):
     """The store could not be reached, or did not take a statement."""
 
 
+class Duplicate(StoreError):
+    """A row whose identity the store already holds (a unique key): the transaction was rolled back."""
+
+
 class SchemaTooNew(Exception):
     """The store was migrated by a newer llmctl than this one."""
 
@@ -130,12 +134,14 @@ class Store(ABC):
             raise self.unreachable
 
     def _failed(self, exc: Exception) -> StoreError:
-        error = StoreError(f"the store {self.where}: {str(exc).strip() or type(exc).__name__}")
+        kind = Duplicate if isinstance(exc, self._duplicate) else StoreError
+        error = kind(f"the store {self.where}: {str(exc).strip() or type(exc).__name__}")
         if self._lost(exc):
             self.unreachable = error
         return error
 
     _errors: tuple[type[Exception], ...] = ()
+    _duplicate: tuple[type[Exception], ...] = ()
 
     @abstractmethod
     def _transaction(self) -> AbstractContextManager[Transaction]: ...
@@ -166,6 +172,7 @@ def _check_version(component: str, current: int, known: int, where: str) -> None
 class SQLiteStore(Store):
     dialect: Dialect = "sqlite"
     _errors = (sqlite3.Error,)
+    _duplicate = (sqlite3.IntegrityError,)
 
     def __init__(self, path: Path) -> None:
         super().__init__()
@@ -239,6 +246,7 @@ class PostgresStore(Store):
         from psycopg_pool import ConnectionPool, PoolTimeout
 
         self._errors = (psycopg.Error, PoolTimeout)
+        self._duplicate = (psycopg.errors.UniqueViolation,)
         self._operational = (psycopg.OperationalError, PoolTimeout)
         self.where = redacted(dsn)
         # Connect once outside the pool: a pool only says it timed out, and the person starting the gateway needs
@@ -256,7 +264,16 @@ class PostgresStore(Store):
 
     @contextmanager
     def _transaction(self) -> Iterator[Transaction]:
-        with self._pool.connection() as conn, conn.transaction():  # committed on a clean exit, else rolled back
+        # Pipeline mode: statements are sent without waiting for each answer, until one is read (a fetch, a
+        # rowcount) or the transaction ends, so a transaction of several writes costs one or two round trips, not
+        # one per statement. Committed on a clean exit, else rolled back.
+        with self._pool.connection() as conn, conn.pipeline() as pipeline, conn.transaction():
+            yield _PostgresTransaction(conn, pipeline)
+
+    @contextmanager
+    def _script_transaction(self) -> Iterator[Transaction]:
+        # Outside pipeline mode, whose extended protocol takes one statement at a time: a migration is a script.
+        with self._pool.connection() as conn, conn.transaction():
             yield _PostgresTransaction(conn)
 
     def query(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
@@ -268,7 +285,7 @@ class PostgresStore(Store):
             raise self._failed(exc) from exc
 
     def _migrate(self, component: str, migrations: Sequence[Migration]) -> int:
-        with self._transaction() as tx:
+        with self._script_transaction() as tx:
             # One migrating gateway at a time; the others wait here and then find nothing left to do.
             tx.execute("SELECT pg_advisory_xact_lock(?)", (0x6C6C6D63,))
             tx.execute(_VERSIONS)
@@ -291,19 +308,41 @@ class PostgresStore(Store):
 
 
 class _PostgresTransaction:
-    def __init__(self, conn: Any) -> None:
+    def __init__(self, conn: Any, pipeline: Any = None) -> None:
         self._conn = conn
+        self._pipeline = pipeline
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> Cursor:
-        if not params:  # a script of several statements runs only without parameters, unconverted
-            cursor: Cursor = self._conn.execute(sql)
-            return cursor
-        cursor = self._conn.execute(_postgres_sql(sql), params)
-        return cursor
+        # A script of several statements runs only without parameters, and then unconverted (it holds no `?`).
+        cursor = self._conn.execute(_postgres_sql(sql), params) if params else self._conn.execute(sql)
+        return cursor if self._pipeline is None else _Piped(cursor, self._pipeline)
 
     def executemany(self, sql: str, params: Sequence[Sequence[Any]]) -> None:
         with self._conn.cursor() as cursor:
             cursor.executemany(_postgres_sql(sql), params)
+
+
+class _Piped:
+    """A statement's cursor in pipeline mode, where its answer has not necessarily arrived: reading one waits."""
+
+    def __init__(self, cursor: Any, pipeline: Any) -> None:
+        self._cursor, self._pipeline = cursor, pipeline
+
+    @property
+    def rowcount(self) -> int:
+        self._pipeline.sync()  # rowcount, unlike a fetch, does not wait for the answer by itself
+        return int(self._cursor.rowcount)
+
+    @property
+    def description(self) -> Any:
+        self._pipeline.sync()
+        return self._cursor.description
+
+    def fetchone(self) -> Any:
+        return self._cursor.fetchone()
+
+    def fetchall(self) -> list[Any]:
+        return list(self._cursor.fetchall())
 
 
 def read_dsn(dsn_env: str | None, dsn_file: str | None, environ: dict[str, str]) -> str:

@@ -224,15 +224,18 @@ def test_reopening_a_migrated_store_changes_nothing(ledger: Ledger) -> None:
 
 
 def test_the_shared_window_admits_up_to_the_limit_and_says_when_the_oldest_leaves(ledger: Ledger) -> None:
-    def two_per_window(requests: list[float], tokens: list[tuple[float, int]]) -> int | None:
-        return None if len(requests) < 2 else int(requests[-2] + 60 - now)
+    def retry_after(requests: list[float], tokens: list[tuple[float, int]]) -> int:
+        return int(requests[-2] + 60 - now)  # two a minute: until the older of the last two leaves
+
+    def admit(key: str) -> int | None:
+        return ledger.admit(key, now, now - 60, 2, None, retry_after)
 
     now = 1000.0
-    assert ledger.admit("k", now, now - 60, two_per_window) is None
+    assert admit("k") is None
     now = 1010.0
-    assert ledger.admit("k", now, now - 60, two_per_window) is None
+    assert admit("k") is None
     now = 1020.0
-    assert ledger.admit("k", now, now - 60, two_per_window) == 40  # the first leaves at 1060
+    assert admit("k") == 40  # the first leaves at 1060
     now = 1061.0  # the first has left the window, so one more fits
-    assert ledger.admit("k", now, now - 60, two_per_window) is None
-    assert ledger.admit("other", now, now - 60, two_per_window) is None  # each key has its own window
+    assert admit("k") is None
+    assert admit("other") is None  # each key has its own window
