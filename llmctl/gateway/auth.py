@@ -6,7 +6,7 @@ import hmac
 import math
 import time
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -83,23 +83,30 @@ class _Window:
         return self.requests[excess] + WINDOW_S - now
 
     def token_wait(self, limit: int, now: float) -> float | None:
-        """Seconds until the window's token total drops below `limit`, or None if it already has.
-        Walks only the oldest entries whose expiry is needed, and only when refusing."""
-        remaining = self.token_total
+        """Seconds until the window's token total drops below `limit`, or None if it already has."""
+        return _wait(self.tokens, self.token_total, limit, now)
+
+
+def _wait(entries: Iterable[tuple[float, int]], total: int, limit: int, now: float) -> float | None:
+    """Seconds until `total`, the sum of (time, amount) `entries` (oldest first) still in the window, drops below
+    `limit` as they leave it; None if it already is below. Walks only the oldest entries whose expiry is needed."""
+    remaining = total
+    if remaining < limit:
+        return None
+    for at, n in entries:
+        remaining -= n
         if remaining < limit:
-            return None
-        for at, n in self.tokens:
-            remaining -= n
-            if remaining < limit:
-                return at + WINDOW_S - now
-        raise AssertionError("token_total disagrees with the entries it sums")
+            return at + WINDOW_S - now
+    raise AssertionError("the total disagrees with the entries it sums")
 
 
-def _retry_after(key: KeySpec, window: _Window, now: float) -> int | None:
-    """None when `key` may make a request now; else the Retry-After in whole seconds (rounded up, at least 1)."""
+def _retry_after(key: KeySpec, request_wait: Callable[[int], float | None],
+                 token_wait: Callable[[int], float | None]) -> int | None:
+    """None when `key` may make a request now; else the Retry-After in whole seconds (rounded up, at least 1), from
+    the seconds each of its limits needs (`*_wait(limit)`, None when that limit is not reached)."""
     waits = [wait for wait in (
-        None if key.requests_per_minute is None else window.request_wait(key.requests_per_minute, now),
-        None if key.tokens_per_minute is None else window.token_wait(key.tokens_per_minute, now),
+        None if key.requests_per_minute is None else request_wait(key.requests_per_minute),
+        None if key.tokens_per_minute is None else token_wait(key.tokens_per_minute),
     ) if wait is not None]
     return max(1, math.ceil(max(waits))) if waits else None
 
@@ -126,7 +133,8 @@ class RateLimiter:
             return None
         now = self._clock() if now is None else now
         window = self._window(key.id, now)
-        retry_after = _retry_after(key, window, now)
+        retry_after = _retry_after(key, lambda limit: window.request_wait(limit, now),
+                                   lambda limit: window.token_wait(limit, now))
         if retry_after is None and key.requests_per_minute is not None:
             window.requests.append(now)
         return retry_after
@@ -148,9 +156,12 @@ class RateLimiter:
 
 
 class SharedRateLimiter:
-    """The same sliding log, kept in a store that every replica of a gateway shares, so a key limited to N requests
-    a minute gets N in total however many replicas serve it. The clock is the wall clock: replicas on different
-    hosts must agree on it (NTP's milliseconds are well inside a 60 s window)."""
+    """The same sliding window, kept in a store that every replica of a gateway shares, so a key limited to N
+    requests a minute gets N in total however many replicas serve it. It counts in one-second buckets (a busy key's
+    window is at most 61 rows to read, where a log would be every request of the minute), each counted until its
+    whole second has left the window: never more than the limit in any 60 s, at the price of a Retry-After up to a
+    second later than the log's. The clock is the wall clock: replicas on different hosts must agree on it (NTP's
+    milliseconds are well inside a 60 s window)."""
 
     def __init__(self, ledger: "Ledger", clock: Callable[[], float] = time.time) -> None:
         self._ledger = ledger
@@ -161,11 +172,12 @@ class SharedRateLimiter:
             return None
         now = self._clock() if now is None else now
 
-        def retry_after(requests: list[float], tokens: list[tuple[float, int]]) -> int | None:
-            return _retry_after(key, _Window(deque(requests), deque(tokens), sum(n for _, n in tokens)), now)
+        def retry_after(requests: list[tuple[float, int]], tokens: list[tuple[float, int]]) -> int | None:
+            return _retry_after(key, lambda limit: _wait(requests, sum(n for _, n in requests), limit, now),
+                                lambda limit: _wait(tokens, sum(n for _, n in tokens), limit, now))
 
-        return self._ledger.admit(key.id, now, now - WINDOW_S, key.requests_per_minute, key.tokens_per_minute,
-                                  retry_after)
+        return self._ledger.admit(key.id, now, now - WINDOW_S, retry_after,
+                                  count_request=key.requests_per_minute is not None)
 
     def add_tokens(self, key: KeySpec, n: int, now: float | None = None) -> None:
         if key.tokens_per_minute is None or n <= 0:

@@ -106,12 +106,13 @@ CREATE INDEX IF NOT EXISTS metered_by_time ON metered (at);
 CREATE TABLE IF NOT EXISTS rate_keys (
     key_id TEXT PRIMARY KEY          -- a row to lock: one admission per key at a time, across replicas
 );
-CREATE TABLE IF NOT EXISTS rate_events (
+CREATE TABLE IF NOT EXISTS rate_buckets (
     key_id TEXT NOT NULL,
-    at REAL NOT NULL,                -- UTC epoch seconds
-    tokens INTEGER NOT NULL          -- 0: a request admitted; else tokens it used
+    second INTEGER NOT NULL,         -- UTC epoch second: a key's window is at most 61 rows, however busy the key
+    requests INTEGER NOT NULL,       -- admitted in that second
+    tokens INTEGER NOT NULL,         -- used by requests that ended in that second
+    PRIMARY KEY (key_id, second)
 );
-CREATE INDEX IF NOT EXISTS rate_events_by_key ON rate_events (key_id, at);
 CREATE TABLE IF NOT EXISTS ledger_identity (
     id TEXT NOT NULL                 -- a SQLite ledger's own id, given when it is first moved into a shared store
 );
@@ -289,30 +290,30 @@ class Ledger:
                 # A spooled record is replayed within the feedback window or not at all, so its id can go too.
                 tx.execute("DELETE FROM metered WHERE at < ?", (forget_before,))
 
-    def admit(self, key_id: str, now: float, since: float, requests_per_minute: int | None,
-              tokens_per_minute: int | None,
-              retry_after: Callable[[list[float], list[tuple[float, int]]], int | None]) -> int | None:
-        """One admission against a key's shared sliding window (the events after `since`): None, and the request
-        logged at `now`, while it is under both limits; else `retry_after` of the window's requests and (time,
-        tokens), oldest first, which are read only then. One key's admissions are serialised across replicas by a
-        lock on its row, so N replicas never admit more than the limit between them."""
+    def admit(self, key_id: str, now: float, since: float,
+              retry_after: Callable[[list[tuple[float, int]], list[tuple[float, int]]], int | None],
+              count_request: bool = True) -> int | None:
+        """One admission against a key's shared sliding window, kept in one-second buckets: `retry_after` gets the
+        window's (bucket end, requests) and (bucket end, tokens), oldest first, and says None (the request is then
+        counted in `now`'s bucket, unless not `count_request`: a key limited by tokens alone) or when to retry. A bucket counts until its whole second has left the window, so
+        the window never admits more than the limit in any 60 s. One key's admissions are serialised across
+        replicas by a lock on its row, so N replicas never admit more than the limit between them."""
+        second = int(now)
         with self.store.transaction() as tx:
             tx.execute("INSERT INTO rate_keys VALUES (?) ON CONFLICT (key_id) DO UPDATE SET key_id = excluded.key_id",
                        (key_id,))
-            tx.execute("DELETE FROM rate_events WHERE key_id = ? AND at <= ?", (key_id, since))
-            requests, tokens = tx.execute(
-                "SELECT COALESCE(SUM(CASE WHEN tokens = 0 THEN 1 ELSE 0 END), 0), COALESCE(SUM(tokens), 0) "
-                "FROM rate_events WHERE key_id = ?", (key_id,)).fetchone()
-            if (requests_per_minute is None or requests < requests_per_minute) and \
-                    (tokens_per_minute is None or tokens < tokens_per_minute):
-                if requests_per_minute is not None:  # a key limited by tokens alone logs no requests
-                    tx.execute("INSERT INTO rate_events VALUES (?, ?, 0)", (key_id, now))
-                return None
-            rows = tx.execute("SELECT at, tokens FROM rate_events WHERE key_id = ? ORDER BY at", (key_id,)).fetchall()
-        return retry_after([at for at, n in rows if n == 0], [(at, n) for at, n in rows if n > 0])
+            tx.execute("DELETE FROM rate_buckets WHERE key_id = ? AND second + 1 <= ?", (key_id, since))
+            rows = tx.execute("SELECT second, requests, tokens FROM rate_buckets WHERE key_id = ? ORDER BY second",
+                              (key_id,)).fetchall()
+            wait = retry_after([(at + 1, n) for at, n, _ in rows if n], [(at + 1, n) for at, _, n in rows if n])
+            if wait is None and count_request:
+                tx.execute("INSERT INTO rate_buckets VALUES (?, ?, 1, 0) ON CONFLICT (key_id, second) DO UPDATE SET "
+                           "requests = rate_buckets.requests + 1", (key_id, second))
+        return wait
 
     def add_tokens(self, key_id: str, now: float, tokens: int) -> None:
-        self.store.query("INSERT INTO rate_events VALUES (?, ?, ?)", (key_id, now, tokens))
+        self.store.query("INSERT INTO rate_buckets VALUES (?, ?, 0, ?) ON CONFLICT (key_id, second) DO UPDATE SET "
+                         "tokens = rate_buckets.tokens + excluded.tokens", (key_id, int(now), tokens))
 
     def answered(self, answer: str, key_id: str, since: float) -> Answered | None:
         """The request `answer` names (its request id, else the id in its body: the latest such answer) if

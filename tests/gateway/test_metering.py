@@ -224,18 +224,19 @@ def test_reopening_a_migrated_store_changes_nothing(ledger: Ledger) -> None:
 
 
 def test_the_shared_window_admits_up_to_the_limit_and_says_when_the_oldest_leaves(ledger: Ledger) -> None:
-    def retry_after(requests: list[float], tokens: list[tuple[float, int]]) -> int:
-        return int(requests[-2] + 60 - now)  # two a minute: until the older of the last two leaves
+    def retry_after(requests: list[tuple[float, int]], tokens: list[tuple[float, int]]) -> int | None:
+        counted = sum(n for _, n in requests)  # two a minute: until the oldest second leaves the window
+        return None if counted < 2 else int(requests[0][0] + 60 - now)
 
     def admit(key: str) -> int | None:
-        return ledger.admit(key, now, now - 60, 2, None, retry_after)
+        return ledger.admit(key, now, now - 60, retry_after)
 
-    now = 1000.0
+    now = 1000.2
     assert admit("k") is None
-    now = 1010.0
+    now = 1010.5
     assert admit("k") is None
     now = 1020.0
-    assert admit("k") == 40  # the first leaves at 1060
-    now = 1061.0  # the first has left the window, so one more fits
+    assert admit("k") == 41  # the second 1000 has wholly left the window at 1061
+    now = 1061.0
     assert admit("k") is None
     assert admit("other") is None  # each key has its own window
