@@ -286,8 +286,9 @@ def store_costs(server: PostgresServer, scratch: Path, n: int) -> dict[str, dict
 def costs_report(found: dict[str, dict[str, tuple[float, float]]]) -> None:
     say("\nEach store call a request makes, timed in this process through llmctl's Ledger and SharedRateLimiter "
         "(p50 / p99 ms). Per request the SQLite gateway meters once (budget totals cached for 1 s, rate limits in "
-        "memory); the PostgreSQL gateway reads the budget total twice (the check, and after metering), meters, and "
-        "for a rate-limited key admits against the shared window, which holds the key's requests of the last 60 s:\n")
+        "memory); the PostgreSQL gateway reads the budget total (again after metering only for a budget with "
+        "alert_at), meters, and for a rate-limited key admits against the shared window (one-second buckets of the "
+        "last 60 s):\n")
     say("| call | SQLite | PostgreSQL |")
     say("|---|---|---|")
     for call in found["PostgreSQL"]:
