@@ -62,8 +62,12 @@ class Stores:
         self._reported: StoreError | None = None
         self.cache: ResponseCache | None = None
         if spec.cache is not None:
-            store = self.ledger.store if self.shared else SQLiteStore(Path(spec.cache.path))
-            self.cache = ResponseCache(store, spec.cache.ttl_s, spec.cache.max_entries, own_store=not self.shared)
+            try:
+                store = self.ledger.store if self.shared else SQLiteStore(Path(spec.cache.path))
+                self.cache = ResponseCache(store, spec.cache.ttl_s, spec.cache.max_entries, own_store=not self.shared)
+            except BaseException:
+                self.ledger.close()
+                raise
         self.spending = self._spending(spec)
 
     def take(self, spec: GatewaySpec) -> None:
