@@ -107,8 +107,11 @@ class Store(ABC):
 
     def query(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
         """One statement on its own (a read, or a write that needs no transaction around it)."""
-        with self.transaction() as tx:
-            return _rows(tx.execute(sql, params))
+        self._available()
+        try:
+            return self._query(sql, params)
+        except self._errors as exc:
+            raise self._failed(exc) from exc
 
     def migrate(self, component: str, migrations: Sequence[Migration]) -> int:
         """Bring `component`'s tables to the newest of `migrations`; the version they are at."""
@@ -145,6 +148,10 @@ class Store(ABC):
 
     @abstractmethod
     def _transaction(self) -> AbstractContextManager[Transaction]: ...
+
+    @abstractmethod
+    def _query(self, sql: str, params: Sequence[Any]) -> list[Any]:
+        """One statement outside any transaction (committed by itself), and its rows."""
 
     @abstractmethod
     def _migrate(self, component: str, migrations: Sequence[Migration]) -> int: ...
@@ -205,13 +212,9 @@ class SQLiteStore(Store):
             raise
         self._db.execute("COMMIT")
 
-    def query(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
+    def _query(self, sql: str, params: Sequence[Any]) -> list[Any]:
         # A read needs no write lock: in WAL mode it sees the last commit without waiting for a writer.
-        self._available()
-        try:
-            return _rows(self._db.execute(sql, params))
-        except sqlite3.Error as exc:
-            raise self._failed(exc) from exc
+        return _rows(self._db.execute(sql, params))
 
     def _migrate(self, component: str, migrations: Sequence[Migration]) -> int:
         # executescript commits first, so a migration cannot sit in one transaction with its version row; the file
@@ -276,13 +279,9 @@ class PostgresStore(Store):
         with self._pool.connection() as conn, conn.transaction():
             yield _PostgresTransaction(conn)
 
-    def query(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
-        self._available()
-        try:
-            with self._pool.connection() as conn:
-                return _rows(_PostgresTransaction(conn).execute(sql, params))
-        except self._errors as exc:
-            raise self._failed(exc) from exc
+    def _query(self, sql: str, params: Sequence[Any]) -> list[Any]:
+        with self._pool.connection() as conn:  # autocommit: one round trip
+            return _rows(_PostgresTransaction(conn).execute(sql, params))
 
     def _migrate(self, component: str, migrations: Sequence[Migration]) -> int:
         with self._script_transaction() as tx:
