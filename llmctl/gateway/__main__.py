@@ -23,7 +23,6 @@ from llmctl.gateway.app import create_app
 from llmctl.gateway.auth import hashed
 from llmctl.gateway.spec import GatewaySpec
 from llmctl.gateway.store import SchemaTooNew, StoreError
-from llmctl.gateway.stores import Stores
 
 
 def bind(host: str, port: int) -> socket.socket:
@@ -66,9 +65,10 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as exc:
         print(f"llmctl gateway: {args.spec}: {exc}", file=sys.stderr)
         return 2
-    # The store is reached (and migrated) before the port is bound: a gateway that cannot meter never serves.
+    # The store is opened (and migrated) before the port is bound, in the thread that serves (uvicorn runs the app
+    # on this one), so the lifespan finds it open: a gateway that cannot meter never serves.
     try:
-        Stores(spec, args.port or None).close()
+        app.state.gateway.open()
     except (StoreError, SchemaTooNew) as exc:
         print(f"llmctl gateway: not starting: {exc}", file=sys.stderr)
         return 1
