@@ -17,7 +17,7 @@ from pathlib import Path
 
 from llmctl.config.schema import Gateway
 from llmctl.errors import LlmctlError
-from llmctl.gateway.metering import MIGRATIONS, Ledger
+from llmctl.gateway.metering import INSERT_SPEND, MIGRATIONS, SPEND_COLUMNS, Ledger
 from llmctl.gateway.build import LEDGER_FILE, STORE_DSN_ENV, gateway_dir, store_spec
 from llmctl.gateway.store import PostgresStore, SQLiteStore, Store, StoreError, read_dsn
 
@@ -29,7 +29,6 @@ _KEPT = {  # table: its columns, copied where the store has no row of the same i
     "alerts": ("budget", "period_start", "threshold", "at"),
     "metered": ("request_id", "at"),
 }
-_SPEND = ("at", "model", "key_id", "budget", "input_tokens", "output_tokens", "usd")
 
 
 @dataclass
@@ -70,9 +69,8 @@ def move_ledger(path: Path, target: Store) -> Moved:
                 at = tx.execute("SELECT at FROM ledger_imports WHERE ledger_id = ?", (moved.ledger_id,)).fetchone()[0]
                 moved.moved_at = datetime.fromtimestamp(at, timezone.utc).isoformat()
                 return moved
-            spend = source.store.query(f"SELECT {', '.join(_SPEND)} FROM spend ORDER BY id")
-            tx.executemany(f"INSERT INTO spend ({', '.join(_SPEND)}) VALUES ({', '.join('?' for _ in _SPEND)})",
-                           spend)
+            spend = source.store.query(f"SELECT {', '.join(SPEND_COLUMNS)} FROM spend ORDER BY id")
+            tx.executemany(INSERT_SPEND, spend)
             moved.rows["spend"] = len(spend)
             for table in ("daily", "callers_daily"):
                 rows = source.store.query(f"SELECT scope, name, day, {', '.join(_SUMMED)} FROM {table}")

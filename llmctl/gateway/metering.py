@@ -129,9 +129,8 @@ MIGRATIONS = (
     Migration(sqlite=_V2, postgres=_V2.replace(" REAL", " DOUBLE PRECISION")),
 )
 
-_INSERT_SPEND = """
-INSERT INTO spend (at, model, key_id, budget, input_tokens, output_tokens, usd) VALUES (?, ?, ?, ?, ?, ?, ?)
-"""
+SPEND_COLUMNS = ("at", "model", "key_id", "budget", "input_tokens", "output_tokens", "usd")
+INSERT_SPEND = f"INSERT INTO spend ({', '.join(SPEND_COLUMNS)}) VALUES ({', '.join('?' for _ in SPEND_COLUMNS)})"
 
 _ADD_DAILY = """
 INSERT INTO daily (scope, name, day, usd, input_tokens, output_tokens, requests, unpriced_tokens)
@@ -266,7 +265,7 @@ class Ledger:
         with self.store.transaction() as tx:
             if request_id is not None:
                 tx.execute("INSERT INTO metered VALUES (?, ?)", (request_id, when.timestamp()))
-            tx.executemany(_INSERT_SPEND, [
+            tx.executemany(INSERT_SPEND, [
                 (when.timestamp(), model, key_id, budget, input_tokens, output_tokens, usd)
                 for budget in unique_budgets or [None]
             ])
